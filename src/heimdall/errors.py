@@ -1,0 +1,57 @@
+"""Every exception Heimdall raises.
+
+::
+
+    HeimdallError
+    ├── ConfigError(ValueError)          a configuration or spec is invalid
+    ├── SchemaError(ValueError)          input does not fit a stream's schema
+    │   └── FieldNotFoundError(KeyError) a field name the stream does not have
+    ├── StreamNotFoundError(KeyError)    a stream name the store does not hold
+    ├── KeyNotFoundError(KeyError)       an entity key the store does not hold
+    ├── CapacityError                    the store is full and eviction is off
+    └── StaleWindowError                 a view was overwritten before it could be copied
+"""
+
+from __future__ import annotations
+
+
+class HeimdallError(Exception):
+    """Root of every Heimdall exception."""
+
+
+class _PlainKeyError(KeyError):
+    """A KeyError whose str() is the message, not its repr."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(HeimdallError, ValueError):
+    """A configuration or stream spec is invalid."""
+
+
+class SchemaError(HeimdallError, ValueError):
+    """Input does not fit the stream's schema (shape, dtype, fields, key or time)."""
+
+
+class FieldNotFoundError(SchemaError, _PlainKeyError):
+    """A field name the stream does not have."""
+
+    def __str__(self) -> str:
+        return _PlainKeyError.__str__(self)
+
+
+class StreamNotFoundError(HeimdallError, _PlainKeyError):
+    """A stream name the store does not hold."""
+
+
+class KeyNotFoundError(HeimdallError, _PlainKeyError):
+    """An entity key the store does not hold (never seen, evicted or expired)."""
+
+
+class CapacityError(HeimdallError):
+    """A new key arrived while the store holds max_keys keys and eviction is off."""
+
+
+class StaleWindowError(HeimdallError):
+    """A zero-copy view was overwritten by the writer before it could be copied."""

@@ -1,0 +1,236 @@
+"""One stream's preallocated ring buffers and its key index. Internal.
+
+Ring design: a ring with slack that compacts. Each key owns ``cap = W + slack`` rows
+(``slack = ceil(W * slack_fraction)``, default 0.25). Rows are appended at ``POS``; the
+window is always the contiguous run ``[POS - FILL, POS)``, so a view is one slice. When a
+key's ring is full, its newest ``W - 1`` rows move to the front (a compaction) and
+appending goes on. Cost: memory ``cap / W`` = 1.25x the rows' raw bytes at the default,
+and each append writes on average ``1 + (W - 1) / slack`` ~= 5 rows (one new, four moved
+by compactions), all sequential memory.
+
+Consistency (a seqlock split in two counters per key): the writer raises ``WSEQ`` before
+it writes any row memory and sets ``CSEQ = WSEQ`` when done. A reader reads ``CSEQ``, the
+bounds, then ``WSEQ``; equal means the bounds are consistent. A view ``[a, b)`` taken at
+``CSEQ = c0`` stays intact while ``WSEQ - c0 <= (cap - b) + max(0, a - (W - 1))``: that
+many appends go to rows after ``b``, and a compaction only overwrites rows before ``W - 1``.
+Out-of-order inserts, evictions and expiry raise ``WSEQ`` by ``cap + 1`` and so end every
+view of the slot.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+
+from heimdall.errors import CapacityError, SchemaError
+from heimdall.schema import NS_PER_UNIT, CountWindow, StreamSpec, TimeWindow
+from heimdall.window import _kernels as k
+
+_STRUCT_CODE = {"float32": "f", "float64": "d", "int32": "i", "int64": "q"}
+
+
+class Ring:
+    """Storage, key index and counters of one stream. Writers hold ``lock``; readers never do."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        max_keys: int,
+        *,
+        evict: bool,
+        slack_fraction: float,
+        clock_ns: Callable[[], int],
+    ) -> None:
+        self.spec = spec
+        self.max_keys = max_keys
+        self.evict = evict
+        self.clock_ns = clock_ns
+        self.W = spec.window.rows
+        self.slack = max(1, math.ceil(self.W * slack_fraction))
+        self.cap = self.W + self.slack
+        self.F = len(spec.fields)
+        self.dtype = np.dtype(spec.dtype)
+        self.time_ordered = isinstance(spec.window, TimeWindow)
+        self.span_ns = (
+            int(spec.window.seconds * 1e9) if isinstance(spec.window, TimeWindow) else 0
+        )
+        self.lateness_ns = int(spec.allowed_lateness_s * 1e9)
+        self.reject_nan = spec.nan == "reject" and self.dtype.kind == "f"
+        self.field_index = {f: i for i, f in enumerate(spec.fields)}
+        # np.zeros is calloc: pages of slots never used are never committed.
+        self.data = np.zeros((max_keys, self.cap, self.F), dtype=self.dtype)
+        self.ts = np.zeros((max_keys, self.cap), dtype=np.int64)
+        self.meta = np.zeros((max_keys, k.META_COLS), dtype=np.int64)
+        self.values_ro = self.data.view()
+        self.values_ro.flags.writeable = False
+        self.ts_ro = self.ts.view()
+        self.ts_ro.flags.writeable = False
+        self.data_mv = memoryview(self.data).cast("B")
+        self.ts_mv = memoryview(self.ts).cast("B").cast("q")
+        self.meta_mv = memoryview(self.meta).cast("B").cast("q")
+        self.pack_row = struct.Struct("<" + _STRUCT_CODE[self.dtype.name] * self.F).pack_into
+        self.row_bytes = self.F * self.dtype.itemsize
+        self.index: dict[Hashable, int] = {}
+        self.slot_keys: list[Any] = [None] * max_keys
+        self.live = np.zeros(max_keys, dtype=bool)
+        self.free: list[int] = []
+        self.high_water = 0
+        self.tick = 0
+        self.lock = threading.Lock()
+        self.counters = np.zeros(k.N_COUNTERS, dtype=np.int64)
+        self.events = 0
+        self.evictions = 0
+        self.expired = 0
+
+    # ---- keys ----------------------------------------------------------------------------
+
+    def new_slot(self, key: Hashable, protect: set[int] | None = None) -> int:
+        """A slot for a key not in the index (lock held). Evicts the least recently updated."""
+        if self.free:
+            slot = self.free.pop()
+        elif self.high_water < self.max_keys:
+            slot = self.high_water
+            self.high_water += 1
+        elif not self.evict:
+            raise CapacityError(
+                f"stream {self.spec.name!r} holds max_keys={self.max_keys} keys and eviction is "
+                f"off; cannot add key {key!r}"
+            )
+        else:
+            slot = self._victim(protect)
+            self._release(slot)
+            self.evictions += 1
+            self.free.remove(slot)
+        m = slot * k.META_COLS
+        mv = self.meta_mv
+        mv[m + k.WSEQ] += self.cap + 1
+        mv[m + k.POS] = 0
+        mv[m + k.FILL] = 0
+        mv[m + k.NEWEST] = 0
+        self.slot_keys[slot] = key
+        self.live[slot] = True
+        mv[m + k.CSEQ] = mv[m + k.WSEQ]
+        self.index[key] = slot
+        return slot
+
+    def _victim(self, protect: set[int] | None) -> int:
+        ticks = np.where(self.live, self.meta[:, k.TICK], np.iinfo(np.int64).max)
+        if protect:
+            ticks[list(protect)] = np.iinfo(np.int64).max
+        slot = int(np.argmin(ticks))
+        if not self.live[slot] or (protect and slot in protect):
+            raise CapacityError(
+                f"stream {self.spec.name!r}: one batch holds more than max_keys={self.max_keys} keys"
+            )
+        return slot
+
+    def _release(self, slot: int) -> None:
+        m = slot * k.META_COLS
+        mv = self.meta_mv
+        mv[m + k.WSEQ] += self.cap + 1
+        key = self.slot_keys[slot]
+        self.index.pop(key, None)
+        self.slot_keys[slot] = None
+        self.live[slot] = False
+        mv[m + k.FILL] = 0
+        mv[m + k.CSEQ] = mv[m + k.WSEQ]
+        self.free.append(slot)
+
+    def expire_idle(self, ttl_ns: int, now_ns: int) -> int:
+        """Drop keys not updated for ``ttl_ns`` (lock held). Returns how many."""
+        idle = np.flatnonzero(self.live & (self.meta[:, k.TOUCH] < now_ns - ttl_ns))
+        for slot in idle.tolist():
+            self._release(slot)
+        self.expired += len(idle)
+        return len(idle)
+
+    # ---- one event -----------------------------------------------------------------------
+
+    def append_one(self, slot: int, row: tuple[Any, ...], t: int, now_ns: int) -> None:
+        """Append one row (lock held). Pure Python over memoryviews: no numpy call per event."""
+        mv = self.meta_mv
+        m = slot * k.META_COLS
+        fill = mv[m + k.FILL]
+        if self.time_ordered and fill and t < mv[m + k.NEWEST]:
+            self._append_slow(slot, row, t, now_ns)
+            return
+        w = mv[m + k.WSEQ] + 1
+        mv[m + k.WSEQ] = w
+        pos = mv[m + k.POS]
+        try:
+            if pos == self.cap:
+                k.compact(self.data, self.ts, self.meta, slot, min(fill, self.W - 1))
+                pos = mv[m + k.POS]
+            base = slot * self.cap + pos
+            self.pack_row(self.data_mv, base * self.row_bytes, *row)
+        except (struct.error, TypeError, OverflowError) as exc:
+            mv[m + k.CSEQ] = w  # nothing the window shows has changed
+            raise SchemaError(
+                f"stream {self.spec.name!r}: values {row!r} do not fit dtype {self.dtype.name} "
+                f"for fields {list(self.spec.fields)}: {exc}"
+            ) from exc
+        self.ts_mv[base] = t
+        mv[m + k.POS] = pos + 1
+        if fill < self.W:
+            fill += 1
+            mv[m + k.FILL] = fill
+        if self.time_ordered or fill == 1 or t > mv[m + k.NEWEST]:
+            mv[m + k.NEWEST] = t
+        if self.span_ns:
+            k._trim_span(self.ts, self.meta, slot, self.span_ns)
+        mv[m + k.TOUCH] = now_ns
+        mv[m + k.TICK] = self.tick
+        self.tick += 1
+        self.events += 1
+        mv[m + k.CSEQ] = w
+
+    def _append_slow(self, slot: int, row: tuple[Any, ...], t: int, now_ns: int) -> None:
+        values = np.asarray([row], dtype=self.dtype)
+        self.scatter(np.array([slot], np.int64), values, np.array([t], np.int64), now_ns)
+
+    # ---- many events ---------------------------------------------------------------------
+
+    def scatter(self, slots: np.ndarray, values: np.ndarray, ts_ns: np.ndarray, now_ns: int) -> None:
+        """Append validated rows (lock held)."""
+        k.scatter(
+            self.data, self.ts, self.meta, slots, values, ts_ns, self.W, self.span_ns,
+            self.lateness_ns, self.time_ordered, now_ns, self.tick, self.counters,
+        )
+        self.tick += len(slots)
+        self.events += len(slots)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def time_to_ns(self, value: Any) -> int:
+        """A payload time value in the spec's unit, as int nanoseconds."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise SchemaError(
+                f"stream {self.spec.name!r}: time field {self.spec.time!r} must be a number; "
+                f"received {value!r}"
+            )
+        if not math.isfinite(value):
+            raise SchemaError(
+                f"stream {self.spec.name!r}: time field {self.spec.time!r} is not finite: {value!r}"
+            )
+        return int(value * NS_PER_UNIT[self.spec.time_unit])
+
+    def nbytes(self) -> int:
+        """Bytes of the preallocated arrays."""
+        return int(self.data.nbytes + self.ts.nbytes + self.meta.nbytes + self.live.nbytes)
+
+    def describe_window(self) -> str:
+        w = self.spec.window
+        if isinstance(w, CountWindow):
+            return f"count {w.n}"
+        return f"{w.seconds:g}s (max {w.max_rows} rows)"
+
+
+def now_ns() -> int:
+    """Wall-clock nanoseconds."""
+    return time.time_ns()

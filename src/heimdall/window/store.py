@@ -1,0 +1,491 @@
+"""WindowStore: per-key sliding windows of many streams, read zero-copy.
+
+Threads: any number of reader threads and writer threads. Writes to one stream are
+serialized by that stream's lock (Heimdall's sources give each key one writer thread);
+reads take no lock and never block a writer. See ``_ring.py`` for the ring design, its
+memory cost and the consistency protocol.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from heimdall.errors import (
+    ConfigError,
+    HeimdallError,
+    KeyNotFoundError,
+    SchemaError,
+    StreamNotFoundError,
+)
+from heimdall.schema import StreamSpec
+from heimdall.window import _kernels as k
+from heimdall.window._ring import Ring
+from heimdall.window.view import Window, WindowBatch
+
+AGGREGATES = ("count", "sum", "mean", "std", "min", "max", "last")
+_AGG_INDEX = {name: i for i, name in enumerate(AGGREGATES)}
+_MAX_RETRIES = 10_000
+
+
+class WindowStore:
+    """Windows of every key of every stream, in preallocated ring buffers.
+
+    >>> import heimdall as hd
+    >>> spec = hd.StreamSpec("s", key="id", fields=["x", "y"], window=hd.CountWindow(3))
+    >>> store = hd.WindowStore([spec], max_keys=10)
+    >>> for i in range(5):
+    ...     store.append("s", "a", {"x": i, "y": 10 * i}, ts_ns=i)
+    >>> store.window("s", "a").values.tolist()
+    [[2.0, 20.0], [3.0, 30.0], [4.0, 40.0]]
+    >>> store.aggregate("s", "a", ["mean", "max"])["mean"].tolist()
+    [3.0, 30.0]
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[StreamSpec],
+        max_keys: int = 100_000,
+        *,
+        evict: bool = True,
+        idle_ttl_s: float | None = None,
+        slack: float = 0.25,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigError(f"max_keys must be a whole number >= 1; received {max_keys!r}")
+        if not isinstance(slack, (int, float)) or not 0 < slack <= 4:
+            raise ConfigError(f"slack must be in (0, 4]; received {slack!r}")
+        if idle_ttl_s is not None and not (isinstance(idle_ttl_s, (int, float)) and idle_ttl_s > 0):
+            raise ConfigError(f"idle_ttl_s must be > 0 or None; received {idle_ttl_s!r}")
+        specs = list(specs)
+        if not specs:
+            raise ConfigError("a WindowStore needs at least one StreamSpec")
+        rings: dict[str, Ring] = {}
+        for spec in specs:
+            if not isinstance(spec, StreamSpec):
+                raise ConfigError(f"expected StreamSpec; received {spec!r}")
+            if spec.name in rings:
+                raise ConfigError(f"two streams are named {spec.name!r}")
+            rings[spec.name] = Ring(
+                spec, max_keys, evict=evict, slack_fraction=slack, clock_ns=clock_ns
+            )
+        self._rings = rings
+        self._clock_ns = clock_ns
+        self._ttl_ns = int(idle_ttl_s * 1e9) if idle_ttl_s else 0
+        self._sweep_every_ns = max(1_000_000_000, self._ttl_ns // 10) if self._ttl_ns else 0
+        self._next_sweep_ns = 0
+        self.max_keys = max_keys
+        self._getters = {
+            name: operator.itemgetter(*r.spec.fields) if r.F > 1 else _single(r.spec.fields[0])
+            for name, r in rings.items()
+        }
+
+    # ---- lookup --------------------------------------------------------------------------
+
+    def _ring(self, stream: str) -> Ring:
+        try:
+            return self._rings[stream]
+        except (KeyError, TypeError):
+            raise StreamNotFoundError(
+                f"no stream {stream!r}; streams are {list(self._rings)}"
+            ) from None
+
+    @property
+    def streams(self) -> dict[str, StreamSpec]:
+        """The stream specs, by name."""
+        return {name: r.spec for name, r in self._rings.items()}
+
+    # ---- writes --------------------------------------------------------------------------
+
+    def append(
+        self,
+        stream: str,
+        key: str | int,
+        values: Mapping[str, Any] | Sequence[Any] | np.ndarray,
+        ts_ns: int | None = None,
+    ) -> None:
+        """Append one event. Blocks only on other writers of the same stream.
+
+        ``values`` is a mapping holding every field (other entries are ignored) or a sequence
+        of F numbers in field order. Event time: ``ts_ns``, else the spec's time field in a
+        mapping, else arrival time. Raises SchemaError (nothing is written) on bad input.
+        """
+        ring = self._ring(stream)
+        now = self._clock_ns()
+        if isinstance(values, Mapping):
+            try:
+                row = self._getters[stream](values)
+            except KeyError:
+                missing = [f for f in ring.spec.fields if f not in values]
+                raise SchemaError(
+                    f"stream {stream!r}, key {key!r}: event lacks field(s) {missing}; "
+                    f"received fields {list(values)}"
+                ) from None
+            if ring.F == 1:
+                row = (row,)
+            if ts_ns is None and ring.spec.time is not None and ring.spec.time in values:
+                ts_ns = ring.time_to_ns(values[ring.spec.time])
+        else:
+            row = tuple(values)
+            if len(row) != ring.F:
+                raise SchemaError(
+                    f"stream {stream!r}, key {key!r}: expected {ring.F} values "
+                    f"({list(ring.spec.fields)}); received {len(row)}"
+                )
+        if ring.reject_nan:
+            try:
+                finite = math.isfinite(sum(row))
+            except TypeError:
+                finite = True  # the dtype check below names the bad value
+            if not finite and not all(_finite(v) for v in row):
+                bad = [f for f, v in zip(ring.spec.fields, row, strict=True) if not _finite(v)]
+                raise SchemaError(
+                    f"stream {stream!r}, key {key!r}: non-finite value in field(s) {bad} "
+                    f"(nan='reject'); received {row!r}"
+                )
+        if ts_ns is None:
+            ts_ns = now
+        elif type(ts_ns) is not int:
+            ts_ns = _check_ts(stream, key, ts_ns)
+        with ring.lock:
+            slot = ring.index.get(key)
+            if slot is None:
+                _check_key(stream, key)
+                self._maybe_sweep(now)
+                slot = ring.new_slot(key)
+                try:
+                    ring.append_one(slot, row, ts_ns, now)
+                except SchemaError:
+                    ring._release(slot)
+                    raise
+            else:
+                ring.append_one(slot, row, ts_ns, now)
+
+    def append_batch(
+        self,
+        stream: str,
+        keys: Sequence[str | int] | np.ndarray,
+        values: np.ndarray | Sequence[Sequence[Any]],
+        ts_ns: np.ndarray | Sequence[int] | None = None,
+    ) -> None:
+        """Append n events in one vectorized call: keys (n,), values (n, F), ts_ns (n,) int64.
+
+        Rows are applied in order. The whole batch is validated first: on SchemaError nothing
+        is written. ``ts_ns=None`` stamps every row with the arrival time.
+        """
+        ring = self._ring(stream)
+        now = self._clock_ns()
+        key_list = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
+        n = len(key_list)
+        arr = _as_values(ring, stream, values, n)
+        if ts_ns is None:
+            ts = np.full(n, now, dtype=np.int64)
+        else:
+            ts = _as_ts(stream, ts_ns, n)
+        if n == 0:
+            return
+        with ring.lock:
+            index = ring.index
+            try:
+                slots = np.fromiter(map(index.__getitem__, key_list), dtype=np.int64, count=n)
+            except (KeyError, TypeError):
+                slots = None
+            if slots is not None:
+                ring.scatter(slots, arr, ts, now)
+                return
+            self._append_batch_new_keys(ring, stream, key_list, arr, ts, now)
+
+    def _append_batch_new_keys(
+        self, ring: Ring, stream: str, key_list: list[Any], arr: np.ndarray, ts: np.ndarray, now: int
+    ) -> None:
+        """The batch holds keys not yet in the store: create them, in row order."""
+        index = ring.index
+        new = [key for key in dict.fromkeys(key_list) if key not in index]
+        for key in new:
+            _check_key(stream, key)
+        if not ring.evict:
+            room = ring.max_keys - len(index)
+            if len(new) > room:
+                from heimdall.errors import CapacityError
+
+                raise CapacityError(
+                    f"stream {stream!r}: the batch brings {len(new)} new keys, room for {room} "
+                    f"(max_keys={ring.max_keys}) and eviction is off"
+                )
+        self._maybe_sweep(now)
+        slots = np.empty(len(key_list), dtype=np.int64)
+        pending: set[int] = set()
+        start = 0
+        for i, key in enumerate(key_list):
+            slot = index.get(key)
+            if slot is None:
+                full = not ring.free and ring.high_water >= ring.max_keys
+                if full and pending:
+                    # Eviction may pick a key this batch already wrote to: apply what came first.
+                    ring.scatter(slots[start:i], arr[start:i], ts[start:i], now)
+                    start = i
+                    pending.clear()
+                slot = ring.new_slot(key)
+            slots[i] = slot
+            pending.add(slot)
+        ring.scatter(slots[start:], arr[start:], ts[start:], now)
+
+    def _maybe_sweep(self, now: int) -> None:
+        if self._ttl_ns and now >= self._next_sweep_ns:
+            self._next_sweep_ns = now + self._sweep_every_ns
+            for ring in self._rings.values():
+                ring.expire_idle(self._ttl_ns, now)
+
+    def expire_idle(self) -> int:
+        """Drop keys idle longer than ``idle_ttl_s`` now; returns how many. Also done on writes."""
+        if not self._ttl_ns:
+            return 0
+        now = self._clock_ns()
+        dropped = 0
+        for ring in self._rings.values():
+            with ring.lock:
+                dropped += ring.expire_idle(self._ttl_ns, now)
+        return dropped
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def window(self, stream: str, key: str | int) -> Window:
+        """The key's window as a zero-copy read-only view. O(1); never blocks the writer."""
+        try:
+            ring = self._rings[stream]
+        except (KeyError, TypeError):
+            ring = self._ring(stream)
+        slot = ring.index.get(key)
+        if slot is None:
+            raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r}")
+        mv = ring.meta_mv
+        m = slot * 8
+        for _ in range(_MAX_RETRIES):
+            c0 = mv[m + 3]
+            b = mv[m]
+            n = mv[m + 1]
+            if mv[m + 2] == c0 and ring.slot_keys[slot] == key:
+                return Window(stream, key, ring.spec.fields, ring, slot, b - n, b, c0)  # type: ignore[arg-type]
+            if ring.index.get(key) != slot:
+                raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r} (just evicted)")
+            time.sleep(0)  # a writer is mid-append: let it finish
+        raise HeimdallError(f"stream {stream!r}, key {key!r}: no consistent read after retries")
+
+    def windows(
+        self,
+        stream: str,
+        keys: Sequence[str | int],
+        *,
+        rows: int | None = None,
+        seconds: float | None = None,
+    ) -> WindowBatch:
+        """Consistent copies of many keys' windows, right-aligned in one (B, W, F) array.
+
+        ``rows`` keeps each key's last rows (W = rows), ``seconds`` the rows within that span
+        of the key's newest event. Keys the store does not hold have ``found`` False.
+        """
+        ring = self._ring(stream)
+        W = _rows_arg(ring, rows)
+        span = _span_arg(seconds)
+        key_list = list(keys)
+        slots = np.fromiter((ring.index.get(key, -1) for key in key_list), np.int64, len(key_list))
+        B = len(key_list)
+        values = np.zeros((B, W, ring.F), dtype=ring.dtype)
+        ts = np.zeros((B, W), dtype=np.int64)
+        lengths = np.zeros(B, dtype=np.int64)
+        ok = np.zeros(B, dtype=np.bool_)
+        self._consistent(
+            ring, stream, slots, key_list,
+            lambda s, o: k.gather(ring.data, ring.ts, ring.meta, s, W, span, values, ts, lengths, o),
+            ok,
+        )
+        return WindowBatch(stream, key_list, ring.spec.fields, values, ts, lengths, slots >= 0)
+
+    def _consistent(
+        self,
+        ring: Ring,
+        stream: str,
+        slots: np.ndarray,
+        keys: list[Any],
+        run: Callable[[np.ndarray, np.ndarray], None],
+        ok: np.ndarray,
+    ) -> None:
+        """Run a read kernel over all slots, then again over those a writer was changing."""
+        run(slots, ok)
+        for _ in range(_MAX_RETRIES):
+            if ok.all():
+                return
+            time.sleep(0)
+            todo = np.flatnonzero(~ok)
+            sub = slots.copy()
+            sub[ok] = -1  # already read: the kernel leaves them as they are
+            for i in todo.tolist():
+                if ring.slot_keys[slots[i]] != keys[i]:
+                    sub[i] = slots[i] = -1
+            run(sub, ok)
+        raise HeimdallError(f"stream {stream!r}: no consistent read after retries")
+
+    def aggregate(
+        self,
+        stream: str,
+        keys: str | int | Sequence[str | int],
+        aggs: Iterable[str] = ("count", "mean", "std", "min", "max", "last"),
+        *,
+        rows: int | None = None,
+        seconds: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Per-field aggregates over each key's window (or its last ``rows`` / ``seconds``).
+
+        One key: ``{agg: (F,) array}``, KeyNotFoundError if absent. A list of keys, in one
+        vectorized call: ``{agg: (B, F) array}``, with count 0 and NaN for absent keys.
+        ``std`` is the population standard deviation (ddof=0).
+        """
+        ring = self._ring(stream)
+        names = [aggs] if isinstance(aggs, str) else list(aggs)
+        for name in names:
+            if name not in _AGG_INDEX:
+                raise SchemaError(f"unknown aggregate {name!r}; choose from {list(AGGREGATES)}")
+        single = isinstance(keys, (str, int))
+        key_list = [keys] if single else list(keys)  # type: ignore[list-item, arg-type]
+        slots = np.fromiter((ring.index.get(key, -1) for key in key_list), np.int64, len(key_list))
+        if single and slots[0] < 0:
+            raise KeyNotFoundError(f"stream {stream!r} holds no key {keys!r}")
+        R = 0 if rows is None else _rows_arg(ring, rows)
+        span = _span_arg(seconds)
+        out = np.empty((len(key_list), len(AGGREGATES), ring.F), dtype=np.float64)
+        ok = np.zeros(len(key_list), dtype=np.bool_)
+        self._consistent(
+            ring, stream, slots, key_list,
+            lambda s, o: k.aggregate(ring.data, ring.ts, ring.meta, s, R, span, out, o),
+            ok,
+        )
+        result: dict[str, np.ndarray] = {}
+        for name in names:
+            col = out[:, _AGG_INDEX[name], :]
+            if name == "count":
+                col = col.astype(np.int64)
+            result[name] = col[0] if single else col
+        return result
+
+    def keys(self, stream: str) -> list[Any]:
+        """The keys the stream holds now (a copy)."""
+        return list(self._ring(stream).index)
+
+    def __contains__(self, item: tuple[str, Any]) -> bool:
+        stream, key = item
+        return key in self._ring(stream).index
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per stream and memory, as plain data."""
+        streams = {}
+        total = 0
+        for name, r in self._rings.items():
+            nbytes = r.nbytes()
+            total += nbytes
+            streams[name] = {
+                "keys": len(r.index),
+                "max_keys": r.max_keys,
+                "window": r.describe_window(),
+                "events": r.events,
+                "late_rejected": int(r.counters[k.C_LATE]),
+                "out_of_order": int(r.counters[k.C_OOO]),
+                "expired_on_arrival": int(r.counters[k.C_EXPIRED]),
+                "evictions": r.evictions,
+                "expired_keys": r.expired,
+                "memory_bytes": nbytes,
+            }
+        return {"streams": streams, "memory_bytes": total}
+
+    def __repr__(self) -> str:
+        return f"<WindowStore streams={list(self._rings)} max_keys={self.max_keys}>"
+
+
+# ---- validation helpers -------------------------------------------------------------------
+
+
+def _single(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    return operator.itemgetter(name)
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(v)
+    except TypeError:
+        return True
+
+
+def _check_key(stream: str, key: Any) -> None:
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise SchemaError(
+            f"stream {stream!r}: a key must be str or int; received {key!r} ({type(key).__name__})"
+        )
+
+
+def _check_ts(stream: str, key: Any, ts_ns: Any) -> int:
+    if isinstance(ts_ns, (bool, np.bool_)) or not isinstance(ts_ns, (int, float, np.integer, np.floating)):
+        raise SchemaError(f"stream {stream!r}, key {key!r}: ts_ns must be an int; received {ts_ns!r}")
+    if not math.isfinite(ts_ns):
+        raise SchemaError(f"stream {stream!r}, key {key!r}: ts_ns is not finite: {ts_ns!r}")
+    return int(ts_ns)
+
+
+def _as_values(ring: Ring, stream: str, values: Any, n: int) -> np.ndarray:
+    try:
+        arr = np.asarray(values)
+    except ValueError as exc:
+        raise SchemaError(f"stream {stream!r}: values are not a rectangular array: {exc}") from exc
+    if arr.ndim != 2 or arr.shape != (n, ring.F):
+        raise SchemaError(
+            f"stream {stream!r}: values must have shape ({n}, {ring.F}) for {n} keys and fields "
+            f"{list(ring.spec.fields)}; received shape {arr.shape}"
+        )
+    if arr.dtype != ring.dtype:
+        if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, ring.dtype, "same_kind"):
+            raise SchemaError(
+                f"stream {stream!r}: values of dtype {arr.dtype} cannot be stored as {ring.dtype}"
+            )
+        arr = arr.astype(ring.dtype)
+    if ring.reject_nan and n:
+        finite = np.isfinite(arr)
+        if not finite.all():
+            r, j = np.argwhere(~finite)[0]
+            raise SchemaError(
+                f"stream {stream!r}: row {int(r)} field {ring.spec.fields[int(j)]!r} is "
+                f"{arr[r, j]!r} (nan='reject'); nothing was written"
+            )
+    return np.ascontiguousarray(arr)
+
+
+def _as_ts(stream: str, ts_ns: Any, n: int) -> np.ndarray:
+    ts = np.asarray(ts_ns)
+    if ts.shape != (n,):
+        raise SchemaError(f"stream {stream!r}: ts_ns must have shape ({n},); received {ts.shape}")
+    if ts.dtype.kind == "f":
+        if not np.isfinite(ts).all():
+            raise SchemaError(f"stream {stream!r}: ts_ns holds non-finite values")
+        return ts.astype(np.int64)
+    if ts.dtype.kind not in "iu":
+        raise SchemaError(f"stream {stream!r}: ts_ns must be int64 nanoseconds; received {ts.dtype}")
+    return np.ascontiguousarray(ts, dtype=np.int64)
+
+
+def _rows_arg(ring: Ring, rows: int | None) -> int:
+    if rows is None:
+        return ring.W
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise SchemaError(f"rows must be a whole number >= 1; received {rows!r}")
+    return min(rows, ring.W)
+
+
+def _span_arg(seconds: float | None) -> int:
+    if seconds is None:
+        return 0
+    if not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise SchemaError(f"seconds must be > 0; received {seconds!r}")
+    return int(seconds * 1e9)
