@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/heimdall demo
 
+# numba's on-disk cache can miss an edit of the kernels: key it by their content
+KERNELS_HASH = $(shell cat src/heimdall/window/_kernels.py | sha1sum | cut -c1-12)
+export NUMBA_CACHE_DIR := $(CURDIR)/.venv/numba-cache/$(KERNELS_HASH)
+
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy

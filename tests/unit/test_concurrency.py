@@ -1,0 +1,82 @@
+"""A writer thread and reader threads: no torn read goes unnoticed."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+import heimdall as hd
+
+
+def test_readers_never_see_torn_rows_unnoticed() -> None:
+    # Every row the writer appends is (i, i, i, i) with ts i: an intact window is consecutive.
+    W = 16
+    spec = hd.StreamSpec("s", fields=["a", "b", "c", "d"], window=hd.CountWindow(W))
+    store = hd.WindowStore([spec], max_keys=4)
+    store.append("s", "k", (0, 0, 0, 0), ts_ns=0)
+    stop = threading.Event()
+    seen = {"valid_views": 0, "invalid_views": 0, "copies": 0, "batches": 0}
+    errors: list[str] = []
+
+    def writer() -> None:
+        i = 1
+        while not stop.is_set():
+            if i % 3:
+                store.append("s", "k", (i, i, i, i), ts_ns=i)
+                i += 1
+            else:
+                rows = np.repeat(np.arange(i, i + 7, dtype=np.float64)[:, None], 4, axis=1)
+                store.append_batch("s", ["k"] * 7, rows, np.arange(i, i + 7))
+                i += 7
+
+    def reader() -> None:
+        while not stop.is_set():
+            w = store.window("s", "k")
+            vals = np.array(w.values)  # copy, then ask whether the view was intact
+            if w.valid:
+                seen["valid_views"] += 1
+                if not _intact(vals):
+                    errors.append(f"valid view was torn: {vals[:, 0]}")
+            else:
+                seen["invalid_views"] += 1
+            try:
+                c = w.copy()
+            except hd.StaleWindowError:
+                pass
+            else:
+                seen["copies"] += 1
+                if not _intact(c.values):
+                    errors.append(f"copy was torn: {c.values[:, 0]}")
+            b = store.windows("s", ["k"])
+            seen["batches"] += 1
+            if not _intact(b.values[0, W - b.lengths[0] :]):
+                errors.append("batch torn")
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(2)]
+    import sys
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, to interleave mid-append
+    try:
+        for t in threads:
+            t.start()
+        deadline = threading.Event()
+        while seen["invalid_views"] < 50 or seen["copies"] < 200:
+            if deadline.wait(0.05) or errors:
+                break
+            if seen["batches"] > 200_000:
+                break
+        stop.set()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[:3]
+    # the test only means something if readers did see overwritten views
+    assert seen["invalid_views"] > 0 and seen["copies"] > 0, seen
+
+
+def _intact(vals: np.ndarray) -> bool:
+    col = vals[:, 0]
+    return bool((vals == col[:, None]).all() and (np.diff(col) == 1).all())

@@ -1,0 +1,22 @@
+import heimdall as hd
+
+
+def test_public_api_is_pinned() -> None:
+    assert hd.__all__ == sorted(hd.__all__)
+    assert set(hd.__all__) == {
+        "CapacityError", "ConfigError", "CountWindow", "FieldNotFoundError", "HeimdallError",
+        "KeyNotFoundError", "SchemaError", "StaleWindowError", "StreamNotFoundError",
+        "StreamSpec", "TimeWindow", "Window", "WindowBatch", "WindowStore", "__version__",
+    }
+
+
+def test_errors_match_builtins() -> None:
+    assert issubclass(hd.SchemaError, ValueError)
+    assert issubclass(hd.KeyNotFoundError, KeyError)
+    assert issubclass(hd.StreamNotFoundError, KeyError)
+    assert issubclass(hd.FieldNotFoundError, KeyError)
+    for name in hd.__all__:
+        obj = getattr(hd, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, hd.HeimdallError)
+    assert str(hd.KeyNotFoundError("no key 'a'")) == "no key 'a'"
