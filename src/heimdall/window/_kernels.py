@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 POS, FILL, WSEQ, CSEQ, NEWEST, TOUCH, TICK = 0, 1, 2, 3, 4, 5, 6
-META_COLS = 8
+META_COLS = 8  # one 64-byte line per key; _ring.append_one addresses a row as slot << 3
 
 # counters written by scatter
 C_LATE, C_OOO, C_EXPIRED = 0, 1, 2

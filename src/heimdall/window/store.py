@@ -116,9 +116,19 @@ class WindowStore:
         of F numbers in field order. Event time: ``ts_ns``, else the spec's time field in a
         mapping, else arrival time. Raises SchemaError (nothing is written) on bad input.
         """
-        ring = self._ring(stream)
-        now = self._clock_ns()
-        if isinstance(values, Mapping):
+        try:
+            ring = self._rings[stream]
+        except (KeyError, TypeError):
+            ring = self._ring(stream)
+        vt = type(values)
+        if vt is tuple:
+            row = values
+            if len(row) != ring.F:  # type: ignore[arg-type]
+                raise SchemaError(
+                    f"stream {stream!r}, key {key!r}: expected {ring.F} values "
+                    f"({list(ring.spec.fields)}); received {len(row)}"  # type: ignore[arg-type]
+                )
+        elif vt is dict or isinstance(values, Mapping):
             try:
                 row = self._getters[stream](values)
             except KeyError:
@@ -138,6 +148,8 @@ class WindowStore:
                     f"stream {stream!r}, key {key!r}: expected {ring.F} values "
                     f"({list(ring.spec.fields)}); received {len(row)}"
                 )
+        # The clock is read only when it is needed: arrival time, or idle-key expiry.
+        now = self._clock_ns() if (ts_ns is None or self._ttl_ns) else 0
         if ring.reject_nan:
             try:
                 finite = math.isfinite(sum(row))

@@ -1,0 +1,184 @@
+"""Window store throughput, read latency and memory, each beside baselines run in this process.
+
+    .venv/bin/python benchmarks/bench_store.py [--events N] [--keys K]
+
+Baselines: a dict of deque(maxlen=W) of tuples (read = np.array(list(dq))), and a hand-written
+numpy ring with per-event writes (read = np.roll of the slot, a copy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+from collections import deque
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+import heimdall as hd
+
+W = 256
+FIELDS = ["a", "b", "c", "d"]
+
+
+def pct(x: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(x), q))
+
+
+def time_reads(fn, keys: list[str]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    lat = []
+    clock = time.perf_counter_ns
+    for key in keys:
+        t0 = clock()
+        fn(key)
+        lat.append(clock() - t0)
+    return pct(lat, 50) / 1000, pct(lat, 99) / 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=2_000_000)
+    ap.add_argument("--keys", type=int, default=10_000)
+    ap.add_argument("--reads", type=int, default=20_000)
+    args = ap.parse_args()
+    N, K = args.events, args.keys
+    rng = np.random.default_rng(0)
+    names = [f"k-{i}" for i in range(K)]
+    key_idx = rng.integers(0, K, N)
+    keys = [names[i] for i in key_idx.tolist()]
+    values = rng.normal(size=(N, 4))
+    ts = np.arange(N, dtype=np.int64)
+    rows = [tuple(r) for r in values[:300_000].tolist()]
+    per_event = min(N, 300_000)
+    read_keys = [names[i] for i in rng.integers(0, K, args.reads).tolist()]
+    spec = hd.StreamSpec("s", fields=FIELDS, window=hd.CountWindow(W))
+    results: list[tuple[str, str, str, str]] = []
+
+    # --- memory (tracemalloc counts numpy's buffers too) ---------------------------------
+    fill_keys = names * W
+    fill_values = np.zeros((K * W, 4))
+    fill_ts = np.zeros(K * W, np.int64)
+    gc.collect()
+    tracemalloc.start()
+    m0 = tracemalloc.get_traced_memory()[0]
+    store = hd.WindowStore([spec], max_keys=K)
+    store.append_batch("s", keys[:20_000], values[:20_000], ts[:20_000])  # warm the kernels
+    store.append_batch("s", fill_keys, fill_values, fill_ts)
+    store_bytes = tracemalloc.get_traced_memory()[0] - m0
+    tracemalloc.stop()
+    del store, fill_keys, fill_values, fill_ts
+    gc.collect()
+    tracemalloc.start()
+    m0 = tracemalloc.get_traced_memory()[0]
+    dq_store = {n: deque(maxlen=W) for n in names}
+    for j in range(W):
+        for n in names:
+            dq_store[n].append((j, j + 0.1, j + 0.2, j + 0.3, j + 0.4))
+    deque_bytes = tracemalloc.get_traced_memory()[0] - m0
+    tracemalloc.stop()
+    raw = K * W * 40
+    results.append(("bytes per stored event (raw 40)", f"{store_bytes / (K * W):.1f}",
+                    f"{deque_bytes / (K * W):.1f} (deque of tuples)", f"{store_bytes / raw:.2f}x raw"))
+    del dq_store
+    gc.collect()
+
+    # --- per-event append -----------------------------------------------------------------
+    store = hd.WindowStore([spec], max_keys=K)
+    store.append_batch("s", names, values[:K], ts[:K])
+    app = store.append
+    t0 = time.perf_counter()
+    for i in range(per_event):
+        app("s", keys[i], rows[i], i)
+    hd_rate = per_event / (time.perf_counter() - t0)
+    dq = {n: deque(maxlen=W) for n in names}
+    t0 = time.perf_counter()
+    for i in range(per_event):
+        r = rows[i]
+        dq[keys[i]].append((i, r[0], r[1], r[2], r[3]))
+    dq_rate = per_event / (time.perf_counter() - t0)
+    ring = np.zeros((K, W, 4))
+    ring_ts = np.zeros((K, W), np.int64)
+    ring_pos = [0] * K
+    slot_of = {n: i for i, n in enumerate(names)}
+    t0 = time.perf_counter()
+    for i in range(per_event):
+        s = slot_of[keys[i]]
+        p = ring_pos[s]
+        ring[s, p] = rows[i]
+        ring_ts[s, p] = i
+        ring_pos[s] = (p + 1) % W
+    np_rate = per_event / (time.perf_counter() - t0)
+    results.append(("append() events/s", f"{hd_rate:,.0f}", f"{dq_rate:,.0f} deque / {np_rate:,.0f} numpy ring",
+                    f"{hd_rate / dq_rate:.2f}x deque"))
+
+    # --- append_batch ---------------------------------------------------------------------
+    store = hd.WindowStore([spec], max_keys=K)
+    store.append_batch("s", keys[:10_000], values[:10_000], ts[:10_000])
+    chunk = 10_000
+    t0 = time.perf_counter()
+    for i in range(0, N, chunk):
+        store.append_batch("s", keys[i : i + chunk], values[i : i + chunk], ts[i : i + chunk])
+    batch_rate = N / (time.perf_counter() - t0)
+    dq = {n: deque(maxlen=W) for n in names}
+    vl = values[:per_event].tolist()
+    t0 = time.perf_counter()
+    for i in range(per_event):
+        r = vl[i]
+        dq[keys[i]].append((i, r[0], r[1], r[2], r[3]))
+    dq_rate2 = per_event / (time.perf_counter() - t0)
+    results.append(("append_batch() rows/s (chunks of 10,000)", f"{batch_rate:,.0f}",
+                    f"{dq_rate2:,.0f} deque", f"{batch_rate / dq_rate2:.1f}x deque"))
+
+    # --- reads ----------------------------------------------------------------------------
+    def hd_read(key: str) -> np.ndarray:
+        return store.window("s", key).values
+
+    def dq_read(key: str) -> np.ndarray:
+        return np.array(list(dq[key]))
+
+    def ring_read(key: str) -> np.ndarray:
+        s = slot_of[key]
+        return np.roll(ring[s], -ring_pos[s], axis=0)
+
+    def floor(key: str) -> np.ndarray:
+        return ring[slot_of[key]][10:200]
+
+    gc.disable()
+    hd_p50, hd_p99 = time_reads(hd_read, read_keys)
+    dq_p50, dq_p99 = time_reads(dq_read, read_keys[:5000])
+    ring_p50, ring_p99 = time_reads(ring_read, read_keys)
+    fl_p50, fl_p99 = time_reads(floor, read_keys)
+    gc.enable()
+    results.append(("window().values p50 / p99 us", f"{hd_p50:.2f} / {hd_p99:.2f}",
+                    f"{dq_p50:.1f} / {dq_p99:.1f} deque; {ring_p50:.1f} / {ring_p99:.1f} np ring; "
+                    f"{fl_p50:.2f} / {fl_p99:.2f} floor (call+dict+slice)",
+                    f"{dq_p50 / hd_p50:.0f}x faster than deque"))
+
+    batch_keys = read_keys[:512]
+    store.windows("s", batch_keys)
+    lat = []
+    for _ in range(50):
+        t0 = time.perf_counter_ns()
+        store.windows("s", batch_keys)
+        lat.append(time.perf_counter_ns() - t0)
+    dlat = []
+    for _ in range(10):
+        t0 = time.perf_counter_ns()
+        [np.array(list(dq[k])) for k in batch_keys]
+        dlat.append(time.perf_counter_ns() - t0)
+    results.append(("windows() 512 keys, p50 ms", f"{pct(lat, 50) / 1e6:.2f}",
+                    f"{pct(dlat, 50) / 1e6:.2f} deque, one np.array per key", f"{pct(dlat, 50) / pct(lat, 50):.0f}x"))
+
+    table = Table(title=f"bench_store: {K:,} keys, CountWindow({W}), 4 float64 fields, {N:,} events")
+    for col in ("figure", "heimdall", "baseline (same process)", "ratio"):
+        table.add_column(col)
+    for row in results:
+        table.add_row(*row)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
