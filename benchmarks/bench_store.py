@@ -80,8 +80,14 @@ def main() -> None:
     deque_bytes = tracemalloc.get_traced_memory()[0] - m0
     tracemalloc.stop()
     raw = K * W * 40
-    results.append(("bytes per stored event (raw 40)", f"{store_bytes / (K * W):.1f}",
-                    f"{deque_bytes / (K * W):.1f} (deque of tuples)", f"{store_bytes / raw:.2f}x raw"))
+    results.append(
+        (
+            "bytes per stored event (raw 40)",
+            f"{store_bytes / (K * W):.1f}",
+            f"{deque_bytes / (K * W):.1f} (deque of tuples)",
+            f"{store_bytes / raw:.2f}x raw",
+        )
+    )
     del dq_store
     gc.collect()
 
@@ -111,8 +117,14 @@ def main() -> None:
         ring_ts[s, p] = i
         ring_pos[s] = (p + 1) % W
     np_rate = per_event / (time.perf_counter() - t0)
-    results.append(("append() events/s", f"{hd_rate:,.0f}", f"{dq_rate:,.0f} deque / {np_rate:,.0f} numpy ring",
-                    f"{hd_rate / dq_rate:.2f}x deque"))
+    results.append(
+        (
+            "append() events/s",
+            f"{hd_rate:,.0f}",
+            f"{dq_rate:,.0f} deque / {np_rate:,.0f} numpy ring",
+            f"{hd_rate / dq_rate:.2f}x deque",
+        )
+    )
 
     # --- append_batch ---------------------------------------------------------------------
     store = hd.WindowStore([spec], max_keys=K)
@@ -129,8 +141,14 @@ def main() -> None:
         r = vl[i]
         dq[keys[i]].append((i, r[0], r[1], r[2], r[3]))
     dq_rate2 = per_event / (time.perf_counter() - t0)
-    results.append(("append_batch() rows/s (chunks of 10,000)", f"{batch_rate:,.0f}",
-                    f"{dq_rate2:,.0f} deque", f"{batch_rate / dq_rate2:.1f}x deque"))
+    results.append(
+        (
+            "append_batch() rows/s (chunks of 10,000)",
+            f"{batch_rate:,.0f}",
+            f"{dq_rate2:,.0f} deque",
+            f"{batch_rate / dq_rate2:.1f}x deque",
+        )
+    )
 
     # --- reads ----------------------------------------------------------------------------
     def hd_read(key: str) -> np.ndarray:
@@ -152,10 +170,15 @@ def main() -> None:
     ring_p50, ring_p99 = time_reads(ring_read, read_keys)
     fl_p50, fl_p99 = time_reads(floor, read_keys)
     gc.enable()
-    results.append(("window().values p50 / p99 us", f"{hd_p50:.2f} / {hd_p99:.2f}",
-                    f"{dq_p50:.1f} / {dq_p99:.1f} deque; {ring_p50:.1f} / {ring_p99:.1f} np ring; "
-                    f"{fl_p50:.2f} / {fl_p99:.2f} floor (call+dict+slice)",
-                    f"{dq_p50 / hd_p50:.0f}x faster than deque"))
+    results.append(
+        (
+            "window().values p50 / p99 us",
+            f"{hd_p50:.2f} / {hd_p99:.2f}",
+            f"{dq_p50:.1f} / {dq_p99:.1f} deque; {ring_p50:.1f} / {ring_p99:.1f} np ring; "
+            f"{fl_p50:.2f} / {fl_p99:.2f} floor (call+dict+slice)",
+            f"{dq_p50 / hd_p50:.0f}x faster than deque",
+        )
+    )
 
     batch_keys = read_keys[:512]
     store.windows("s", batch_keys)
@@ -169,10 +192,18 @@ def main() -> None:
         t0 = time.perf_counter_ns()
         [np.array(list(dq[k])) for k in batch_keys]
         dlat.append(time.perf_counter_ns() - t0)
-    results.append(("windows() 512 keys, p50 ms", f"{pct(lat, 50) / 1e6:.2f}",
-                    f"{pct(dlat, 50) / 1e6:.2f} deque, one np.array per key", f"{pct(dlat, 50) / pct(lat, 50):.0f}x"))
+    results.append(
+        (
+            "windows() 512 keys, p50 ms",
+            f"{pct(lat, 50) / 1e6:.2f}",
+            f"{pct(dlat, 50) / 1e6:.2f} deque, one np.array per key",
+            f"{pct(dlat, 50) / pct(lat, 50):.0f}x",
+        )
+    )
 
-    table = Table(title=f"bench_store: {K:,} keys, CountWindow({W}), 4 float64 fields, {N:,} events")
+    table = Table(
+        title=f"bench_store: {K:,} keys, CountWindow({W}), 4 float64 fields, {N:,} events"
+    )
     for col in ("figure", "heimdall", "baseline (same process)", "ratio"):
         table.add_column(col)
     for row in results:

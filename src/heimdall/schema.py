@@ -55,7 +55,11 @@ class TimeWindow:
     def __post_init__(self) -> None:
         if not isinstance(self.seconds, (int, float)) or not self.seconds > 0:
             raise ConfigError(f"TimeWindow needs seconds > 0; received {self.seconds!r}")
-        if not isinstance(self.max_rows, int) or isinstance(self.max_rows, bool) or self.max_rows < 1:
+        if (
+            not isinstance(self.max_rows, int)
+            or isinstance(self.max_rows, bool)
+            or self.max_rows < 1
+        ):
             raise ConfigError(f"TimeWindow needs max_rows >= 1; received {self.max_rows!r}")
 
     @property
@@ -98,29 +102,37 @@ class StreamSpec:
             raise ConfigError(f"stream {self.name!r} needs at least one field")
         for f in fields:
             if not isinstance(f, str) or not f:
-                raise ConfigError(f"stream {self.name!r}: field names must be strings; received {f!r}")
+                raise ConfigError(
+                    f"stream {self.name!r}: field names must be strings; received {f!r}"
+                )
         if len(set(fields)) != len(fields):
             raise ConfigError(f"stream {self.name!r}: field names repeat: {list(fields)}")
         object.__setattr__(self, "fields", fields)
         dtype = np.dtype(self.dtype).name if _is_dtype(self.dtype) else str(self.dtype)
         if dtype not in SUPPORTED_DTYPES:
             raise ConfigError(
-                f"stream {self.name!r}: dtype {self.dtype!r} is not supported; use one of {SUPPORTED_DTYPES}"
+                f"stream {self.name!r}: dtype {self.dtype!r} is not supported; "
+                f"use one of {SUPPORTED_DTYPES}"
             )
         object.__setattr__(self, "dtype", dtype)
         if not isinstance(self.window, (CountWindow, TimeWindow)):
             raise ConfigError(
-                f"stream {self.name!r}: window must be CountWindow or TimeWindow; received {self.window!r}"
+                f"stream {self.name!r}: window must be CountWindow or TimeWindow; "
+                f"received {self.window!r}"
             )
         if not isinstance(self.allowed_lateness_s, (int, float)) or self.allowed_lateness_s < 0:
             raise ConfigError(
-                f"stream {self.name!r}: allowed_lateness_s must be >= 0; received {self.allowed_lateness_s!r}"
+                f"stream {self.name!r}: allowed_lateness_s must be >= 0; "
+                f"received {self.allowed_lateness_s!r}"
             )
         if self.nan not in ("reject", "allow"):
-            raise ConfigError(f"stream {self.name!r}: nan must be 'reject' or 'allow'; received {self.nan!r}")
+            raise ConfigError(
+                f"stream {self.name!r}: nan must be 'reject' or 'allow'; received {self.nan!r}"
+            )
         if self.time_unit not in NS_PER_UNIT:
             raise ConfigError(
-                f"stream {self.name!r}: time_unit must be one of {list(NS_PER_UNIT)}; received {self.time_unit!r}"
+                f"stream {self.name!r}: time_unit must be one of {list(NS_PER_UNIT)}; "
+                f"received {self.time_unit!r}"
             )
 
 

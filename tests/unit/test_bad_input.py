@@ -10,14 +10,16 @@ import heimdall as hd
 
 @pytest.fixture
 def store() -> hd.WindowStore:
-    spec = hd.StreamSpec("sensors", key="id", time="ts", fields=["temp", "rpm"], window=hd.CountWindow(4))
+    spec = hd.StreamSpec(
+        "sensors", key="id", time="ts", fields=["temp", "rpm"], window=hd.CountWindow(4)
+    )
     s = hd.WindowStore([spec], max_keys=3)
     s.append("sensors", "m-1", {"temp": 1.0, "rpm": 2.0}, ts_ns=1)
     return s
 
 
 def test_unknown_stream(store: hd.WindowStore) -> None:
-    with pytest.raises(hd.StreamNotFoundError, match="'nope'.*sensors"):
+    with pytest.raises(hd.StreamNotFoundError, match=r"'nope'.*sensors"):
         store.append("nope", "m-1", (1, 2))
     with pytest.raises(KeyError):
         store.window("nope", "m-1")
@@ -26,7 +28,7 @@ def test_unknown_stream(store: hd.WindowStore) -> None:
 def test_unknown_key_and_field(store: hd.WindowStore) -> None:
     with pytest.raises(hd.KeyNotFoundError, match="m-9"):
         store.window("sensors", "m-9")
-    with pytest.raises(hd.FieldNotFoundError, match="'vib'.*temp"):
+    with pytest.raises(hd.FieldNotFoundError, match=r"'vib'.*temp"):
         store.window("sensors", "m-1")["vib"]
     with pytest.raises(hd.SchemaError, match=r"lacks field\(s\) \['rpm'\]"):
         store.append("sensors", "m-1", {"temp": 1.0})
@@ -55,7 +57,9 @@ def test_key_type(store: hd.WindowStore, key: object) -> None:
         (np.ones((2, 2)), ["a", "b"], "int64 nanoseconds"),
     ],
 )
-def test_rejected_batch_changes_nothing(store: hd.WindowStore, values: object, ts: object, match: str) -> None:
+def test_rejected_batch_changes_nothing(
+    store: hd.WindowStore, values: object, ts: object, match: str
+) -> None:
     before = store.window("sensors", "m-1").copy()
     with pytest.raises(hd.SchemaError, match=match):
         store.append_batch("sensors", ["m-1", "m-2"], values, ts)  # type: ignore[arg-type]
@@ -76,13 +80,16 @@ def test_rejected_batch_changes_nothing(store: hd.WindowStore, values: object, t
         ((1.0, 2.0), {"ts_ns": "now"}, "ts_ns must be an int"),
     ],
 )
-def test_rejected_append_changes_nothing(store: hd.WindowStore, values: tuple[object, ...], kw: dict[str, object], match: str) -> None:
+def test_rejected_append_changes_nothing(
+    store: hd.WindowStore, values: tuple[object, ...], kw: dict[str, object], match: str
+) -> None:
     for key in ("m-1", "m-new"):
         with pytest.raises(hd.SchemaError, match=match):
             store.append("sensors", key, values, **kw)  # type: ignore[arg-type]
     assert store.keys("sensors") == ["m-1"]
     w = store.window("sensors", "m-1")
-    assert w.values.tolist() == [[1.0, 2.0]] and w.valid
+    assert w.values.tolist() == [[1.0, 2.0]]
+    assert w.valid
 
 
 def test_payload_time_field(store: hd.WindowStore) -> None:

@@ -4,9 +4,21 @@ import heimdall as hd
 def test_public_api_is_pinned() -> None:
     assert hd.__all__ == sorted(hd.__all__)
     assert set(hd.__all__) == {
-        "CapacityError", "ConfigError", "CountWindow", "FieldNotFoundError", "HeimdallError",
-        "KeyNotFoundError", "SchemaError", "StaleWindowError", "StreamNotFoundError",
-        "StreamSpec", "TimeWindow", "Window", "WindowBatch", "WindowStore", "__version__",
+        "CapacityError",
+        "ConfigError",
+        "CountWindow",
+        "FieldNotFoundError",
+        "HeimdallError",
+        "KeyNotFoundError",
+        "SchemaError",
+        "StaleWindowError",
+        "StreamNotFoundError",
+        "StreamSpec",
+        "TimeWindow",
+        "Window",
+        "WindowBatch",
+        "WindowStore",
+        "__version__",
     }
 
 

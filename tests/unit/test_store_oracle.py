@@ -1,4 +1,4 @@
-"""The store against plain Python models: deque(maxlen=n) for count windows, sorted lists for time."""
+"""The store against plain Python models: deque(maxlen=n) for count windows, lists for time."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def _spec(window: hd.CountWindow | hd.TimeWindow, **kw: object) -> hd.StreamSpec
     return hd.StreamSpec("s", key="k", fields=["a", "b"], window=window, **kw)  # type: ignore[arg-type]
 
 
-def _check_count(store: hd.WindowStore, model: dict[object, deque[tuple[int, float, float]]]) -> None:
+def _check_count(
+    store: hd.WindowStore, model: dict[object, deque[tuple[int, float, float]]]
+) -> None:
     assert sorted(map(str, store.keys("s"))) == sorted(map(str, model))
     for key, dq in model.items():
         w = store.window("s", key)
@@ -27,14 +29,19 @@ def _check_count(store: hd.WindowStore, model: dict[object, deque[tuple[int, flo
         assert np.shares_memory(w.values, store._rings["s"].data)
 
 
-events = st.lists(
-    st.tuples(st.integers(0, 6), st.integers(-1000, 1000)), min_size=1, max_size=300
-)
+events = st.lists(st.tuples(st.integers(0, 6), st.integers(-1000, 1000)), min_size=1, max_size=300)
 
 
 @settings(max_examples=60, deadline=None)
-@given(events=events, n=st.integers(1, 9), batch=st.integers(1, 40), slack=st.sampled_from([0.1, 0.25, 1.0]))
-def test_count_windows_equal_deque(events: list[tuple[int, int]], n: int, batch: int, slack: float) -> None:
+@given(
+    events=events,
+    n=st.integers(1, 9),
+    batch=st.integers(1, 40),
+    slack=st.sampled_from([0.1, 0.25, 1.0]),
+)
+def test_count_windows_equal_deque(
+    events: list[tuple[int, int]], n: int, batch: int, slack: float
+) -> None:
     store = hd.WindowStore([_spec(hd.CountWindow(n))], max_keys=8, slack=slack)
     model: dict[object, deque[tuple[int, float, float]]] = {}
     rows = [(f"k{key}", t, float(v), float(-v)) for t, (key, v) in enumerate(events)]
@@ -44,27 +51,38 @@ def test_count_windows_equal_deque(events: list[tuple[int, int]], n: int, batch:
             for key, t, a, b in chunk:
                 store.append("s", key, {"a": a, "b": b}, ts_ns=t)
         else:
-            store.append_batch("s", [r[0] for r in chunk], [[r[2], r[3]] for r in chunk], [r[1] for r in chunk])
+            store.append_batch(
+                "s", [r[0] for r in chunk], [[r[2], r[3]] for r in chunk], [r[1] for r in chunk]
+            )
         for key, t, a, b in chunk:
             model.setdefault(key, deque(maxlen=n)).append((t, a, b))
     _check_count(store, model)
-    batch_read = store.windows("s", list(model) + ["absent"])
+    batch_read = store.windows("s", [*list(model), "absent"])
     for i, key in enumerate(model):
         L = int(batch_read.lengths[i])
         assert batch_read.values[i, n - L :].tolist() == [[a, b] for _, a, b in model[key]]
-    assert not batch_read.found[-1] and batch_read.lengths[-1] == 0
+    assert not batch_read.found[-1]
+    assert batch_read.lengths[-1] == 0
 
 
 @settings(max_examples=60, deadline=None)
-@given(keys=st.lists(st.integers(0, 30), min_size=1, max_size=200), max_keys=st.integers(1, 6),
-       batch=st.integers(1, 25))
+@given(
+    keys=st.lists(st.integers(0, 30), min_size=1, max_size=200),
+    max_keys=st.integers(1, 6),
+    batch=st.integers(1, 25),
+)
 def test_eviction_is_least_recently_updated(keys: list[int], max_keys: int, batch: int) -> None:
     store = hd.WindowStore([_spec(hd.CountWindow(3))], max_keys=max_keys)
     lru: OrderedDict[int, deque[float]] = OrderedDict()
     evictions = 0
     for i in range(0, len(keys), batch):
         chunk = keys[i : i + batch]
-        store.append_batch("s", chunk, [[float(j), 0.0] for j in range(i, i + len(chunk))], list(range(i, i + len(chunk))))
+        store.append_batch(
+            "s",
+            chunk,
+            [[float(j), 0.0] for j in range(i, i + len(chunk))],
+            list(range(i, i + len(chunk))),
+        )
         for j, key in enumerate(chunk, start=i):
             if key not in lru and len(lru) == max_keys:
                 lru.popitem(last=False)
@@ -77,7 +95,9 @@ def test_eviction_is_least_recently_updated(keys: list[int], max_keys: int, batc
     assert store.stats()["streams"]["s"]["evictions"] == evictions
 
 
-def _time_model(events: list[tuple[int, int]], seconds_ns: int, lateness_ns: int, max_rows: int) -> tuple[list[tuple[int, float]], int]:
+def _time_model(
+    events: list[tuple[int, int]], seconds_ns: int, lateness_ns: int, max_rows: int
+) -> tuple[list[tuple[int, float]], int]:
     rows: list[tuple[int, float]] = []
     late = 0
     newest = None
@@ -101,9 +121,13 @@ def _time_model(events: list[tuple[int, int]], seconds_ns: int, lateness_ns: int
 @settings(max_examples=80, deadline=None)
 @given(
     events=st.lists(st.tuples(st.integers(0, 200), st.integers(-50, 50)), min_size=1, max_size=150),
-    seconds=st.integers(1, 60), lateness=st.integers(0, 30), max_rows=st.integers(1, 12),
+    seconds=st.integers(1, 60),
+    lateness=st.integers(0, 30),
+    max_rows=st.integers(1, 12),
 )
-def test_time_window_orders_and_rejects_late(events: list[tuple[int, int]], seconds: int, lateness: int, max_rows: int) -> None:
+def test_time_window_orders_and_rejects_late(
+    events: list[tuple[int, int]], seconds: int, lateness: int, max_rows: int
+) -> None:
     spec = _spec(hd.TimeWindow(seconds=seconds, max_rows=max_rows), allowed_lateness_s=lateness)
     store = hd.WindowStore([spec], max_keys=2)
     S = 1_000_000_000
@@ -119,7 +143,9 @@ def test_time_window_orders_and_rejects_late(events: list[tuple[int, int]], seco
 
 def test_idle_keys_expire_on_ttl() -> None:
     now = [0]
-    store = hd.WindowStore([_spec(hd.CountWindow(4))], max_keys=4, idle_ttl_s=10, clock_ns=lambda: now[0])
+    store = hd.WindowStore(
+        [_spec(hd.CountWindow(4))], max_keys=4, idle_ttl_s=10, clock_ns=lambda: now[0]
+    )
     store.append("s", "old", (1, 1))
     now[0] = 5 * 10**9
     store.append("s", "fresh", (1, 1))
@@ -137,7 +163,9 @@ def test_aggregates_match_numpy() -> None:
     keys = rng.integers(0, 10, 700).tolist()
     vals = rng.normal(size=(700, 2))
     store.append_batch("s", keys, vals, np.arange(700))
-    agg = store.aggregate("s", list(range(10)) + [99], ["count", "sum", "mean", "std", "min", "max", "last"])
+    agg = store.aggregate(
+        "s", [*list(range(10)), 99], ["count", "sum", "mean", "std", "min", "max", "last"]
+    )
     for key in range(10):
         x = store.window("s", key).values
         np.testing.assert_allclose(agg["sum"][key], x.sum(0))
@@ -147,6 +175,7 @@ def test_aggregates_match_numpy() -> None:
         np.testing.assert_allclose(agg["max"][key], x.max(0))
         np.testing.assert_allclose(agg["last"][key], x[-1])
         assert agg["count"][key].tolist() == [len(x)] * 2
-    assert agg["count"][10].tolist() == [0, 0] and np.isnan(agg["mean"][10]).all()
+    assert agg["count"][10].tolist() == [0, 0]
+    assert np.isnan(agg["mean"][10]).all()
     last5 = store.aggregate("s", 3, ["mean"], rows=5)["mean"]
     np.testing.assert_allclose(last5, store.window("s", 3).values[-5:].mean(0))

@@ -26,7 +26,9 @@ def add_parser(sub: Any) -> None:
         description="Synthetic sensor events (machines x 3 sensors) into a window store, then "
         "zero-copy reads, a batched read and aggregates, printed as tables.",
     )
-    p.add_argument("--machines", type=int, default=1_000, help="number of machines (keys), default 1000")
+    p.add_argument(
+        "--machines", type=int, default=1_000, help="number of machines (keys), default 1000"
+    )
     p.add_argument("--events", type=int, default=500_000, help="events to ingest, default 500000")
     p.add_argument("--window", type=int, default=256, help="rows per window, default 256")
     p.add_argument("--seed", type=int, default=7, help="random seed")
@@ -50,12 +52,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     rng = np.random.default_rng(args.seed)
     spec = StreamSpec(
-        "sensors", key="machine_id", time="ts",
-        fields=["temp", "vibration", "rpm"], dtype="float32", window=CountWindow(args.window),
+        "sensors",
+        key="machine_id",
+        time="ts",
+        fields=["temp", "vibration", "rpm"],
+        dtype="float32",
+        window=CountWindow(args.window),
     )
     store = WindowStore([spec], max_keys=args.machines)
     machines = [f"m-{i}" for i in range(args.machines)]
-    drifting = set(rng.choice(args.machines, size=max(1, args.machines // 100), replace=False).tolist())
+    drifting = set(
+        rng.choice(args.machines, size=max(1, args.machines // 100), replace=False).tolist()
+    )
     console.print(
         f"[bold]Heimdall demo[/bold]: {args.events:,} events from {args.machines:,} machines "
         f"into CountWindow({args.window}); {len(drifting)} machines drift into anomalies."
@@ -68,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
         while done < args.events:
             n = min(chunk, args.events - done)
             ids = rng.integers(0, args.machines, n)
-            vals = np.column_stack([
-                70 + rng.normal(0, 1.5, n),
-                0.03 + rng.normal(0, 0.005, n),
-                1500 + rng.normal(0, 20, n),
-            ]).astype(np.float32)
+            vals = np.column_stack(
+                [
+                    70 + rng.normal(0, 1.5, n),
+                    0.03 + rng.normal(0, 0.005, n),
+                    1500 + rng.normal(0, 20, n),
+                ]
+            ).astype(np.float32)
             drift = np.isin(ids, list(drifting))
             vals[drift, 0] += 15 * done / args.events
             vals[drift, 1] += 0.05 * done / args.events
@@ -113,14 +123,19 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col)
     for i, key in enumerate(keys):
         table.add_row(
-            key, str(agg["count"][i, 0]), f"{agg['mean'][i, 0]:.2f}", f"{agg['std'][i, 0]:.2f}",
-            f"{agg['max'][i, 1]:.3f}", f"{agg['mean'][i, 2]:.0f}",
+            key,
+            str(agg["count"][i, 0]),
+            f"{agg['mean'][i, 0]:.2f}",
+            f"{agg['std'][i, 0]:.2f}",
+            f"{agg['max'][i, 1]:.3f}",
+            f"{agg['mean'][i, 2]:.0f}",
             "yes" if int(key[2:]) in drifting else "",
         )
     console.print(table)
     s = store.stats()["streams"]["sensors"]
     console.print(
-        f"keys {s['keys']:,}/{s['max_keys']:,}  events {s['events']:,}  evictions {s['evictions']}  "
+        f"keys {s['keys']:,}/{s['max_keys']:,}  events {s['events']:,}  "
+        f"evictions {s['evictions']}  "
         f"memory {s['memory_bytes'] / 2**20:.1f} MiB"
     )
     return 0

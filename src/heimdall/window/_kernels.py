@@ -20,7 +20,7 @@ N_COUNTERS = 3
 
 
 @njit(cache=True)
-def compact(data, ts, meta, slot, keep):  # type: ignore[no-untyped-def]
+def compact(data, ts, meta, slot, keep):
     """Move the newest ``keep`` rows of ``slot`` to the front of its ring."""
     pos = meta[slot, POS]
     src = pos - keep
@@ -33,7 +33,7 @@ def compact(data, ts, meta, slot, keep):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _trim_span(ts, meta, slot, span_ns):  # type: ignore[no-untyped-def]
+def _trim_span(ts, meta, slot, span_ns):
     if span_ns <= 0:
         return
     pos = meta[slot, POS]
@@ -45,8 +45,21 @@ def _trim_span(ts, meta, slot, span_ns):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def scatter(data, ts, meta, slots, values, ts_in, W, span_ns, lateness_ns,  # type: ignore[no-untyped-def]
-            time_ordered, now_ns, tick0, counters):
+def scatter(
+    data,
+    ts,
+    meta,
+    slots,
+    values,
+    ts_in,
+    W,
+    span_ns,
+    lateness_ns,
+    time_ordered,
+    now_ns,
+    tick0,
+    counters,
+):
     """Append row i of ``values`` to slot ``slots[i]``, in order; returns nothing.
 
     Per row: WSEQ goes up before any slot memory is written and CSEQ is set equal after,
@@ -111,7 +124,7 @@ def scatter(data, ts, meta, slots, values, ts_in, W, span_ns, lateness_ns,  # ty
 
 
 @njit(cache=True)
-def _select(ts, meta, slot, rows, span_ns):  # type: ignore[no-untyped-def]
+def _select(ts, meta, slot, rows, span_ns):
     """Bounds [a, b) of the last ``rows`` rows (0 = all) within ``span_ns`` (0 = all)."""
     b = meta[slot, POS]
     n = meta[slot, FILL]
@@ -125,7 +138,7 @@ def _select(ts, meta, slot, rows, span_ns):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def gather(data, ts, meta, slots, rows, span_ns, out_values, out_ts, out_len, ok):  # type: ignore[no-untyped-def]
+def gather(data, ts, meta, slots, rows, span_ns, out_values, out_ts, out_len, ok):
     """Copy each slot's window right-aligned into out_values[i, -n:]; ok[i] = consistent."""
     W = out_values.shape[1]
     F = data.shape[2]
@@ -152,7 +165,7 @@ def gather(data, ts, meta, slots, rows, span_ns, out_values, out_ts, out_len, ok
 
 
 @njit(cache=True)
-def aggregate(data, ts, meta, slots, rows, span_ns, out, ok):  # type: ignore[no-untyped-def]
+def aggregate(data, ts, meta, slots, rows, span_ns, out, ok):
     """out[i, k, j] for k in (count, sum, mean, std, min, max, last); NaN when empty."""
     F = data.shape[2]
     for i in range(slots.shape[0]):

@@ -57,11 +57,10 @@ class Ring:
         self.F = len(spec.fields)
         self.dtype = np.dtype(spec.dtype)
         self.time_ordered = isinstance(spec.window, TimeWindow)
-        self.span_ns = (
-            int(spec.window.seconds * 1e9) if isinstance(spec.window, TimeWindow) else 0
-        )
+        self.span_ns = int(spec.window.seconds * 1e9) if isinstance(spec.window, TimeWindow) else 0
         self.lateness_ns = int(spec.allowed_lateness_s * 1e9)
         self.reject_nan = spec.nan == "reject" and self.dtype.kind == "f"
+        self.fields: tuple[str, ...] = tuple(spec.fields)
         self.field_index = {f: i for i, f in enumerate(spec.fields)}
         # np.zeros is calloc: pages of slots never used are never committed.
         self.data = np.zeros((max_keys, self.cap, self.F), dtype=self.dtype)
@@ -71,9 +70,9 @@ class Ring:
         self.values_ro.flags.writeable = False
         self.ts_ro = self.ts.view()
         self.ts_ro.flags.writeable = False
-        self.data_mv = memoryview(self.data).cast("B")
-        self.ts_mv = memoryview(self.ts).cast("B").cast("q")
-        self.meta_mv = memoryview(self.meta).cast("B").cast("q")
+        self.data_mv = self.data.data.cast("B")
+        self.ts_mv = self.ts.data.cast("B").cast("q")
+        self.meta_mv = self.meta.data.cast("B").cast("q")
         self.pack_row = struct.Struct("<" + _STRUCT_CODE[self.dtype.name] * self.F).pack_into
         self.row_bytes = self.F * self.dtype.itemsize
         self.index: dict[Hashable, int] = {}
@@ -126,7 +125,8 @@ class Ring:
         slot = int(np.argmin(ticks))
         if not self.live[slot] or (protect and slot in protect):
             raise CapacityError(
-                f"stream {self.spec.name!r}: one batch holds more than max_keys={self.max_keys} keys"
+                f"stream {self.spec.name!r}: one batch holds more than "
+                f"max_keys={self.max_keys} keys"
             )
         return slot
 
@@ -201,11 +201,24 @@ class Ring:
 
     # ---- many events ---------------------------------------------------------------------
 
-    def scatter(self, slots: np.ndarray, values: np.ndarray, ts_ns: np.ndarray, now_ns: int) -> None:
+    def scatter(
+        self, slots: np.ndarray, values: np.ndarray, ts_ns: np.ndarray, now_ns: int
+    ) -> None:
         """Append validated rows (lock held)."""
         k.scatter(
-            self.data, self.ts, self.meta, slots, values, ts_ns, self.W, self.span_ns,
-            self.lateness_ns, self.time_ordered, now_ns, self.tick, self.counters,
+            self.data,
+            self.ts,
+            self.meta,
+            slots,
+            values,
+            ts_ns,
+            self.W,
+            self.span_ns,
+            self.lateness_ns,
+            self.time_ordered,
+            now_ns,
+            self.tick,
+            self.counters,
         )
         self.tick += len(slots)
         self.events += len(slots)

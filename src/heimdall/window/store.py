@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -120,34 +120,29 @@ class WindowStore:
             ring = self._rings[stream]
         except (KeyError, TypeError):
             ring = self._ring(stream)
-        vt = type(values)
-        if vt is tuple:
+        row: tuple[Any, ...]
+        if type(values) is tuple:
             row = values
-            if len(row) != ring.F:  # type: ignore[arg-type]
-                raise SchemaError(
-                    f"stream {stream!r}, key {key!r}: expected {ring.F} values "
-                    f"({list(ring.spec.fields)}); received {len(row)}"  # type: ignore[arg-type]
-                )
-        elif vt is dict or isinstance(values, Mapping):
+        elif type(values) is dict or isinstance(values, Mapping):
+            event = values
             try:
-                row = self._getters[stream](values)
+                got = self._getters[stream](event)
             except KeyError:
-                missing = [f for f in ring.spec.fields if f not in values]
+                missing = [f for f in ring.fields if f not in event]
                 raise SchemaError(
                     f"stream {stream!r}, key {key!r}: event lacks field(s) {missing}; "
-                    f"received fields {list(values)}"
+                    f"received fields {list(event)}"
                 ) from None
-            if ring.F == 1:
-                row = (row,)
-            if ts_ns is None and ring.spec.time is not None and ring.spec.time in values:
-                ts_ns = ring.time_to_ns(values[ring.spec.time])
+            row = (got,) if ring.F == 1 else got
+            if ts_ns is None and ring.spec.time is not None and ring.spec.time in event:
+                ts_ns = ring.time_to_ns(event[ring.spec.time])
         else:
             row = tuple(values)
-            if len(row) != ring.F:
-                raise SchemaError(
-                    f"stream {stream!r}, key {key!r}: expected {ring.F} values "
-                    f"({list(ring.spec.fields)}); received {len(row)}"
-                )
+        if len(row) != ring.F:
+            raise SchemaError(
+                f"stream {stream!r}, key {key!r}: expected {ring.F} values "
+                f"({list(ring.fields)}); received {len(row)}"
+            )
         # The clock is read only when it is needed: arrival time, or idle-key expiry.
         now = self._clock_ns() if (ts_ns is None or self._ttl_ns) else 0
         if ring.reject_nan:
@@ -214,7 +209,13 @@ class WindowStore:
             self._append_batch_new_keys(ring, stream, key_list, arr, ts, now)
 
     def _append_batch_new_keys(
-        self, ring: Ring, stream: str, key_list: list[Any], arr: np.ndarray, ts: np.ndarray, now: int
+        self,
+        ring: Ring,
+        stream: str,
+        key_list: list[Any],
+        arr: np.ndarray,
+        ts: np.ndarray,
+        now: int,
     ) -> None:
         """The batch holds keys not yet in the store: create them, in row order."""
         index = ring.index
@@ -283,7 +284,7 @@ class WindowStore:
             b = mv[m]
             n = mv[m + 1]
             if mv[m + 2] == c0 and ring.slot_keys[slot] == key:
-                return Window(stream, key, ring.spec.fields, ring, slot, b - n, b, c0)  # type: ignore[arg-type]
+                return Window(stream, key, ring.fields, ring, slot, b - n, b, c0)
             if ring.index.get(key) != slot:
                 raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r} (just evicted)")
             time.sleep(0)  # a writer is mid-append: let it finish
@@ -313,11 +314,16 @@ class WindowStore:
         lengths = np.zeros(B, dtype=np.int64)
         ok = np.zeros(B, dtype=np.bool_)
         self._consistent(
-            ring, stream, slots, key_list,
-            lambda s, o: k.gather(ring.data, ring.ts, ring.meta, s, W, span, values, ts, lengths, o),
+            ring,
+            stream,
+            slots,
+            key_list,
+            lambda s, o: k.gather(
+                ring.data, ring.ts, ring.meta, s, W, span, values, ts, lengths, o
+            ),
             ok,
         )
-        return WindowBatch(stream, key_list, ring.spec.fields, values, ts, lengths, slots >= 0)
+        return WindowBatch(stream, key_list, ring.fields, values, ts, lengths, slots >= 0)
 
     def _consistent(
         self,
@@ -364,7 +370,7 @@ class WindowStore:
             if name not in _AGG_INDEX:
                 raise SchemaError(f"unknown aggregate {name!r}; choose from {list(AGGREGATES)}")
         single = isinstance(keys, (str, int))
-        key_list = [keys] if single else list(keys)  # type: ignore[list-item, arg-type]
+        key_list: list[Any] = [keys] if isinstance(keys, (str, int)) else list(keys)
         slots = np.fromiter((ring.index.get(key, -1) for key in key_list), np.int64, len(key_list))
         if single and slots[0] < 0:
             raise KeyNotFoundError(f"stream {stream!r} holds no key {keys!r}")
@@ -373,7 +379,10 @@ class WindowStore:
         out = np.empty((len(key_list), len(AGGREGATES), ring.F), dtype=np.float64)
         ok = np.zeros(len(key_list), dtype=np.bool_)
         self._consistent(
-            ring, stream, slots, key_list,
+            ring,
+            stream,
+            slots,
+            key_list,
             lambda s, o: k.aggregate(ring.data, ring.ts, ring.meta, s, R, span, out, o),
             ok,
         )
@@ -440,8 +449,12 @@ def _check_key(stream: str, key: Any) -> None:
 
 
 def _check_ts(stream: str, key: Any, ts_ns: Any) -> int:
-    if isinstance(ts_ns, (bool, np.bool_)) or not isinstance(ts_ns, (int, float, np.integer, np.floating)):
-        raise SchemaError(f"stream {stream!r}, key {key!r}: ts_ns must be an int; received {ts_ns!r}")
+    if isinstance(ts_ns, (bool, np.bool_)) or not isinstance(
+        ts_ns, (int, float, np.integer, np.floating)
+    ):
+        raise SchemaError(
+            f"stream {stream!r}, key {key!r}: ts_ns must be an int; received {ts_ns!r}"
+        )
     if not math.isfinite(ts_ns):
         raise SchemaError(f"stream {stream!r}, key {key!r}: ts_ns is not finite: {ts_ns!r}")
     return int(ts_ns)
@@ -483,7 +496,9 @@ def _as_ts(stream: str, ts_ns: Any, n: int) -> np.ndarray:
             raise SchemaError(f"stream {stream!r}: ts_ns holds non-finite values")
         return ts.astype(np.int64)
     if ts.dtype.kind not in "iu":
-        raise SchemaError(f"stream {stream!r}: ts_ns must be int64 nanoseconds; received {ts.dtype}")
+        raise SchemaError(
+            f"stream {stream!r}: ts_ns must be int64 nanoseconds; received {ts.dtype}"
+        )
     return np.ascontiguousarray(ts, dtype=np.int64)
 
 

@@ -116,7 +116,6 @@ class Window:
         return f"<Window {self.stream}/{self.key!r} rows={len(self)} {kind}>"
 
 
-
 class WindowBatch:
     """Windows of many keys gathered into one owned array, for batched inference.
 
@@ -153,7 +152,8 @@ class WindowBatch:
     def mask(self) -> np.ndarray:
         """(B, W) bool: True where a row holds data."""
         W = self.values.shape[1]
-        return np.arange(W)[None, :] >= (W - self.lengths)[:, None]
+        mask: np.ndarray = np.arange(W)[None, :] >= (W - self.lengths)[:, None]
+        return mask
 
     def __getitem__(self, field: str) -> np.ndarray:
         """(B, W) view of one field."""
@@ -167,4 +167,3 @@ class WindowBatch:
 
     def __repr__(self) -> str:
         return f"<WindowBatch {self.stream} keys={len(self)} shape={self.values.shape}>"
-
