@@ -58,6 +58,10 @@ def main() -> None:
     results: list[tuple[str, str, str, str]] = []
 
     # --- memory (tracemalloc counts numpy's buffers too) ---------------------------------
+    warm = hd.WindowStore([spec], max_keys=16)  # load the kernels outside the traced region
+    warm.append_batch("s", keys[:64], values[:64], ts[:64])
+    warm.windows("s", keys[:4])
+    del warm
     fill_keys = names * W
     fill_values = np.zeros((K * W, 4))
     fill_ts = np.zeros(K * W, np.int64)
@@ -65,7 +69,6 @@ def main() -> None:
     tracemalloc.start()
     m0 = tracemalloc.get_traced_memory()[0]
     store = hd.WindowStore([spec], max_keys=K)
-    store.append_batch("s", keys[:20_000], values[:20_000], ts[:20_000])  # warm the kernels
     store.append_batch("s", fill_keys, fill_values, fill_ts)
     store_bytes = tracemalloc.get_traced_memory()[0] - m0
     tracemalloc.stop()

@@ -272,21 +272,32 @@ class WindowStore:
         """The key's window as a zero-copy read-only view. O(1); never blocks the writer."""
         try:
             ring = self._rings[stream]
+            slot = ring.index[key]
         except (KeyError, TypeError):
-            ring = self._ring(stream)
-        slot = ring.index.get(key)
-        if slot is None:
-            raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r}")
+            return self._window_slow(stream, key)
         mv = ring.meta_mv
-        m = slot * 8
+        m = slot << 3  # meta row: POS 0, FILL 1, WSEQ 2, CSEQ 3
+        c0 = mv[m + 3]
+        b = mv[m]
+        n = mv[m + 1]
+        if mv[m + 2] == c0 and ring.slot_keys[slot] == key:
+            return Window(stream, key, ring.fields, ring, slot, b - n, b, c0)
+        return self._window_slow(stream, key)
+
+    def _window_slow(self, stream: str, key: str | int) -> Window:
+        """window() when the key is absent, was just replaced, or a writer is mid-append."""
+        ring = self._ring(stream)
         for _ in range(_MAX_RETRIES):
+            slot = ring.index.get(key)
+            if slot is None:
+                raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r}")
+            mv = ring.meta_mv
+            m = slot << 3
             c0 = mv[m + 3]
             b = mv[m]
             n = mv[m + 1]
             if mv[m + 2] == c0 and ring.slot_keys[slot] == key:
                 return Window(stream, key, ring.fields, ring, slot, b - n, b, c0)
-            if ring.index.get(key) != slot:
-                raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r} (just evicted)")
             time.sleep(0)  # a writer is mid-append: let it finish
         raise HeimdallError(f"stream {stream!r}, key {key!r}: no consistent read after retries")
 

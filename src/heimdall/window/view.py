@@ -18,9 +18,9 @@ class Window:
     """One key's window: ``values`` (n, F) and ``ts_ns`` (n,), oldest row first.
 
     From ``WindowStore.window`` it is a zero-copy, read-only view into the store. It stays
-    intact until the writer overwrites its rows: at least ``slack`` (W/4 by default) further
-    appends to the key, however many come; an out-of-order insert, eviction or expiry of the
-    key ends it at once. ``valid`` says whether it is still intact; a view never changes what
+    intact until the writer overwrites its rows: between 0 and ``slack + 1`` further appends
+    to the key (``slack`` = W/4 by default), depending on where the key's ring stands when the
+    view is taken; an out-of-order insert, eviction or expiry of the key ends it at once. ``valid`` says whether it is still intact; a view never changes what
     it shows, it goes stale (newer rows are not in it) and later invalid. ``copy()`` returns
     an owned Window that is always valid.
     """
