@@ -20,9 +20,10 @@ class Window:
     From ``WindowStore.window`` it is a zero-copy, read-only view into the store. It stays
     intact until the writer overwrites its rows: between 0 and ``slack + 1`` further appends
     to the key (``slack`` = W/4 by default), depending on where the key's ring stands when the
-    view is taken; an out-of-order insert, eviction or expiry of the key ends it at once. ``valid`` says whether it is still intact; a view never changes what
-    it shows, it goes stale (newer rows are not in it) and later invalid. ``copy()`` returns
-    an owned Window that is always valid.
+    view is taken; an out-of-order insert, eviction or expiry of the key ends it at once.
+    ``valid`` says whether it is still intact; a view never changes what it shows, it goes
+    stale (newer rows are not in it) and later invalid. ``copy()`` returns an owned Window
+    that is always valid.
     """
 
     __slots__ = ("_a", "_b", "_c0", "_fields", "_ring", "_slot", "_ts", "_values", "key", "stream")
