@@ -19,6 +19,7 @@ view of the slot.
 
 from __future__ import annotations
 
+import heapq
 import math
 import struct
 import threading
@@ -77,6 +78,11 @@ class Ring:
         self.row_bytes = self.F * self.dtype.itemsize
         self.index: dict[Hashable, int] = {}
         self.slot_keys: list[Any] = [None] * max_keys
+        # LRU: a min-heap of (tick, key id, slot), built at the first eviction and checked
+        # lazily: an entry whose slot was updated since is pushed again with its new tick.
+        self.slot_keyid: list[int] = [-1] * max_keys
+        self.next_keyid = 0
+        self.lru_heap: list[tuple[int, int, int]] | None = None
         self.live = np.zeros(max_keys, dtype=bool)
         self.free: list[int] = []
         self.high_water = 0
@@ -89,7 +95,7 @@ class Ring:
 
     # ---- keys ----------------------------------------------------------------------------
 
-    def new_slot(self, key: Hashable, protect: set[int] | None = None) -> int:
+    def new_slot(self, key: Hashable) -> int:
         """A slot for a key not in the index (lock held). Evicts the least recently updated."""
         if self.free:
             slot = self.free.pop()
@@ -102,7 +108,7 @@ class Ring:
                 f"off; cannot add key {key!r}"
             )
         else:
-            slot = self._victim(protect)
+            slot = self._victim()
             self._release(slot)
             self.evictions += 1
             self.free.remove(slot)
@@ -113,22 +119,37 @@ class Ring:
         mv[m + k.FILL] = 0
         mv[m + k.NEWEST] = 0
         self.slot_keys[slot] = key
+        keyid = self.next_keyid
+        self.next_keyid = keyid + 1
+        self.slot_keyid[slot] = keyid
+        if self.lru_heap is not None:
+            heapq.heappush(self.lru_heap, (self.tick, keyid, slot))
         self.live[slot] = True
         mv[m + k.CSEQ] = mv[m + k.WSEQ]
         self.index[key] = slot
         return slot
 
-    def _victim(self, protect: set[int] | None) -> int:
-        ticks = np.where(self.live, self.meta[:, k.TICK], np.iinfo(np.int64).max)
-        if protect:
-            ticks[list(protect)] = np.iinfo(np.int64).max
-        slot = int(np.argmin(ticks))
-        if not self.live[slot] or (protect and slot in protect):
-            raise CapacityError(
-                f"stream {self.spec.name!r}: one batch holds more than "
-                f"max_keys={self.max_keys} keys"
-            )
-        return slot
+    def _victim(self) -> int:
+        """The least recently updated live slot. Amortized O(log max_keys) per eviction."""
+        heap = self.lru_heap
+        if heap is None or len(heap) > 2 * len(self.index) + 64:
+            live = np.flatnonzero(self.live).tolist()
+            ticks = self.meta[live, k.TICK].tolist()
+            keyids = self.slot_keyid
+            heap = [(t, keyids[s], s) for t, s in zip(ticks, live, strict=True)]
+            heapq.heapify(heap)
+            self.lru_heap = heap
+        mv = self.meta_mv
+        while heap:
+            tick, keyid, slot = heapq.heappop(heap)
+            if self.slot_keyid[slot] != keyid:
+                continue  # the key left this slot (evicted or expired)
+            now_tick = mv[(slot << 3) + k.TICK]
+            if now_tick != tick:
+                heapq.heappush(heap, (now_tick, keyid, slot))
+                continue
+            return slot
+        raise CapacityError(f"stream {self.spec.name!r}: no key to evict")  # pragma: no cover
 
     def _release(self, slot: int) -> None:
         m = slot * k.META_COLS
@@ -137,6 +158,7 @@ class Ring:
         key = self.slot_keys[slot]
         self.index.pop(key, None)
         self.slot_keys[slot] = None
+        self.slot_keyid[slot] = -1
         self.live[slot] = False
         mv[m + k.FILL] = 0
         mv[m + k.CSEQ] = mv[m + k.WSEQ]
