@@ -23,8 +23,7 @@ import heapq
 import math
 import struct
 import threading
-import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -46,12 +45,10 @@ class Ring:
         *,
         evict: bool,
         slack_fraction: float,
-        clock_ns: Callable[[], int],
     ) -> None:
         self.spec = spec
         self.max_keys = max_keys
         self.evict = evict
-        self.clock_ns = clock_ns
         self.W = spec.window.rows
         self.slack = max(1, math.ceil(self.W * slack_fraction))
         self.cap = self.W + self.slack
@@ -62,7 +59,6 @@ class Ring:
         self.lateness_ns = int(spec.allowed_lateness_s * 1e9)
         self.reject_nan = spec.nan == "reject" and self.dtype.kind == "f"
         self.fields: tuple[str, ...] = tuple(spec.fields)
-        self.field_index = {f: i for i, f in enumerate(spec.fields)}
         # np.zeros is calloc: pages of slots never used are never committed.
         self.data = np.zeros((max_keys, self.cap, self.F), dtype=self.dtype)
         self.ts = np.zeros((max_keys, self.cap), dtype=np.int64)
@@ -269,8 +265,3 @@ class Ring:
         if isinstance(w, CountWindow):
             return f"count {w.n}"
         return f"{w.seconds:g}s (max {w.max_rows} rows)"
-
-
-def now_ns() -> int:
-    """Wall-clock nanoseconds."""
-    return time.time_ns()

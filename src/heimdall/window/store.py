@@ -72,9 +72,7 @@ class WindowStore:
                 raise ConfigError(f"expected StreamSpec; received {spec!r}")
             if spec.name in rings:
                 raise ConfigError(f"two streams are named {spec.name!r}")
-            rings[spec.name] = Ring(
-                spec, max_keys, evict=evict, slack_fraction=slack, clock_ns=clock_ns
-            )
+            rings[spec.name] = Ring(spec, max_keys, evict=evict, slack_fraction=slack)
         self._rings = rings
         self._clock_ns = clock_ns
         self._ttl_ns = int(idle_ttl_s * 1e9) if idle_ttl_s else 0
