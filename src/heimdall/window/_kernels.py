@@ -14,6 +14,10 @@ from numba import njit
 POS, FILL, WSEQ, CSEQ, NEWEST, TOUCH, TICK = 0, 1, 2, 3, 4, 5, 6
 META_COLS = 8  # one 64-byte line per key; _ring.append_one addresses a row as slot << 3
 
+# slot values in the read kernels' input besides real slots
+ABSENT = -1  # a key the store does not hold: length 0, count 0, NaN
+SKIP = -2  # already read: the kernel leaves its outputs as they are
+
 # counters written by scatter
 C_LATE, C_OOO, C_EXPIRED = 0, 1, 2
 N_COUNTERS = 3
@@ -144,6 +148,8 @@ def gather(data, ts, meta, slots, rows, span_ns, out_values, out_ts, out_len, ok
     F = data.shape[2]
     for i in range(slots.shape[0]):
         s = slots[i]
+        if s == SKIP:
+            continue
         if s < 0:
             out_len[i] = 0
             ok[i] = True
@@ -170,6 +176,8 @@ def aggregate(data, ts, meta, slots, rows, span_ns, out, ok):
     F = data.shape[2]
     for i in range(slots.shape[0]):
         s = slots[i]
+        if s == SKIP:
+            continue
         for j in range(F):
             out[i, 0, j] = 0.0
             for k in range(1, 7):

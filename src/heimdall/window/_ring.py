@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 import struct
 import threading
 from collections.abc import Hashable
@@ -45,10 +46,14 @@ class Ring:
         *,
         evict: bool,
         slack_fraction: float,
+        ttl_ns: int = 0,
     ) -> None:
         self.spec = spec
         self.max_keys = max_keys
         self.evict = evict
+        self.ttl_ns = ttl_ns
+        self.sweep_every_ns = max(1_000_000_000, ttl_ns // 10) if ttl_ns else 0
+        self.next_sweep_ns = 0
         self.W = spec.window.rows
         self.slack = max(1, math.ceil(self.W * slack_fraction))
         self.cap = self.W + self.slack
@@ -70,7 +75,10 @@ class Ring:
         self.data_mv = self.data.data.cast("B")
         self.ts_mv = self.ts.data.cast("B").cast("q")
         self.meta_mv = self.meta.data.cast("B").cast("q")
-        self.pack_row = struct.Struct("<" + _STRUCT_CODE[self.dtype.name] * self.F).pack_into
+        row_struct = struct.Struct("<" + _STRUCT_CODE[self.dtype.name] * self.F)
+        self.pack_row = row_struct.pack_into
+        self.scratch_row = bytearray(row_struct.size)
+        self.get_fields = operator.itemgetter(*self.fields)
         self.row_bytes = self.F * self.dtype.itemsize
         self.index: dict[Hashable, int] = {}
         self.slot_keys: list[Any] = [None] * max_keys
@@ -105,15 +113,9 @@ class Ring:
             )
         else:
             slot = self._victim()
-            self._release(slot)
+            self._clear(slot)
             self.evictions += 1
-            self.free.remove(slot)
-        m = slot * k.META_COLS
-        mv = self.meta_mv
-        mv[m + k.WSEQ] += self.cap + 1
-        mv[m + k.POS] = 0
-        mv[m + k.FILL] = 0
-        mv[m + k.NEWEST] = 0
+        # A slot is all zeros when first used, and reset by _clear when it was used before.
         self.slot_keys[slot] = key
         keyid = self.next_keyid
         self.next_keyid = keyid + 1
@@ -121,7 +123,6 @@ class Ring:
         if self.lru_heap is not None:
             heapq.heappush(self.lru_heap, (self.tick, keyid, slot))
         self.live[slot] = True
-        mv[m + k.CSEQ] = mv[m + k.WSEQ]
         self.index[key] = slot
         return slot
 
@@ -147,26 +148,49 @@ class Ring:
             return slot
         raise CapacityError(f"stream {self.spec.name!r}: no key to evict")  # pragma: no cover
 
-    def _release(self, slot: int) -> None:
+    def _clear(self, slot: int) -> None:
+        """Take the key out of ``slot`` and reset it; every view of the slot ends."""
         m = slot * k.META_COLS
         mv = self.meta_mv
         mv[m + k.WSEQ] += self.cap + 1
-        key = self.slot_keys[slot]
-        self.index.pop(key, None)
+        self.index.pop(self.slot_keys[slot], None)
         self.slot_keys[slot] = None
         self.slot_keyid[slot] = -1
         self.live[slot] = False
+        mv[m + k.POS] = 0
         mv[m + k.FILL] = 0
+        mv[m + k.NEWEST] = 0
         mv[m + k.CSEQ] = mv[m + k.WSEQ]
-        self.free.append(slot)
 
-    def expire_idle(self, ttl_ns: int, now_ns: int) -> int:
+    def maybe_expire(self, now_ns: int) -> None:
+        """Expire idle keys if a sweep is due (lock held)."""
+        if self.ttl_ns and now_ns >= self.next_sweep_ns:
+            self.next_sweep_ns = now_ns + self.sweep_every_ns
+            self.expire_idle(now_ns)
+
+    def expire_idle(self, now_ns: int) -> int:
         """Drop keys not updated for ``ttl_ns`` (lock held). Returns how many."""
-        idle = np.flatnonzero(self.live & (self.meta[:, k.TOUCH] < now_ns - ttl_ns))
-        for slot in idle.tolist():
-            self._release(slot)
+        if not self.ttl_ns:
+            return 0
+        idle = np.flatnonzero(self.live & (self.meta[:, k.TOUCH] < now_ns - self.ttl_ns)).tolist()
+        for slot in idle:
+            self._clear(slot)
+        self.free.extend(idle)
         self.expired += len(idle)
         return len(idle)
+
+    def check_row(self, row: tuple[Any, ...]) -> None:
+        """Raise SchemaError unless ``row`` packs into the stream's dtype (writes nothing)."""
+        try:
+            self.pack_row(self.scratch_row, 0, *row)
+        except (struct.error, TypeError, OverflowError) as exc:
+            raise self._row_error(row, exc) from exc
+
+    def _row_error(self, row: tuple[Any, ...], exc: Exception) -> SchemaError:
+        return SchemaError(
+            f"stream {self.spec.name!r}: values {row!r} do not fit dtype {self.dtype.name} "
+            f"for fields {list(self.fields)}: {exc}"
+        )
 
     # ---- one event -----------------------------------------------------------------------
 
@@ -193,10 +217,7 @@ class Ring:
             self.pack_row(self.data_mv, base * self.row_bytes, *row)
         except (struct.error, TypeError, OverflowError) as exc:
             mv[m + 3] = w  # nothing the window shows has changed
-            raise SchemaError(
-                f"stream {self.spec.name!r}: values {row!r} do not fit dtype {self.dtype.name} "
-                f"for fields {list(self.spec.fields)}: {exc}"
-            ) from exc
+            raise self._row_error(row, exc) from exc
         self.ts_mv[base] = t
         mv[m] = pos + 1
         if fill < self.W:

@@ -9,7 +9,6 @@ memory cost and the consistency protocol.
 from __future__ import annotations
 
 import math
-import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from heimdall.errors import (
+    CapacityError,
     ConfigError,
     HeimdallError,
     KeyNotFoundError,
@@ -66,23 +66,20 @@ class WindowStore:
         specs = list(specs)
         if not specs:
             raise ConfigError("a WindowStore needs at least one StreamSpec")
+        ttl_ns = int(idle_ttl_s * 1e9) if idle_ttl_s else 0
         rings: dict[str, Ring] = {}
         for spec in specs:
             if not isinstance(spec, StreamSpec):
                 raise ConfigError(f"expected StreamSpec; received {spec!r}")
             if spec.name in rings:
                 raise ConfigError(f"two streams are named {spec.name!r}")
-            rings[spec.name] = Ring(spec, max_keys, evict=evict, slack_fraction=slack)
+            rings[spec.name] = Ring(
+                spec, max_keys, evict=evict, slack_fraction=slack, ttl_ns=ttl_ns
+            )
         self._rings = rings
         self._clock_ns = clock_ns
-        self._ttl_ns = int(idle_ttl_s * 1e9) if idle_ttl_s else 0
-        self._sweep_every_ns = max(1_000_000_000, self._ttl_ns // 10) if self._ttl_ns else 0
-        self._next_sweep_ns = 0
+        self._ttl_ns = ttl_ns
         self.max_keys = max_keys
-        self._getters = {
-            name: operator.itemgetter(*r.spec.fields) if r.F > 1 else _single(r.spec.fields[0])
-            for name, r in rings.items()
-        }
 
     # ---- lookup --------------------------------------------------------------------------
 
@@ -124,7 +121,7 @@ class WindowStore:
         elif type(values) is dict or isinstance(values, Mapping):
             event = values
             try:
-                got = self._getters[stream](event)
+                got = ring.get_fields(event)
             except KeyError:
                 missing = [f for f in ring.fields if f not in event]
                 raise SchemaError(
@@ -162,13 +159,10 @@ class WindowStore:
             slot = ring.index.get(key)
             if slot is None:
                 _check_key(stream, key)
-                self._maybe_sweep(now)
+                ring.check_row(row)  # before new_slot, which may evict a key
+                ring.maybe_expire(now)
                 slot = ring.new_slot(key)
-                try:
-                    ring.append_one(slot, row, ts_ns, now)
-                except SchemaError:
-                    ring._release(slot)
-                    raise
+                ring.append_one(slot, row, ts_ns, now)
             else:
                 ring.append_one(slot, row, ts_ns, now)
 
@@ -223,45 +217,32 @@ class WindowStore:
         if not ring.evict:
             room = ring.max_keys - len(index)
             if len(new) > room:
-                from heimdall.errors import CapacityError
-
                 raise CapacityError(
                     f"stream {stream!r}: the batch brings {len(new)} new keys, room for {room} "
                     f"(max_keys={ring.max_keys}) and eviction is off"
                 )
-        self._maybe_sweep(now)
+        ring.maybe_expire(now)
         slots = np.empty(len(key_list), dtype=np.int64)
-        pending: set[int] = set()
         start = 0
         for i, key in enumerate(key_list):
             slot = index.get(key)
             if slot is None:
                 full = not ring.free and ring.high_water >= ring.max_keys
-                if full and pending:
+                if full and start < i:
                     # Eviction may pick a key this batch already wrote to: apply what came first.
                     ring.scatter(slots[start:i], arr[start:i], ts[start:i], now)
                     start = i
-                    pending.clear()
                 slot = ring.new_slot(key)
             slots[i] = slot
-            pending.add(slot)
         ring.scatter(slots[start:], arr[start:], ts[start:], now)
-
-    def _maybe_sweep(self, now: int) -> None:
-        if self._ttl_ns and now >= self._next_sweep_ns:
-            self._next_sweep_ns = now + self._sweep_every_ns
-            for ring in self._rings.values():
-                ring.expire_idle(self._ttl_ns, now)
 
     def expire_idle(self) -> int:
         """Drop keys idle longer than ``idle_ttl_s`` now; returns how many. Also done on writes."""
-        if not self._ttl_ns:
-            return 0
         now = self._clock_ns()
         dropped = 0
         for ring in self._rings.values():
             with ring.lock:
-                dropped += ring.expire_idle(self._ttl_ns, now)
+                dropped += ring.expire_idle(now)
         return dropped
 
     # ---- reads ---------------------------------------------------------------------------
@@ -316,7 +297,9 @@ class WindowStore:
         W = _rows_arg(ring, rows)
         span = _span_arg(seconds)
         key_list = list(keys)
-        slots = np.fromiter((ring.index.get(key, -1) for key in key_list), np.int64, len(key_list))
+        slots = np.fromiter(
+            (ring.index.get(key, k.ABSENT) for key in key_list), np.int64, len(key_list)
+        )
         B = len(key_list)
         values = np.zeros((B, W, ring.F), dtype=ring.dtype)
         ts = np.zeros((B, W), dtype=np.int64)
@@ -351,10 +334,10 @@ class WindowStore:
             time.sleep(0)
             todo = np.flatnonzero(~ok)
             sub = slots.copy()
-            sub[ok] = -1  # already read: the kernel leaves them as they are
+            sub[ok] = k.SKIP  # already read: the kernel leaves them as they are
             for i in todo.tolist():
                 if ring.slot_keys[slots[i]] != keys[i]:
-                    sub[i] = slots[i] = -1
+                    sub[i] = slots[i] = k.ABSENT
             run(sub, ok)
         raise HeimdallError(f"stream {stream!r}: no consistent read after retries")
 
@@ -379,8 +362,10 @@ class WindowStore:
             if name not in _AGG_INDEX:
                 raise SchemaError(f"unknown aggregate {name!r}; choose from {list(AGGREGATES)}")
         single = isinstance(keys, (str, int))
-        key_list: list[Any] = [keys] if isinstance(keys, (str, int)) else list(keys)
-        slots = np.fromiter((ring.index.get(key, -1) for key in key_list), np.int64, len(key_list))
+        key_list: list[Any] = [keys] if single else list(keys)  # type: ignore[arg-type]
+        slots = np.fromiter(
+            (ring.index.get(key, k.ABSENT) for key in key_list), np.int64, len(key_list)
+        )
         if single and slots[0] < 0:
             raise KeyNotFoundError(f"stream {stream!r} holds no key {keys!r}")
         R = 0 if rows is None else _rows_arg(ring, rows)
@@ -437,10 +422,6 @@ class WindowStore:
 
 
 # ---- validation helpers -------------------------------------------------------------------
-
-
-def _single(name: str) -> Callable[[Mapping[str, Any]], Any]:
-    return operator.itemgetter(name)
 
 
 def _finite(v: Any) -> bool:
