@@ -9,7 +9,8 @@
     ├── StreamNotFoundError(KeyError)    a stream name the store does not hold
     ├── KeyNotFoundError(KeyError)       an entity key the store does not hold
     ├── CapacityError                    the store is full and eviction is off
-    └── StaleWindowError                 a view was overwritten before it could be copied
+    ├── StaleWindowError                 a view was overwritten before it could be copied
+    └── SourceError                      a broker cannot be reached or started
 """
 
 from __future__ import annotations
@@ -55,3 +56,7 @@ class CapacityError(HeimdallError):
 
 class StaleWindowError(HeimdallError):
     """A zero-copy view was overwritten by the writer before it could be copied."""
+
+
+class SourceError(HeimdallError):
+    """A broker cannot be reached, started or subscribed to."""

@@ -1,0 +1,255 @@
+"""Configuration: ``heimdall.toml`` as frozen pydantic-settings models.
+
+Every key may be overridden from the environment with the ``HEIMDALL_`` prefix and ``__``
+between levels, e.g. ``HEIMDALL_SOURCE__URL=pulsar://broker:6650`` or
+``HEIMDALL_STORE__MAX_KEYS=5000``; the environment wins over the file.
+
+>>> cfg = HeimdallConfig.model_validate({"streams": [{
+...     "name": "sensors", "topic": "sensors", "key": "machine_id", "time": "ts",
+...     "fields": ["temp", "rpm"], "window": {"count": 64}}]})
+>>> cfg.source.url, cfg.streams[0].spec().window
+('embedded', CountWindow(n=64))
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from heimdall.errors import ConfigError, HeimdallError
+from heimdall.schema import CountWindow, NanPolicy, StreamSpec, TimeUnit, TimeWindow
+
+SubscriptionType = Literal["key_shared", "failover", "exclusive", "shared"]
+Format = Literal["json", "msgpack", "arrow"]
+KeyFrom = Literal["payload", "message_key"]
+TimeFrom = Literal["payload", "event_timestamp", "publish_timestamp", "arrival"]
+InitialPosition = Literal["earliest", "latest"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceConfig(_Section):
+    """Where events come from (``[source]``)."""
+
+    kind: Literal["pulsar"] = "pulsar"
+    url: str = "embedded"
+    subscription: str = "heimdall"
+    subscription_type: SubscriptionType = "key_shared"
+    workers: int = Field(2, ge=1, le=64)
+    initial_position: InitialPosition = "earliest"
+    receive_batch: int = Field(10_000, ge=1)
+    receive_timeout_ms: int = Field(1, ge=1)
+    receiver_queue_size: int = Field(10_000, ge=1)
+    max_message_bytes: int = Field(1 << 20, ge=1)
+    dedup_window: int = Field(1_000_000, ge=1000)
+    data_dir: str = "heimdall-data"
+
+
+class StoreConfig(_Section):
+    """The window store (``[store]``)."""
+
+    max_keys: int = Field(100_000, ge=1)
+    idle_ttl_s: float | None = Field(None, gt=0)
+    evict: bool = True
+
+
+class WindowConfig(_Section):
+    """``{ count = N }`` or ``{ seconds = S, max_rows = M }``."""
+
+    count: int | None = Field(None, ge=1)
+    seconds: float | None = Field(None, gt=0)
+    max_rows: int = Field(4096, ge=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> WindowConfig:
+        if (self.count is None) == (self.seconds is None):
+            raise ValueError("give exactly one of count = N or seconds = S")
+        return self
+
+    def window(self) -> CountWindow | TimeWindow:
+        """The schema object this section describes."""
+        if self.count is not None:
+            return CountWindow(self.count)
+        assert self.seconds is not None
+        return TimeWindow(self.seconds, self.max_rows)
+
+
+class StreamConfig(_Section):
+    """One ``[[streams]]`` entry: a topic, its decoding, and the stream it fills."""
+
+    name: str = Field(min_length=1)
+    topic: str = Field(min_length=1)
+    format: Format = "json"
+    key: str = "key"
+    key_from: KeyFrom = "payload"
+    time: str | None = None
+    time_from: TimeFrom | None = None
+    time_unit: TimeUnit = "ms"
+    fields: tuple[str, ...] = Field(min_length=1)
+    dtype: str = "float64"
+    window: WindowConfig = WindowConfig(count=256)
+    allowed_lateness_s: float = Field(0.0, ge=0)
+    nan: NanPolicy = "reject"
+    dead_letter_topic: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> StreamConfig:
+        if self.time_from is None:
+            object.__setattr__(self, "time_from", "payload" if self.time else "arrival")
+        if self.time_from == "payload" and not self.time:
+            raise ValueError("time_from = 'payload' needs time = '<payload field>'")
+        try:
+            self.spec()
+        except HeimdallError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def dlq_topic(self) -> str:
+        """The dead-letter topic: ``dead_letter_topic`` or ``<topic>-heimdall-dlq``."""
+        return self.dead_letter_topic or f"{self.topic}-heimdall-dlq"
+
+    def spec(self) -> StreamSpec:
+        """The ``StreamSpec`` of this stream."""
+        return StreamSpec(
+            name=self.name,
+            key=self.key,
+            time=self.time if self.time_from == "payload" else None,
+            fields=self.fields,
+            dtype=self.dtype,
+            window=self.window.window(),
+            allowed_lateness_s=self.allowed_lateness_s,
+            nan=self.nan,
+            time_unit=self.time_unit,
+        )
+
+
+class ServerConfig(_Section):
+    """What Heimdall serves (``[server]``); ``metrics = ""`` turns the endpoint off."""
+
+    grpc: str | None = None
+    metrics: str | None = "127.0.0.1:9464"
+
+
+class CheckpointConfig(_Section):
+    """Checkpoints (``[checkpoint]``); read, not yet acted on."""
+
+    dir: str = "heimdall-state"
+    interval_s: float = Field(10.0, gt=0)
+
+
+class HeimdallConfig(BaseSettings):
+    """The whole of ``heimdall.toml``."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="HEIMDALL_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
+
+    source: SourceConfig = SourceConfig()
+    store: StoreConfig = StoreConfig()
+    streams: tuple[StreamConfig, ...] = Field(min_length=1)
+    server: ServerConfig = ServerConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @model_validator(mode="after")
+    def _unique(self) -> HeimdallConfig:
+        names = [s.name for s in self.streams]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stream names repeat: {names}")
+        topics = [s.topic for s in self.streams]
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"two streams read the same topic: {topics}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # the environment overrides the file
+
+    def store_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``WindowStore`` from ``[store]``."""
+        return {
+            "max_keys": self.store.max_keys,
+            "idle_ttl_s": self.store.idle_ttl_s,
+            "evict": self.store.evict,
+        }
+
+
+def load_config(path: str | os.PathLike[str]) -> HeimdallConfig:
+    """Read and validate a ``heimdall.toml``; raises ``ConfigError`` naming the bad key."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read it: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return build_config(data, origin=str(p))
+
+
+def build_config(data: dict[str, Any], origin: str = "config") -> HeimdallConfig:
+    """Validate a configuration given as a dict (the parsed TOML)."""
+    try:
+        return HeimdallConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, data, origin)) from None
+
+
+def _explain(exc: ValidationError, data: dict[str, Any], origin: str) -> str:
+    errors = exc.errors(include_url=False)
+    locs = [tuple(e["loc"]) for e in errors]
+    # a container also reports a failure of one of its items: keep the item's error only
+    errors = [
+        e for e in errors
+        if not any(len(o) > len(e["loc"]) and o[: len(e["loc"])] == tuple(e["loc"]) for o in locs)
+    ]
+    lines = [f"{origin}: {len(errors)} problem(s)"]
+    for err in errors:
+        where = _location(err["loc"], data)
+        shown = err["type"] != "missing" and not isinstance(err.get("input"), (dict, list))
+        received = f" (received {err.get('input')!r})" if shown else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            received = ""
+        lines.append(f"  {where}: {msg}{received}")
+    return "\n".join(lines)
+
+
+def _location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    out = ""
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            name = None
+            if isinstance(node, list) and part < len(node) and isinstance(node[part], dict):
+                name = node[part].get("name")
+            if name:
+                out += f" ({name!r})"
+        else:
+            out += f".{part}" if out else str(part)
+        node = node.get(part) if isinstance(node, dict) else (
+            node[part] if isinstance(node, list) and isinstance(part, int)
+            and part < len(node) else None
+        )
+    return out or "(top level)"

@@ -1,0 +1,291 @@
+"""PulsarSource: worker threads, each owning a consumer on the subscription, fill the windows.
+
+For every stream (topic), ``workers`` threads each own one consumer on the shared
+subscription. With ``key_shared`` (the default) Pulsar gives every key to exactly one consumer,
+so every key has one writer thread; ``failover`` and ``exclusive`` give a whole topic (or
+partition) to one consumer; ``shared`` spreads messages round-robin and does not keep one
+writer per key.
+
+A worker's loop: block for the first message (``receive``), take what else is ready
+(``batch_receive``, waiting at most ``receive_timeout_ms``), read payloads and ids, apply the
+batch (``StreamIngest``: drop redeliveries, decode, one ``append_batch``), publish bad messages
+to the dead-letter topic and flush it, then acknowledge: cumulatively per partition on
+``failover``/``exclusive``, one by one otherwise. A message is acknowledged only after its rows
+are in the windows, or after it is on the dead-letter topic.
+
+``stop()`` is graceful: the workers stop receiving, finish the batch in hand, acknowledge it,
+and close their consumers (which flushes acknowledgements); then the producers and the client
+close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from heimdall.config import SourceConfig
+from heimdall.errors import SourceError
+from heimdall.sources._ingest import StreamIngest
+from heimdall.sources.base import Source
+
+log = logging.getLogger("heimdall.pulsar")
+
+_SAMPLE = 64  # latency samples per batch at most (publish_timestamp costs a call each)
+
+
+@contextlib.contextmanager
+def map_pulsar_errors(what: str, url: str) -> Iterator[None]:
+    """Translate the client's exceptions into ``SourceError`` naming what failed where."""
+    import pulsar
+
+    try:
+        yield
+    except pulsar.PulsarException as exc:
+        raise SourceError(f"{what} at {url} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class _AfterApplyError(Exception):
+    """A batch was applied, but what follows (dead letters, acknowledgement) failed."""
+
+
+@dataclass
+class _Worker:
+    stream: str
+    index: int
+    ingest: StreamIngest
+    consumer: Any
+    thread: threading.Thread | None = None
+    crash_after_apply: bool = False  # test hook: die holding an applied, unacked batch
+
+
+class PulsarSource(Source):
+    """Consume the streams' topics from Pulsar into the store.
+
+    ``subscription_type`` as configured; ``effective_type`` is what is used (the embedded
+    broker stalls on Key_Shared, so there it is ``failover``: one writer per topic).
+    """
+
+    def __init__(self, config: SourceConfig, url: str, ingests: Sequence[StreamIngest],
+                 embedded: bool = False) -> None:
+        self.config = config
+        self.url = url
+        self.ingests = list(ingests)
+        self.embedded = embedded
+        self.effective_type = config.subscription_type
+        if embedded and config.subscription_type == "key_shared":
+            self.effective_type = "failover"
+        self.cumulative = self.effective_type in ("failover", "exclusive")
+        self._client: Any = None
+        self._dlq: dict[str, Any] = {}
+        self._workers: list[_Worker] = []
+        self._stop = threading.Event()
+        self.errors = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, subscribe every worker, start the threads. Raises SourceError."""
+        import pulsar
+
+        cfg = self.config
+        self._client = pulsar.Client(
+            self.url,
+            operation_timeout_seconds=15,
+            io_threads=max(1, min(4, cfg.workers)),
+            logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+        )
+        ctype = {
+            "key_shared": pulsar.ConsumerType.KeyShared,
+            "failover": pulsar.ConsumerType.Failover,
+            "exclusive": pulsar.ConsumerType.Exclusive,
+            "shared": pulsar.ConsumerType.Shared,
+        }[self.effective_type]
+        position = (pulsar.InitialPosition.Earliest if cfg.initial_position == "earliest"
+                    else pulsar.InitialPosition.Latest)
+        policy = pulsar.ConsumerBatchReceivePolicy(cfg.receive_batch, 64 << 20,
+                                                   cfg.receive_timeout_ms)
+        n_workers = 1 if self.effective_type == "exclusive" else cfg.workers
+        try:
+            for ingest in self.ingests:
+                topic = ingest.config.topic
+                with map_pulsar_errors(f"creating the dead-letter producer for {topic!r}",
+                                       self.url):
+                    self._dlq[ingest.name] = self._client.create_producer(
+                        ingest.config.dlq_topic, block_if_queue_full=True,
+                        batching_enabled=True, batching_max_publish_delay_ms=1,
+                    )
+                for i in range(n_workers):
+                    with map_pulsar_errors(f"subscribing {cfg.subscription!r} to {topic!r}",
+                                           self.url):
+                        consumer = self._client.subscribe(
+                            topic, cfg.subscription, consumer_type=ctype,
+                            receiver_queue_size=cfg.receiver_queue_size,
+                            initial_position=position, batch_receive_policy=policy,
+                            consumer_name=f"heimdall-{ingest.name}-{i}",
+                        )
+                    self._workers.append(_Worker(ingest.name, i, ingest, consumer))
+        except BaseException:
+            self._close_client()
+            raise
+        for w in self._workers:
+            w.thread = threading.Thread(target=self._run, args=(w,), daemon=True,
+                                        name=f"heimdall-{w.stream}-{w.index}")
+            w.thread.start()
+        log.info("subscribed %s (%s, %d worker(s) per topic) at %s", cfg.subscription,
+                 self.effective_type, n_workers, self.url)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop receiving, finish and acknowledge the batches in hand, close. Idempotent."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        for w in self._workers:
+            if w.thread is not None:
+                w.thread.join(max(0.0, deadline - time.monotonic()))
+        self._close_client()
+
+    def _close_client(self) -> None:
+        for w in self._workers:
+            with contextlib.suppress(Exception):
+                w.consumer.close()
+        for p in self._dlq.values():
+            with contextlib.suppress(Exception):
+                p.flush()
+                p.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        self._client = None
+
+    @property
+    def alive_workers(self) -> int:
+        """How many worker threads run."""
+        return sum(w.thread is not None and w.thread.is_alive() for w in self._workers)
+
+    def crash_worker_after_next_batch(self, stream: str, index: int = 0) -> None:
+        """Test hook: the worker applies its next batch, then closes its consumer without
+        acknowledging and ends, as a crashed consumer would."""
+        for w in self._workers:
+            if w.stream == stream and w.index == index:
+                w.crash_after_apply = True
+                return
+        raise SourceError(f"no worker {index} on stream {stream!r}")
+
+    # ---- the worker loop ------------------------------------------------------------------
+
+    def _run(self, w: _Worker) -> None:
+        import pulsar
+
+        ingest = w.ingest
+        consumer = w.consumer._consumer  # the C++ consumer: no per-message Python wrappers
+        while not self._stop.is_set():
+            try:
+                first = consumer.receive(100)
+            except pulsar.Timeout:
+                continue
+            except pulsar.PulsarException as exc:  # closed or broken: the client reconnects
+                if self._stop.is_set() or w.crash_after_apply:
+                    return
+                log.warning("worker %s-%d: receive failed: %s", w.stream, w.index, exc)
+                time.sleep(0.1)
+                continue
+            msgs = [first, *consumer.batch_receive()]
+            try:
+                self._process(w, ingest, consumer, msgs)
+            except _AfterApplyError as exc:  # applied; the dead-letter publish or the ack failed
+                self.errors += 1
+                log.error("worker %s-%d: %s; the batch stays unacknowledged and will be "
+                          "redelivered (applied rows are recognised and dropped)",
+                          w.stream, w.index, exc.__cause__)
+            except Exception:  # a bug, not bad input: keep the flow going, loudly
+                self.errors += 1
+                log.exception("worker %s-%d: batch of %d failed; dead-lettering it",
+                              w.stream, w.index, len(msgs))
+                self._dead_letter_all(ingest, consumer, msgs)
+            if w.crash_after_apply:
+                return
+
+    def _process(self, w: _Worker, ingest: StreamIngest, consumer: Any,
+                 msgs: list[Any]) -> None:
+        cfg = ingest.config
+        payloads = [m.data() for m in msgs]
+        mids = [m.message_id() for m in msgs]
+        ids = [mid.serialize() for mid in mids]
+        keys = [m.partition_key() for m in msgs] if cfg.key_from == "message_key" else None
+        times: list[int] | None = None
+        if cfg.time_from == "event_timestamp":
+            times = [m.event_timestamp() * 1_000_000 for m in msgs]
+        elif cfg.time_from == "publish_timestamp":
+            times = [m.publish_timestamp() * 1_000_000 for m in msgs]
+        elif cfg.time_from == "arrival":
+            times = [time.time_ns()] * len(msgs)
+        result = ingest.apply(payloads, ids, keys, times)
+        self._observe_latency(ingest, msgs)
+        if w.crash_after_apply:
+            consumer.close()  # unacknowledged: Pulsar redelivers to another consumer
+            return
+        try:
+            if result.bad:
+                self._send_dead_letters(ingest, msgs, mids, payloads, result.bad)
+            if self.cumulative:
+                last: dict[int, Any] = {}
+                for m, mid in zip(msgs, mids, strict=True):
+                    last[mid.partition()] = m
+                for m in last.values():
+                    consumer.acknowledge_cumulative(m)
+            else:
+                for m in msgs:
+                    consumer.acknowledge(m)
+        except Exception as exc:
+            raise _AfterApplyError from exc
+
+    def _observe_latency(self, ingest: StreamIngest, msgs: list[Any]) -> None:
+        now_ms = time.time_ns() / 1e6
+        step = max(1, len(msgs) // _SAMPLE)
+        pub = np.fromiter((m.publish_timestamp() for m in msgs[::step]), np.float64)
+        lat = np.maximum(now_ms - pub, 0.0) / 1e3
+        ingest.counters.latency_s.observe_many(lat)
+        ingest.counters.lag_s = float(lat[-1])
+
+    def _send_dead_letters(self, ingest: StreamIngest, msgs: list[Any], mids: list[Any],
+                           payloads: list[bytes], bad: list[tuple[int, str]]) -> None:
+        producer = self._dlq[ingest.name]
+        import pulsar
+
+        failed: list[BaseException] = []
+
+        def done(res: Any, _mid: Any) -> None:
+            if res != pulsar.Result.Ok:
+                failed.append(SourceError(
+                    f"dead-letter publish to {ingest.config.dlq_topic!r} failed: {res}"))
+
+        for i, reason in bad:
+            m = msgs[i]
+            props = dict(m.properties())
+            props.update({
+                "heimdall-error": reason[:2000],
+                "heimdall-stream": ingest.name,
+                "heimdall-topic": ingest.config.topic,
+                "heimdall-message-id": str(mids[i]),
+            })
+            producer.send_async(payloads[i], done, properties=props,
+                                partition_key=m.partition_key() or None)
+        producer.flush()  # on the dead-letter topic before the original is acknowledged
+        if failed:
+            raise failed[0]
+
+    def _dead_letter_all(self, ingest: StreamIngest, consumer: Any, msgs: list[Any]) -> None:
+        with contextlib.suppress(Exception):
+            mids = [m.message_id() for m in msgs]
+            payloads = [m.data() for m in msgs]
+            bad = [(i, "internal error: see the Heimdall log") for i in range(len(msgs))]
+            self._send_dead_letters(ingest, msgs, mids, payloads, bad)
+            for m in msgs:
+                consumer.acknowledge(m)
+
