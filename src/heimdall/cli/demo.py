@@ -1,38 +1,187 @@
-"""``heimdall demo``: synthetic sensor events into a store, then reads, batches and aggregates.
+"""``heimdall demo``: the main job on embedded defaults, watched live.
 
-Until Pulsar ingest lands this demo runs in-process, with no broker.
+An embedded Pulsar broker, a synthetic producer (1,000 machines, 3 sensors each, ~20,000
+events/s, a few machines drifting into anomalies, a few malformed messages on purpose), the
+pipeline, and a live terminal view. ``--in-process`` runs the older broker-less tour of the
+store's read API instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import shutil
+import tempfile
 import time
 from typing import Any
 
 import numpy as np
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 
+from heimdall.cli._synthetic import SyntheticProducer
+from heimdall.config import build_config
+from heimdall.pipeline import Pipeline
 from heimdall.schema import CountWindow, StreamSpec
 from heimdall.window import WindowStore
 
 SPARK = "▁▂▃▄▅▆▇█"
+TOPIC = "persistent://public/default/sensors"
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
-        help="run the in-process demo on synthetic sensor data",
-        description="Synthetic sensor events (machines x 3 sensors) into a window store, then "
-        "zero-copy reads, a batched read and aggregates, printed as tables.",
+        help="live demo: embedded broker, synthetic sensors, the pipeline, a live view",
+        description="Starts an embedded Pulsar broker, a synthetic producer (machines x 3 "
+        "sensors, some drifting, a few malformed messages on purpose) and the pipeline, and "
+        "shows events/s, keys, window fill, lag, publish-to-window latency, dead letters and "
+        "one machine's window, live. Ctrl-C (or --duration) ends it with a summary.",
     )
-    p.add_argument(
-        "--machines", type=int, default=1_000, help="number of machines (keys), default 1000"
-    )
-    p.add_argument("--events", type=int, default=500_000, help="events to ingest, default 500000")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: run until Ctrl-C)")
+    p.add_argument("--machines", type=int, default=1_000, help="machines (keys), default 1000")
+    p.add_argument("--rate", type=float, default=20_000, help="events/s, default 20000")
     p.add_argument("--window", type=int, default=256, help="rows per window, default 256")
+    p.add_argument("--workers", type=int, default=2, help="worker threads, default 2")
+    p.add_argument("--data-dir", default=None,
+                   help="broker data directory (default: a temporary one, removed after)")
+    p.add_argument("--metrics", default="", metavar="HOST:PORT",
+                   help="also serve Prometheus metrics there")
     p.add_argument("--seed", type=int, default=7, help="random seed")
+    p.add_argument("--in-process", action="store_true",
+                   help="no broker: a one-shot tour of the store's read API")
+    p.add_argument("--events", type=int, default=500_000,
+                   help="with --in-process: events to ingest, default 500000")
     p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    if args.machines < 1 or args.window < 1 or args.rate <= 0 or args.workers < 1:
+        console.print("[red]--machines, --window, --workers must be >= 1 and --rate > 0[/red]")
+        return 2
+    if args.in_process:
+        return run_in_process(args, console)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="heimdall-demo-")
+    cfg = build_config({
+        "source": {"data_dir": data_dir, "workers": args.workers},
+        "store": {"max_keys": args.machines},
+        "server": {"metrics": args.metrics},
+        "streams": [{
+            "name": "sensors", "topic": TOPIC, "format": "json", "key": "machine_id",
+            "time": "ts", "fields": ["temp", "vibration", "rpm"], "dtype": "float32",
+            "window": {"count": args.window},
+        }],
+    }, origin="demo")
+    pipe = Pipeline(cfg)
+    console.print(f"[bold]Heimdall demo[/bold]: starting the embedded broker in {data_dir} ...")
+    t_start = time.monotonic()
+    producer = None
+    try:
+        with pipe:
+            import pulsar
+
+            client = pulsar.Client(pipe.url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+            try:
+                producer = SyntheticProducer(client, TOPIC, args.machines, args.rate,
+                                             seed=args.seed).start()
+                console.print(
+                    f"broker {pipe.url}; producing ~{args.rate:,.0f} events/s from "
+                    f"{args.machines:,} machines; Ctrl-C stops"
+                    + (f"; metrics on :{pipe.metrics_port}" if pipe.metrics_port else "")
+                )
+                watch = producer.names[producer.drifting[0]]
+                with contextlib.suppress(KeyboardInterrupt):
+                    _live(console, pipe, producer, watch, args.duration)
+            finally:
+                if producer is not None:
+                    producer.stop()
+                client.close()
+            summary = _summary(pipe, producer, time.monotonic() - t_start)
+    finally:
+        if args.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    console.print(summary)
+    return 0
+
+
+def _live(console: Console, pipe: Pipeline, producer: SyntheticProducer, watch: str,
+          duration: float | None) -> None:
+    c = pipe.counters["sensors"]
+    end = None if duration is None else time.monotonic() + duration
+    last_n, last_t = c.messages, time.monotonic()
+    rate = 0.0
+    interactive = console.is_terminal
+    with Live(console=console, refresh_per_second=4, transient=False,
+              auto_refresh=False) if interactive else contextlib.nullcontext() as live:
+        while end is None or time.monotonic() < end:
+            time.sleep(0.5 if interactive else 1.0)
+            now = time.monotonic()
+            rate = (c.messages - last_n) / (now - last_t)
+            last_n, last_t = c.messages, now
+            view = _view(pipe, producer, watch, rate)
+            if live is not None:
+                live.update(view, refresh=True)
+            else:
+                console.print(_line(pipe, rate))
+
+
+def _fill(pipe: Pipeline, keys: list[str]) -> float:
+    store = pipe.store
+    W = store.streams["sensors"].window.rows
+    lens = [len(store.window("sensors", k)) for k in keys if ("sensors", k) in store]
+    return float(np.mean(lens)) / W if lens else 0.0
+
+
+def _line(pipe: Pipeline, rate: float) -> str:
+    s = pipe.stats()["ingest"]["sensors"]
+    keys = pipe.store.stats()["streams"]["sensors"]["keys"]
+    return (f"events/s {rate:,.0f}  events {s['messages']:,}  keys {keys:,}  "
+            f"lag {s['lag_s'] * 1e3:.1f} ms  latency p50 {s['latency_p50_s'] * 1e3:.2f} ms "
+            f"p99 {s['latency_p99_s'] * 1e3:.2f} ms  dead letters {s['dead_letters']}  "
+            f"duplicates dropped {s['duplicates']}")
+
+
+def _view(pipe: Pipeline, producer: SyntheticProducer, watch: str, rate: float) -> Group:
+    s = pipe.stats()["ingest"]["sensors"]
+    st = pipe.store.stats()["streams"]["sensors"]
+    t = Table(title="Heimdall: sensors <- Pulsar (embedded)", show_header=False,
+              min_width=72)
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    t.add_row("events/s", f"{rate:,.0f}")
+    t.add_row("events in", f"{s['messages']:,} (sent {producer.sent:,})")
+    t.add_row("keys", f"{st['keys']:,} / {st['max_keys']:,}")
+    t.add_row("window fill", f"{_fill(pipe, producer.names[:50]) * 100:.0f}% of {st['window']}")
+    t.add_row("consumer lag", f"{s['lag_s'] * 1e3:.1f} ms")
+    t.add_row("publish->window", f"p50 {s['latency_p50_s'] * 1e3:.2f} ms   "
+                                 f"p99 {s['latency_p99_s'] * 1e3:.2f} ms")
+    reasons = ", ".join(f"{k} {v}" for k, v in s["dead_letter_reasons"].items())
+    t.add_row("dead letters", f"{s['dead_letters']} ({reasons or 'none'}) "
+                              f"of {producer.bad_sent} bad sent")
+    t.add_row("redeliveries dropped", f"{s['duplicates']:,}")
+    t.add_row("memory", f"{st['memory_bytes'] / 2**20:.1f} MiB")
+    if ("sensors", watch) in pipe.store:
+        w = pipe.store.window("sensors", watch)
+        t.add_row(f"{watch} temp", f"{sparkline(w["temp"], 32)} {w['temp'][-1]:.1f}")
+        t.add_row(f"{watch} vibration", f"{sparkline(w["vibration"], 32)} "
+                                        f"{w['vibration'][-1]:.3f}")
+    return Group(t)
+
+
+def _summary(pipe: Pipeline, producer: SyntheticProducer, elapsed: float) -> str:
+    s = pipe.stats()["ingest"]["sensors"]
+    st = pipe.store.stats()["streams"]["sensors"]
+    return (f"[bold]summary[/bold] after {elapsed:.1f} s: sent {producer.sent:,} "
+            f"({producer.bad_sent} malformed on purpose), windows took {s['rows']:,} events "
+            f"into {st['keys']:,} keys, dead letters {s['dead_letters']} "
+            f"{dict(s['dead_letter_reasons'])}, redeliveries dropped {s['duplicates']:,}, "
+            f"publish->window p50 {s['latency_p50_s'] * 1e3:.2f} ms "
+            f"p99 {s['latency_p99_s'] * 1e3:.2f} ms")
 
 
 def sparkline(x: np.ndarray, width: int = 40) -> str:
@@ -45,10 +194,10 @@ def sparkline(x: np.ndarray, width: int = 40) -> str:
     return "".join(SPARK[int((v - lo) * scale)] for v in x)
 
 
-def run(args: argparse.Namespace) -> int:
-    console = Console()
-    if args.machines < 1 or args.events < 1 or args.window < 1:
-        console.print("[red]--machines, --events and --window must be >= 1[/red]")
+def run_in_process(args: argparse.Namespace, console: Console) -> int:
+    """The broker-less tour: ingest synthetic events, then reads, a batch and aggregates."""
+    if args.events < 1:
+        console.print("[red]--events must be >= 1[/red]")
         return 2
     rng = np.random.default_rng(args.seed)
     spec = StreamSpec(

@@ -1,0 +1,87 @@
+"""The demo's synthetic producer: machines with three sensors, a few drifting into anomalies,
+and a few malformed messages on purpose (they must land on the dead-letter topic)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import msgspec
+import numpy as np
+
+BAD_PAYLOADS = (
+    b"{not json",
+    b'{"machine_id": "m-0", "ts": 1, "temp": "hot", "vibration": 0.1, "rpm": 1500}',
+    b'{"machine_id": "m-0", "ts": 1, "vibration": 0.1, "rpm": 1500}',
+    b'{"machine_id": "m-0", "ts": 1, "temp": 1e999, "vibration": 0.1, "rpm": 1500}',
+)
+
+
+class SyntheticProducer:
+    """Publishes ``rate`` events/s from ``machines`` machines on its own thread.
+
+    Every ``bad_every``-th message is malformed. ``sent`` and ``bad_sent`` count what went out.
+    """
+
+    def __init__(self, client: Any, topic: str, machines: int = 1000, rate: float = 20_000,
+                 bad_every: int = 5000, seed: int = 7) -> None:
+        self.producer = client.create_producer(
+            topic, block_if_queue_full=True, batching_enabled=True,
+            batching_max_messages=1000, batching_max_publish_delay_ms=1,
+        )
+        self.machines = machines
+        self.rate = rate
+        self.bad_every = bad_every
+        self.rng = np.random.default_rng(seed)
+        self.names = [f"m-{i}" for i in range(machines)]
+        self.drifting = sorted(self.rng.choice(machines, size=max(1, machines // 100),
+                                               replace=False).tolist())
+        self.sent = 0
+        self.bad_sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heimdall-demo-producer",
+                                        daemon=True)
+        self._encode = msgspec.json.Encoder().encode
+
+    def start(self) -> SyntheticProducer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.producer.flush()
+        self.producer.close()
+
+    def _run(self) -> None:
+        tick = 0.01
+        per_tick = max(1, int(self.rate * tick))
+        t_next = time.perf_counter()
+        drift_t0 = time.time()
+        drifting = set(self.drifting)
+        while not self._stop.is_set():
+            ids = self.rng.integers(0, self.machines, per_tick).tolist()
+            noise = self.rng.normal(0, 1, (per_tick, 3)).tolist()
+            drift = min(1.0, (time.time() - drift_t0) / 60)
+            now_ms = time.time_ns() // 1_000_000
+            send = self.producer.send_async
+            for i, (a, b, c) in zip(ids, noise, strict=True):
+                self.sent += 1
+                if self.bad_every and self.sent % self.bad_every == 0:
+                    send(BAD_PAYLOADS[self.bad_sent % len(BAD_PAYLOADS)], None)
+                    self.bad_sent += 1
+                    continue
+                d = drift if i in drifting else 0.0
+                event = {
+                    "machine_id": self.names[i], "ts": now_ms,
+                    "temp": 70 + 1.5 * a + 20 * d, "vibration": 0.03 + 0.005 * b + 0.05 * d,
+                    "rpm": 1500 + 20 * c,
+                }
+                send(self._encode(event), None, partition_key=self.names[i])
+            t_next += tick
+            delay = t_next - time.perf_counter()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                t_next = time.perf_counter()  # behind: do not try to catch up in a burst
