@@ -7,9 +7,11 @@ from heimdall.errors import (
     HeimdallError,
     KeyNotFoundError,
     SchemaError,
+    SourceError,
     StaleWindowError,
     StreamNotFoundError,
 )
+from heimdall.pipeline import Pipeline
 from heimdall.schema import CountWindow, StreamSpec, TimeWindow
 from heimdall.window import Window, WindowBatch, WindowStore
 
@@ -22,7 +24,9 @@ __all__ = [
     "FieldNotFoundError",
     "HeimdallError",
     "KeyNotFoundError",
+    "Pipeline",
     "SchemaError",
+    "SourceError",
     "StaleWindowError",
     "StreamNotFoundError",
     "StreamSpec",

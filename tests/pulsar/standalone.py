@@ -105,7 +105,6 @@ class PulsarStandalone:
             "brokerDeleteInactiveTopicsEnabled=false",
             "",
         ]))
-        log = open(self.workdir / "pulsar.log", "ab")  # noqa: SIM115 (kept open while it runs)
         java = [
             "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
             "-Dpulsar.log.level=warn", "-Dlog4j2.level=warn",
@@ -120,8 +119,9 @@ class PulsarStandalone:
             "--bookkeeper-port", str(self.bk_port),
             "--advertised-address", "127.0.0.1",
         ]
-        self.proc = subprocess.Popen(java, cwd=self.workdir, stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(self.workdir / "pulsar.log", "ab") as log:
+            self.proc = subprocess.Popen(java, cwd=self.workdir, stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -167,8 +167,8 @@ def _view(pipe: Pipeline, producer: SyntheticProducer, watch: str, rate: float) 
     t.add_row("memory", f"{st['memory_bytes'] / 2**20:.1f} MiB")
     if ("sensors", watch) in pipe.store:
         w = pipe.store.window("sensors", watch)
-        t.add_row(f"{watch} temp", f"{sparkline(w["temp"], 32)} {w['temp'][-1]:.1f}")
-        t.add_row(f"{watch} vibration", f"{sparkline(w["vibration"], 32)} "
+        t.add_row(f"{watch} temp", f"{sparkline(w['temp'], 32)} {w['temp'][-1]:.1f}")
+        t.add_row(f"{watch} vibration", f"{sparkline(w['vibration'], 32)} "
                                         f"{w['vibration'][-1]:.3f}")
     return Group(t)
 

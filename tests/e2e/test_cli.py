@@ -1,0 +1,157 @@
+"""The ``heimdall`` command as a user runs it: demo, serve (with SIGTERM) and check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pulsar
+from tests.integration.conftest import client, events, payload, publish, wait_for
+
+HEIMDALL = [sys.executable, "-m", "heimdall.cli"]
+
+
+def test_demo_runs_for_its_duration_and_exits_0(tmp_path: Path) -> None:
+    proc = subprocess.run([*HEIMDALL, "demo", "--duration", "10", "--rate", "5000"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "summary" in proc.stdout
+    assert "dead letters" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def _metric(port: int, name: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_serve_stops_on_sigterm_and_acknowledges_what_it_applied(
+    real_pulsar: Any, tmp_path: Path
+) -> None:
+    topic = f"persistent://public/default/serve-{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    cfg = tmp_path / "heimdall.toml"
+    cfg.write_text(f"""
+[source]
+url = "{real_pulsar.url}"
+subscription = "serve-test"
+workers = 2
+
+[[streams]]
+name = "s"
+topic = "{topic}"
+key = "id"
+time = "ts"
+fields = ["a", "b"]
+window = {{ count = 8 }}
+
+[server]
+metrics = "127.0.0.1:{port}"
+""")
+    evs = events(5_000, 50, seed=5)
+    proc = subprocess.Popen([*HEIMDALL, "serve", "-c", str(cfg)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _up(port), 60, "the metrics endpoint")
+        publish(real_pulsar.url, topic, [(payload(e), e[0]) for e in evs])
+        wait_for(lambda: _metric(port, "heimdall_rows_applied_total") >= len(evs), 60,
+                 "all rows applied")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopped: stream s: 5000 messages" in out
+    # Everything applied was acknowledged: the subscription has nothing left to deliver.
+    c = client(real_pulsar.url)
+    try:
+        cons = c.subscribe(topic, "serve-test", consumer_type=pulsar.ConsumerType.KeyShared)
+        try:
+            m = cons.receive(3000)
+            raise AssertionError(f"redelivered after a clean stop: {m.data()!r}")
+        except pulsar.Timeout:
+            pass
+    finally:
+        c.close()
+
+
+def _up(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
+    except OSError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_check_accepts_a_good_config_and_names_bad_keys(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text("""
+[[streams]]
+name = "sensors"
+topic = "persistent://public/default/sensors"
+key = "machine_id"
+time = "ts"
+fields = ["temp", "vibration", "rpm"]
+dtype = "float32"
+window = { count = 256 }
+""")
+    ok = subprocess.run([*HEIMDALL, "check", "-c", str(good)], capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout
+    assert "sensors" in ok.stdout
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("""
+[source]
+workers = 0
+subscription_type = "round_robin"
+
+[[streams]]
+name = "sensors"
+topic = "t"
+fields = ["temp"]
+window = { count = 10, seconds = 5 }
+colour = "blue"
+""")
+    res = subprocess.run([*HEIMDALL, "check", "-c", str(bad)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 1
+    err = res.stderr
+    assert "source.workers" in err
+    assert "source.subscription_type" in err
+    assert "streams[0] ('sensors').window" in err
+    assert "streams[0] ('sensors').colour: unknown key" in err
+    assert "Traceback" not in err
+
+    missing = subprocess.run([*HEIMDALL, "check", "-c", str(tmp_path / "nope.toml")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1
+    assert "no such file" in missing.stderr
+
+    env = dict(os.environ, HEIMDALL_STORE__MAX_KEYS="-3")
+    res = subprocess.run([*HEIMDALL, "check", "-c", str(good)], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert res.returncode == 1
+    assert "store.max_keys" in res.stderr
+
+

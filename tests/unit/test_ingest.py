@@ -1,0 +1,62 @@
+"""StreamIngest without a broker: redeliveries dropped, bad messages reported, rows applied."""
+
+from __future__ import annotations
+
+import orjson
+
+import heimdall as hd
+from heimdall.config import build_config
+from heimdall.sources._ingest import StreamIngest
+from heimdall.sources.dedup import AppliedIds
+
+
+def _ingest(max_bytes: int = 1 << 20, evict: bool = True, max_keys: int = 100) -> StreamIngest:
+    cfg = build_config({"streams": [{"name": "s", "topic": "t", "key": "id", "time": "ts",
+                                     "fields": ["a"], "window": {"count": 4}}]})
+    store = hd.WindowStore([cfg.streams[0].spec()], max_keys=max_keys, evict=evict)
+    return StreamIngest(cfg.streams[0], store, dedup_window=1000, max_message_bytes=max_bytes)
+
+
+def _p(key: str, ts: int, a: float) -> bytes:
+    return orjson.dumps({"id": key, "ts": ts, "a": a})
+
+
+def test_a_redelivered_message_is_applied_once() -> None:
+    ing = _ingest()
+    r1 = ing.apply([_p("k", 1, 1.0), _p("k", 2, 2.0)], [b"m1", b"m2"])
+    r2 = ing.apply([_p("k", 2, 2.0), _p("k", 3, 3.0), _p("k", 3, 3.0)], [b"m2", b"m3", b"m3"])
+    assert r1.duplicates == []
+    assert r2.duplicates == [0, 2]
+    assert ing.store.window("s", "k").values.ravel().tolist() == [1.0, 2.0, 3.0]
+    assert ing.counters.duplicates == 2
+    assert ing.counters.rows == 3
+
+
+def test_bad_messages_are_reported_and_not_remembered() -> None:
+    ing = _ingest(max_bytes=60)
+    big = orjson.dumps({"id": "k", "ts": 1, "a": 1.0, "pad": "x" * 100})
+    r = ing.apply([b"nope", big, _p("k", 1, 1.0)], [b"a", b"b", b"c"])
+    assert [i for i, _ in r.bad] == [0, 1]
+    assert "oversized" in r.bad[1][1]
+    assert ing.counters.dead_letters == 2
+    # a dead-lettered message that comes back is dead-lettered again, not silently dropped
+    again = ing.apply([b"nope"], [b"a"])
+    assert again.duplicates == []
+    assert len(again.bad) == 1
+
+
+def test_a_full_store_without_eviction_dead_letters_the_new_keys() -> None:
+    ing = _ingest(evict=False, max_keys=2)
+    r = ing.apply([_p("a", 1, 1.0), _p("b", 1, 1.0), _p("c", 1, 1.0), _p("a", 2, 2.0)],
+                  [b"1", b"2", b"3", b"4"])
+    assert [i for i, _ in r.bad] == [2]
+    assert "CapacityError" in r.bad[0][1]
+    assert ing.store.window("s", "a").values.ravel().tolist() == [1.0, 2.0]
+
+
+def test_applied_ids_forget_after_two_generations() -> None:
+    seen = AppliedIds(capacity=1000)
+    seen.add(list(range(1000)))  # fills the first generation
+    seen.add(list(range(1000, 2000)))  # and the second: the first is dropped
+    assert seen.duplicates([5, 1500]) == [1]
+    assert len(seen) <= 2000
