@@ -38,7 +38,7 @@ class Pipeline:
     >>> cfg = build_config({"streams": [{"name": "s", "topic": "t", "fields": ["x"]}],
     ...                     "server": {"metrics": ""}})
     >>> pipe = Pipeline(cfg)
-    >>> pipe.store.streams()["s"].fields
+    >>> pipe.store.streams["s"].fields
     ('x',)
     """
 

@@ -83,9 +83,11 @@ def assert_windows_equal(store: Any, expected: dict[str, np.ndarray]) -> None:
 
 
 def drain(url: str, topic: str, subscription: str, timeout_ms: int = 3000) -> list[Any]:
-    """Every message on ``topic`` from the earliest, for a fresh subscription."""
+    """Every message on ``topic`` from the earliest, for a fresh subscription, each once
+    (pulsar-lite may dispatch a message twice: duplicates are told apart by message id)."""
     c = client(url)
     out = []
+    seen = set()
     try:
         cons = c.subscribe(topic, subscription, initial_position=pulsar.InitialPosition.Earliest)
         while True:
@@ -93,7 +95,10 @@ def drain(url: str, topic: str, subscription: str, timeout_ms: int = 3000) -> li
                 m = cons.receive(timeout_ms)
             except pulsar.Timeout:
                 break
-            out.append((m.data(), m.properties()))
+            mid = m.message_id().serialize()
+            if mid not in seen:
+                seen.add(mid)
+                out.append((m.data(), m.properties()))
             cons.acknowledge(m)
     finally:
         c.close()

@@ -39,10 +39,14 @@ def test_bad_messages_are_reported_and_not_remembered() -> None:
     assert [i for i, _ in r.bad] == [0, 1]
     assert "oversized" in r.bad[1][1]
     assert ing.counters.dead_letters == 2
-    # a dead-lettered message that comes back is dead-lettered again, not silently dropped
+    # a bad message that comes back before it reached the dead-letter topic is
+    # dead-lettered again, not silently dropped; once there, a redelivery is a duplicate
     again = ing.apply([b"nope"], [b"a"])
     assert again.duplicates == []
     assert len(again.bad) == 1
+    ing.dead_lettered([b"a"])
+    assert ing.apply([b"nope"], [b"a"]).duplicates == [0]
+    assert ing.counters.dead_letters == 3
 
 
 def test_a_full_store_without_eviction_dead_letters_the_new_keys() -> None:

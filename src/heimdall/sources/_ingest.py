@@ -72,8 +72,9 @@ class StreamIngest:
                 decoded = self.decoder.decode(payloads, message_keys, times_ns)
             bad = oversized + decoded.bad
             bad.extend(self._write(decoded))
-            # dead-lettered messages are not remembered: if the dead-letter publish fails and
-            # the message comes back, it is dead-lettered again rather than dropped
+            # a bad message is remembered only once it is on the dead-letter topic
+            # (``dead_lettered``): if that publish fails and the message comes back, it is
+            # dead-lettered again rather than dropped
             if bad:
                 bad_at = {i for i, _ in bad}
                 self.applied.add([m for i, m in enumerate(ids) if i not in bad_at])
@@ -89,6 +90,12 @@ class StreamIngest:
                 c.count_reason(reason)
         c.apply_s.observe(time.perf_counter() - t0)
         return Applied(sorted(bad), dups, len(decoded))
+
+    def dead_lettered(self, ids: Sequence[Hashable]) -> None:
+        """Remember messages now safely on the dead-letter topic, so a redelivery of one
+        is dropped as a duplicate instead of being dead-lettered twice."""
+        with self.lock:
+            self.applied.add(ids)
 
     def _decode_subset(self, payloads: Sequence[bytes], keep: list[int],
                        message_keys: Sequence[str] | None,

@@ -233,6 +233,7 @@ class PulsarSource(Source):
         try:
             if result.bad:
                 self._send_dead_letters(ingest, msgs, mids, payloads, result.bad)
+                ingest.dead_lettered([ids[i] for i, _ in result.bad])
             if self.cumulative:
                 last: dict[int, Any] = {}
                 for m, mid in zip(msgs, mids, strict=True):

@@ -1,0 +1,254 @@
+"""Ingest from Pulsar: Heimdall's pipeline against a bare client loop, on the same broker.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--events 500000] [--keys 10000] [--url URL]
+
+1. Puts ``--events`` JSON events (``--keys`` keys, 4 fields) on a topic, then drains the
+   backlog twice on separate subscriptions: a bare loop (receive + batch_receive, decode with
+   the same msgspec decoder, acknowledge cumulatively) and the Heimdall pipeline (one worker,
+   failover subscription, as on the embedded broker). Prints events/s and the ratio.
+2. Steady load: ``--rate`` events/s for ``--seconds``; publish-to-receive of a bare consumer
+   (``receive()`` one message at a time) against Heimdall's publish-to-window, p50/p99.
+3. The decoders on the same payloads: msgspec (typed struct) against orjson (dict).
+
+The broker is the embedded pulsar-lite unless ``--url`` names another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import operator
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import orjson
+import pulsar
+from rich.console import Console
+from rich.table import Table
+
+from heimdall.config import build_config
+from heimdall.pipeline import Pipeline
+from heimdall.sources._embedded import EmbeddedPulsar
+
+FIELDS = ["f0", "f1", "f2", "f3"]
+
+
+def client(url: str) -> pulsar.Client:
+    return pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+
+
+def payloads(n: int, keys: int) -> list[tuple[bytes, str]]:
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, keys, n).tolist()
+    vals = rng.normal(size=(n, 4)).tolist()
+    enc = msgspec.json.Encoder().encode
+    t0 = time.time_ns() // 1_000_000
+    return [(enc({"id": f"k{k}", "ts": t0 + i, "f0": v[0], "f1": v[1], "f2": v[2], "f3": v[3]}),
+             f"k{k}") for i, (k, v) in enumerate(zip(ids, vals, strict=True))]
+
+
+def produce(url: str, topic: str, items: list[tuple[bytes, str]]) -> float:
+    c = client(url)
+    p = c.create_producer(topic, block_if_queue_full=True, batching_enabled=True,
+                          batching_max_messages=1000, batching_max_publish_delay_ms=5)
+    t = time.perf_counter()
+    for data, key in items:
+        p.send_async(data, None, partition_key=key)
+    p.flush()
+    dt = time.perf_counter() - t
+    c.close()
+    return len(items) / dt
+
+
+Record = msgspec.defstruct("Record", [("id", str), ("ts", int)] + [(f, float) for f in FIELDS])
+
+
+def bare_drain(url: str, topic: str, n: int) -> float:
+    """The ceiling: batch_receive + decode (msgspec, to arrays) + cumulative acknowledge."""
+    c = client(url)
+    cons = c.subscribe(topic, f"bare-{uuid.uuid4().hex[:6]}",
+                       consumer_type=pulsar.ConsumerType.Failover, receiver_queue_size=10_000,
+                       initial_position=pulsar.InitialPosition.Earliest,
+                       batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(10_000, 64 << 20,
+                                                                              1))
+    raw = cons._consumer
+    dec = msgspec.json.Decoder(Record).decode
+    getter = operator.attrgetter(*FIELDS)
+    seen = 0
+    t = time.perf_counter()
+    while seen < n:
+        try:
+            first = raw.receive(1000)
+        except pulsar.Timeout:
+            continue
+        msgs = [first, *raw.batch_receive()]
+        recs = list(map(dec, [m.data() for m in msgs]))
+        np.fromiter(itertools.chain.from_iterable(map(getter, recs)), np.float64,
+                    4 * len(recs))
+        raw.acknowledge_cumulative(msgs[-1])
+        seen += len(msgs)
+    dt = time.perf_counter() - t
+    c.close()
+    return n / dt
+
+
+def heimdall_cfg(url: str, topic: str, keys: int, data_dir: str, workers: int = 1) -> Pipeline:
+    cfg = build_config({
+        "source": {"url": url, "subscription": f"heimdall-{uuid.uuid4().hex[:6]}",
+                   "subscription_type": "failover", "workers": workers, "data_dir": data_dir},
+        "store": {"max_keys": keys},
+        "server": {"metrics": ""},
+        "streams": [{"name": "s", "topic": topic, "key": "id", "time": "ts", "fields": FIELDS,
+                     "dtype": "float64", "window": {"count": 64}}],
+    })
+    return Pipeline(cfg)
+
+
+def heimdall_drain(url: str, topic: str, n: int, keys: int, data_dir: str) -> float:
+    pipe = heimdall_cfg(url, topic, keys, data_dir)
+    c = pipe.counters["s"]
+    t = time.perf_counter()
+    with pipe:
+        while c.messages < n:
+            time.sleep(0.002)
+        dt = time.perf_counter() - t
+    return n / dt
+
+
+def steady(url: str, rate: float, seconds: float, keys: int, data_dir: str,
+           mode: str) -> tuple[float, float, int]:
+    """p50, p99 (ms) of publish-to-receive (bare) or publish-to-window (heimdall)."""
+    topic = f"persistent://public/default/steady-{uuid.uuid4().hex[:8]}"
+    c = client(url)
+    lat: list[float] = []
+    stop = threading.Event()
+    pipe = None
+    if mode == "bare":
+        cons = c.subscribe(topic, "bare", consumer_type=pulsar.ConsumerType.Failover)
+        raw = cons._consumer
+
+        def consume() -> None:
+            while not stop.is_set():
+                try:
+                    m = raw.receive(100)
+                except pulsar.Timeout:
+                    continue
+                lat.append(time.time_ns() / 1e6 - m.publish_timestamp())
+                raw.acknowledge(m)
+
+        th = threading.Thread(target=consume)
+        th.start()
+    else:
+        pipe = heimdall_cfg(url, topic, keys, data_dir).start()
+    p = c.create_producer(topic, block_if_queue_full=True, batching_enabled=True,
+                          batching_max_publish_delay_ms=1)
+    items = payloads(int(rate * seconds), keys)
+    t0 = time.perf_counter()
+    tick = 0.005
+    per = max(1, int(rate * tick))
+    for i in range(0, len(items), per):
+        for data, key in items[i:i + per]:
+            p.send_async(data, None, partition_key=key)
+        delay = t0 + (i + per) / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    p.flush()
+    time.sleep(0.5)
+    if mode == "bare":
+        stop.set()
+        th.join()
+        arr = np.array(lat[len(lat) // 10:])  # skip the warm-up tenth
+        n = len(lat)
+    else:
+        assert pipe is not None
+        hist = pipe.counters["s"].latency_s
+        n = hist.count
+        p50, p99 = hist.quantiles()
+        pipe.stop()
+        c.close()
+        return p50 * 1e3, p99 * 1e3, n
+    c.close()
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), n
+
+
+def decoders(items: list[tuple[bytes, str]]) -> tuple[float, float]:
+    data = [d for d, _ in items[:100_000]]
+    dec = msgspec.json.Decoder(Record).decode
+    getter = operator.attrgetter(*FIELDS)
+    best_m = best_o = 1e9
+    for _ in range(3):
+        t = time.perf_counter()
+        recs = list(map(dec, data))
+        np.fromiter(itertools.chain.from_iterable(map(getter, recs)), np.float64, 4 * len(data))
+        best_m = min(best_m, time.perf_counter() - t)
+        t = time.perf_counter()
+        dicts = list(map(orjson.loads, data))
+        np.array([[d[f] for f in FIELDS] for d in dicts], np.float64)
+        best_o = min(best_o, time.perf_counter() - t)
+    return len(data) / best_m, len(data) / best_o
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=500_000)
+    ap.add_argument("--keys", type=int, default=10_000)
+    ap.add_argument("--rate", type=float, default=20_000)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--url", default=None, help="a Pulsar URL (default: embedded pulsar-lite)")
+    args = ap.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = None
+        url = args.url
+        if url is None:
+            broker = EmbeddedPulsar(Path(tmp) / "broker").start()
+            url = broker.url
+        try:
+            topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
+            console.print(f"broker {url}; encoding {args.events:,} events ...")
+            items = payloads(args.events, args.keys)
+            rate_in = produce(url, topic, items)
+            console.print(f"published {args.events:,} at {rate_in:,.0f} msg/s; draining ...")
+            bare = bare_drain(url, topic, args.events)
+            hd_rate = heimdall_drain(url, topic, args.events, args.keys, tmp)
+            bare2 = bare_drain(url, topic, args.events)
+            t = Table(title=f"backlog of {args.events:,} JSON events, {args.keys:,} keys")
+            for col in ("run", "events/s", "vs bare (mean of both)"):
+                t.add_column(col)
+            ceiling = (bare + bare2) / 2
+            t.add_row("bare loop (before)", f"{bare:,.0f}", f"{bare / ceiling:.2f}x")
+            t.add_row("heimdall pipeline", f"{hd_rate:,.0f}", f"{hd_rate / ceiling:.2f}x")
+            t.add_row("bare loop (after)", f"{bare2:,.0f}", f"{bare2 / ceiling:.2f}x")
+            console.print(t)
+
+            console.print(f"steady {args.rate:,.0f} events/s for {args.seconds} s, twice ...")
+            b50, b99, bn = steady(url, args.rate, args.seconds, args.keys, tmp, "bare")
+            h50, h99, hn = steady(url, args.rate, args.seconds, args.keys, tmp, "heimdall")
+            lt = Table(title="latency at a steady rate (ms)")
+            for col in ("", "p50", "p99", "samples"):
+                lt.add_column(col)
+            lt.add_row("bare consumer: publish -> receive", f"{b50:.2f}", f"{b99:.2f}", f"{bn:,}")
+            lt.add_row("heimdall: publish -> window", f"{h50:.2f}", f"{h99:.2f}", f"{hn:,}")
+            lt.add_row("heimdall adds", f"{h50 - b50:+.2f}", f"{h99 - b99:+.2f}", "")
+            console.print(lt)
+
+            m, o = decoders(items)
+            dt = Table(title="JSON decode to a (n, 4) array, 100,000 payloads")
+            for col in ("decoder", "events/s", "ratio"):
+                dt.add_column(col)
+            dt.add_row("msgspec, typed struct (used)", f"{m:,.0f}", f"{m / o:.2f}x")
+            dt.add_row("orjson, dict + lookups", f"{o:,.0f}", "1.00x")
+            console.print(dt)
+        finally:
+            if broker is not None:
+                broker.stop()
+
+
+if __name__ == "__main__":
+    main()
