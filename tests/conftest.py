@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.pulsar.standalone import PulsarStandalone
+from tests.real_pulsar.standalone import PulsarStandalone
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,12 @@
 """A real Apache Pulsar standalone broker for the integration tests.
 
-The jars come from Maven Central through ``tests/pulsar/pom.xml`` and are cached outside the
+The jars come from Maven Central through ``tests/real_pulsar/pom.xml`` and are cached outside the
 work tree (``~/.cache/heimdall/pulsar-<version>/lib``, or ``$HEIMDALL_PULSAR_LIB``). The
 broker runs ``org.apache.pulsar.PulsarStandaloneStarter`` with functions worker and stream
 storage off, the RocksDB metadata store, and free ports, in a temporary directory.
 
-Run it by hand: ``python tests/pulsar/standalone.py`` (fetches the jars, starts, prints the URL).
+Run it by hand: ``python -m tests.real_pulsar.standalone`` (fetches the jars, starts, prints
+the URL).
 """
 
 from __future__ import annotations
