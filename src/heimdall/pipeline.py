@@ -26,7 +26,7 @@ from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
 from heimdall.sources._embedded import EmbeddedPulsar
 from heimdall.sources._ingest import StreamIngest
 from heimdall.sources.pulsar import PulsarSource
-from heimdall.window import WindowStore
+from heimdall.window import WindowStore, warm_up
 
 log = logging.getLogger("heimdall")
 
@@ -87,6 +87,7 @@ class Pipeline:
             return self
         cfg = self.config
         embedded = cfg.source.url == "embedded"
+        warm_up(list(self.store.streams.values()))
         try:
             if embedded:
                 self.broker = EmbeddedPulsar(Path(cfg.source.data_dir) / "broker").start()

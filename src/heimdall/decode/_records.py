@@ -38,7 +38,9 @@ class RecordDecoder(Decoder):
         if time_from == "payload" and spec.time is not None:
             fields.append(("t", int | float))
             rename["t"] = spec.time
-        record = msgspec.defstruct("Record", fields, rename=rename)
+        # gc=False: records hold only scalars, and untracked objects spare the collector
+        # a pass over every batch
+        record = msgspec.defstruct("Record", fields, rename=rename, gc=False)
         self._decode_one = self.make_codec(record)
         names = [f"f{i}" for i in range(self.F)]
         self._values_of = operator.attrgetter(*names) if self.F > 1 else None

@@ -57,13 +57,14 @@ class StreamIngest:
         """Apply a batch. Never raises for bad input: bad messages come back with a reason."""
         t0 = time.perf_counter()
         c = self.counters
+        sizes = list(map(len, payloads))
+        limit = self.max_message_bytes
         with self.lock:
             dups = self.applied.duplicates(ids)
             drop = set(dups)
-            oversized = [(i, f"oversized: {len(p)} bytes > max_message_bytes "
-                          f"{self.max_message_bytes}")
-                         for i, p in enumerate(payloads)
-                         if len(p) > self.max_message_bytes and i not in drop]
+            oversized = [] if max(sizes, default=0) <= limit else [
+                (i, f"oversized: {n} bytes > max_message_bytes {limit}")
+                for i, n in enumerate(sizes) if n > limit and i not in drop]
             drop.update(i for i, _ in oversized)
             if drop:
                 keep = [i for i in range(len(payloads)) if i not in drop]
@@ -81,7 +82,7 @@ class StreamIngest:
             else:
                 self.applied.add(ids)
             c.messages += len(payloads) - len(dups)
-            c.bytes += sum(map(len, payloads))
+            c.bytes += sum(sizes)
             c.rows += len(decoded)
             c.duplicates += len(dups)
             c.dead_letters += len(bad)

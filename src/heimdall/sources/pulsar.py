@@ -6,12 +6,13 @@ so every key has one writer thread; ``failover`` and ``exclusive`` give a whole 
 partition) to one consumer; ``shared`` spreads messages round-robin and does not keep one
 writer per key.
 
-A worker's loop: block for the first message (``receive``), take what else is ready
-(``batch_receive``, waiting at most ``receive_timeout_ms``), read payloads and ids, apply the
-batch (``StreamIngest``: drop redeliveries, decode, one ``append_batch``), publish bad messages
-to the dead-letter topic and flush it, then acknowledge: cumulatively per partition on
-``failover``/``exclusive``, one by one otherwise. A message is acknowledged only after its rows
-are in the windows, or after it is on the dead-letter topic.
+A worker's loop: block for the first message (``receive``), take what else is ready (without
+waiting when it is caught up; ``batch_receive`` when there is a backlog), read payloads and
+ids, apply the batch (``StreamIngest``: drop redeliveries, decode, one ``append_batch``),
+publish bad messages to the dead-letter topic and flush it, then acknowledge: cumulatively
+(per partition of a partitioned topic) on ``failover``/``exclusive``, one by one otherwise.
+A message is acknowledged only after its rows are in the windows, or after it is on the
+dead-letter topic.
 
 ``stop()`` is graceful: the workers stop receiving, finish the batch in hand, acknowledge it,
 and close their consumers (which flushes acknowledgements); then the producers and the client
@@ -38,6 +39,7 @@ from heimdall.sources.base import Source
 log = logging.getLogger("heimdall.pulsar")
 
 _SAMPLE = 64  # latency samples per batch at most (publish_timestamp costs a call each)
+_PEEK = 128  # messages taken one by one before a batch_receive (see _take_ready)
 
 
 @contextlib.contextmanager
@@ -61,6 +63,7 @@ class _Worker:
     index: int
     ingest: StreamIngest
     consumer: Any
+    partitioned: bool = False  # cumulative acks then go per partition
     thread: threading.Thread | None = None
     crash_after_apply: bool = False  # test hook: die holding an applied, unacked batch
 
@@ -121,6 +124,8 @@ class PulsarSource(Source):
                         ingest.config.dlq_topic, block_if_queue_full=True,
                         batching_enabled=True, batching_max_publish_delay_ms=1,
                     )
+                with map_pulsar_errors(f"looking up the partitions of {topic!r}", self.url):
+                    partitioned = self._client.get_topic_partitions(topic) != [topic]
                 for i in range(n_workers):
                     with map_pulsar_errors(f"subscribing {cfg.subscription!r} to {topic!r}",
                                            self.url):
@@ -130,7 +135,7 @@ class PulsarSource(Source):
                             initial_position=position, batch_receive_policy=policy,
                             consumer_name=f"heimdall-{ingest.name}-{i}",
                         )
-                    self._workers.append(_Worker(ingest.name, i, ingest, consumer))
+                    self._workers.append(_Worker(ingest.name, i, ingest, consumer, partitioned))
         except BaseException:
             self._close_client()
             raise
@@ -195,7 +200,7 @@ class PulsarSource(Source):
                 log.warning("worker %s-%d: receive failed: %s", w.stream, w.index, exc)
                 time.sleep(0.1)
                 continue
-            msgs = [first, *consumer.batch_receive()]
+            msgs = self._take_ready(consumer, first, pulsar.Timeout)
             try:
                 self._process(w, ingest, consumer, msgs)
             except _AfterApplyError as exc:  # applied; the dead-letter publish or the ack failed
@@ -211,18 +216,36 @@ class PulsarSource(Source):
             if w.crash_after_apply:
                 return
 
+    @staticmethod
+    def _take_ready(consumer: Any, first: Any, timeout: type[Exception]) -> list[Any]:
+        """``first`` and what else is ready. Up to ``_PEEK`` queued messages are taken one by
+        one without waiting, so a caught-up worker applies at once; a full peek means a
+        backlog, and ``batch_receive`` then takes it in bulk (waiting at most
+        ``receive_timeout_ms`` to fill the batch)."""
+        msgs = [first]
+        try:
+            while len(msgs) < _PEEK:
+                msgs.append(consumer.receive(0))
+        except timeout:
+            return msgs
+        msgs.extend(consumer.batch_receive())
+        return msgs
+
     def _process(self, w: _Worker, ingest: StreamIngest, consumer: Any,
                  msgs: list[Any]) -> None:
+        from _pulsar import Message, MessageId
+
         cfg = ingest.config
-        payloads = [m.data() for m in msgs]
-        mids = [m.message_id() for m in msgs]
-        ids = [mid.serialize() for mid in mids]
-        keys = [m.partition_key() for m in msgs] if cfg.key_from == "message_key" else None
+        # unbound methods through map: the per-message cost is the client's call, little else
+        payloads = list(map(Message.data, msgs))
+        ids = list(map(MessageId.serialize, map(Message.message_id, msgs)))
+        keys = (list(map(Message.partition_key, msgs)) if cfg.key_from == "message_key"
+                else None)
         times: list[int] | None = None
         if cfg.time_from == "event_timestamp":
-            times = [m.event_timestamp() * 1_000_000 for m in msgs]
+            times = [t * 1_000_000 for t in map(Message.event_timestamp, msgs)]
         elif cfg.time_from == "publish_timestamp":
-            times = [m.publish_timestamp() * 1_000_000 for m in msgs]
+            times = [t * 1_000_000 for t in map(Message.publish_timestamp, msgs)]
         elif cfg.time_from == "arrival":
             times = [time.time_ns()] * len(msgs)
         result = ingest.apply(payloads, ids, keys, times)
@@ -232,12 +255,14 @@ class PulsarSource(Source):
             return
         try:
             if result.bad:
-                self._send_dead_letters(ingest, msgs, mids, payloads, result.bad)
+                self._send_dead_letters(ingest, msgs, payloads, result.bad)
                 ingest.dead_lettered([ids[i] for i, _ in result.bad])
-            if self.cumulative:
+            if self.cumulative and not w.partitioned:
+                consumer.acknowledge_cumulative(msgs[-1])
+            elif self.cumulative:
                 last: dict[int, Any] = {}
-                for m, mid in zip(msgs, mids, strict=True):
-                    last[mid.partition()] = m
+                for m in msgs:
+                    last[m.message_id().partition()] = m
                 for m in last.values():
                     consumer.acknowledge_cumulative(m)
             else:
@@ -254,8 +279,8 @@ class PulsarSource(Source):
         ingest.counters.latency_s.observe_many(lat)
         ingest.counters.lag_s = float(lat[-1])
 
-    def _send_dead_letters(self, ingest: StreamIngest, msgs: list[Any], mids: list[Any],
-                           payloads: list[bytes], bad: list[tuple[int, str]]) -> None:
+    def _send_dead_letters(self, ingest: StreamIngest, msgs: list[Any], payloads: list[bytes],
+                           bad: list[tuple[int, str]]) -> None:
         producer = self._dlq[ingest.name]
         import pulsar
 
@@ -273,7 +298,7 @@ class PulsarSource(Source):
                 "heimdall-error": reason[:2000],
                 "heimdall-stream": ingest.name,
                 "heimdall-topic": ingest.config.topic,
-                "heimdall-message-id": str(mids[i]),
+                "heimdall-message-id": str(m.message_id()),
             })
             producer.send_async(payloads[i], done, properties=props,
                                 partition_key=m.partition_key() or None)
@@ -283,10 +308,9 @@ class PulsarSource(Source):
 
     def _dead_letter_all(self, ingest: StreamIngest, consumer: Any, msgs: list[Any]) -> None:
         with contextlib.suppress(Exception):
-            mids = [m.message_id() for m in msgs]
             payloads = [m.data() for m in msgs]
             bad = [(i, "internal error: see the Heimdall log") for i in range(len(msgs))]
-            self._send_dead_letters(ingest, msgs, mids, payloads, bad)
+            self._send_dead_letters(ingest, msgs, payloads, bad)
             for m in msgs:
                 consumer.acknowledge(m)
 
