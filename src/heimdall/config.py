@@ -145,6 +145,33 @@ class CheckpointConfig(_Section):
     interval_s: float = Field(10.0, gt=0)
 
 
+class ModelConfig(_Section):
+    """One ``[[models]]`` entry: a model given by import path, its trigger and sink.
+
+    ``path`` and ``features`` are ``"package.module:attribute"``; the attribute is a
+    callable taking a ``WindowBatch``, an estimator, an ONNX session or a torch module (see
+    ``heimdall.models.adapters``). ``topic``: publish predictions there (``PulsarSink``).
+    """
+
+    name: str = Field(min_length=1)
+    stream: str = Field(min_length=1)
+    path: str = Field(pattern=r"^[\w.]+:[\w.]+$")
+    version: str = "1"
+    every: int | None = Field(None, ge=1)
+    interval_s: float | None = Field(None, gt=0)
+    max_batch: int = Field(512, ge=1)
+    min_rows: int = Field(1, ge=1)
+    features: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
+    method: str | None = None
+    topic: str | None = None
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> ModelConfig:
+        if self.every is not None and self.interval_s is not None:
+            raise ValueError("give every = N or interval_s = S, not both")
+        return self
+
+
 class HeimdallConfig(BaseSettings):
     """The whole of ``heimdall.toml``."""
 
@@ -159,6 +186,7 @@ class HeimdallConfig(BaseSettings):
     source: SourceConfig = SourceConfig()
     store: StoreConfig = StoreConfig()
     streams: tuple[StreamConfig, ...] = Field(min_length=1)
+    models: tuple[ModelConfig, ...] = ()
     server: ServerConfig = ServerConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
 
@@ -167,6 +195,13 @@ class HeimdallConfig(BaseSettings):
         names = [s.name for s in self.streams]
         if len(set(names)) != len(names):
             raise ValueError(f"stream names repeat: {names}")
+        models = [m.name for m in self.models]
+        if len(set(models)) != len(models):
+            raise ValueError(f"model names repeat: {models}")
+        for m in self.models:
+            if m.stream not in names:
+                raise ValueError(f"model {m.name!r} reads stream {m.stream!r}, which is not "
+                                 f"configured; streams are {names}")
         topics = [s.topic for s in self.streams]
         if len(set(topics)) != len(topics):
             raise ValueError(f"two streams read the same topic: {topics}")

@@ -10,7 +10,8 @@
     ├── KeyNotFoundError(KeyError)       an entity key the store does not hold
     ├── CapacityError                    the store is full and eviction is off
     ├── StaleWindowError                 a view was overwritten before it could be copied
-    └── SourceError                      a broker cannot be reached or started
+    ├── SourceError                      a broker cannot be reached or started
+    └── ModelError                       a model returned output of the wrong shape or dtype
 """
 
 from __future__ import annotations
@@ -60,3 +61,7 @@ class StaleWindowError(HeimdallError):
 
 class SourceError(HeimdallError):
     """A broker cannot be reached, started or subscribed to."""
+
+
+class ModelError(HeimdallError):
+    """A model returned output of the wrong shape or dtype, or cannot be loaded."""

@@ -1,34 +1,48 @@
 """Pipeline: wires the stages of a configuration and owns their start and stop.
 
     broker --> PulsarSource (worker threads) --> StreamIngest (dedup, decode) --> WindowStore
-                    |                                   |
-                    +-- dead-letter topic <-- bad messages        metrics (Prometheus)
+                    |                                   |  changed keys             |
+                    +-- dead-letter topic <-- bad messages  v                        |
+                                                  ModelRunner (own thread) <- windows()
+                                                        |
+                                                  predictions --> sinks (PulsarSink, callbacks)
 
 ``Pipeline(config)`` builds the store at once (so it can be read before ``start``);
-``start()`` starts the embedded broker if ``source.url = "embedded"``, the metrics endpoint
-and the source; ``stop()`` undoes it in reverse. ``run()`` does both around a wait for
-SIGINT/SIGTERM. ``with pipe:`` runs it in the background for the block.
+``start()`` starts the embedded broker if ``source.url = "embedded"``, the metrics endpoint,
+the model runners and their sinks, then the source; ``stop()`` undoes it in reverse.
+``run()`` does both around a wait for SIGINT/SIGTERM. ``with pipe:`` runs it in the background
+for the block.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from heimdall.config import HeimdallConfig, load_config
+from heimdall.config import HeimdallConfig, ModelConfig, load_config
 from heimdall.errors import ConfigError
 from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
+from heimdall.models.adapters import Features, adapt
+from heimdall.models.predictions import Predictions
+from heimdall.models.runner import ModelRunner, ModelSpec
+from heimdall.sinks.base import CallbackSink, Sink
+from heimdall.sinks.pulsar import PulsarSink
 from heimdall.sources._embedded import EmbeddedPulsar
 from heimdall.sources._ingest import StreamIngest
 from heimdall.sources.pulsar import PulsarSource
 from heimdall.window import WindowStore, warm_up
 
 log = logging.getLogger("heimdall")
+
+M = TypeVar("M")
+SinkArg = Sink | Callable[..., Any] | Sequence[Sink | Callable[..., Any]] | None
 
 
 class Pipeline:
@@ -56,6 +70,8 @@ class Pipeline:
                          config.source.max_message_bytes)
             for s in config.streams
         ]
+        self.predictions = Predictions(config.store.max_keys)
+        self.runners: dict[str, ModelRunner] = {}
         self.broker: EmbeddedPulsar | None = None
         self.source: PulsarSource | None = None
         self.gc_pauses = GcPauses()
@@ -63,6 +79,88 @@ class Pipeline:
         self._metrics_server: Any = None
         self._stopped = threading.Event()
         self._running = False
+        for m in config.models:
+            self._add_configured(m)
+
+    # ---- models ------------------------------------------------------------------------------
+
+    def model(
+        self,
+        stream: str,
+        *,
+        every: int | None = None,
+        interval_s: float | None = None,
+        max_batch: int = 512,
+        min_rows: int = 1,
+        name: str | None = None,
+        version: str = "1",
+        sink: SinkArg = None,
+        features: Features | None = None,
+        method: str | None = None,
+    ) -> Callable[[M], M]:
+        """Register a model on ``stream``, as a decorator; returns the model unchanged.
+
+        ``every=N`` scores a key after each N new events (the default is 1), ``interval_s``
+        scores the keys that changed on a timer; at most ``max_batch`` keys go to one call,
+        keys with fewer than ``min_rows`` rows are left out. The model is a function
+        ``(batch: hd.WindowBatch) -> ndarray`` returning one score, or one row of scores,
+        per key; or an estimator, ONNX session or torch module (``features`` and ``method``
+        then shape its input; see ``heimdall.models.adapters``). ``sink``: a ``Sink``, a
+        callable taking a list of predictions, or a list of them. Predictions are also kept
+        in ``pipe.predictions``.
+        """
+
+        def register(obj: M) -> M:
+            self.add_model(obj, stream, every=every, interval_s=interval_s,
+                           max_batch=max_batch, min_rows=min_rows, name=name,
+                           version=version, sink=sink, features=features, method=method)
+            return obj
+
+        return register
+
+    def add_model(
+        self,
+        obj: Any,
+        stream: str,
+        *,
+        every: int | None = None,
+        interval_s: float | None = None,
+        max_batch: int = 512,
+        min_rows: int = 1,
+        name: str | None = None,
+        version: str = "1",
+        sink: SinkArg = None,
+        features: Features | None = None,
+        method: str | None = None,
+    ) -> ModelRunner:
+        """``model()`` without the decorator; returns the runner. Raises ``ConfigError``."""
+        name = name or getattr(obj, "__name__", None) or type(obj).__name__
+        if name in self.runners:
+            raise ConfigError(f"a model named {name!r} is already registered")
+        spec = ModelSpec(name, stream, adapt(obj, features=features, method=method),
+                         version=str(version), every=every, interval_s=interval_s,
+                         max_batch=max_batch, min_rows=min_rows, sinks=_sinks(sink))
+        runner = ModelRunner(spec, self.store, self.predictions, _message_id_text)
+        for ingest in self.ingests:
+            if ingest.name == stream:
+                ingest.listeners.append(runner.notify)
+        self.runners[name] = runner
+        if self._running:
+            self._start_runner(runner)
+        return runner
+
+    def _add_configured(self, m: ModelConfig) -> None:
+        obj = _import(m.path, f"models ({m.name!r}).path")
+        feats = _import(m.features, f"models ({m.name!r}).features") if m.features else None
+        self.add_model(obj, m.stream, every=m.every, interval_s=m.interval_s,
+                       max_batch=m.max_batch, min_rows=m.min_rows, name=m.name,
+                       version=m.version, sink=PulsarSink(m.topic) if m.topic else None,
+                       features=feats, method=m.method)
+
+    def _start_runner(self, runner: ModelRunner) -> None:
+        for sink in runner.spec.sinks:
+            sink.open(self.url)
+        runner.start()
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str]) -> Pipeline:
@@ -98,6 +196,8 @@ class Pipeline:
                 self._metrics_server, self.metrics_port = serve_metrics(cfg.server.metrics,
                                                                         collector)
             self.gc_pauses.install()
+            for runner in self.runners.values():
+                self._start_runner(runner)
             self.source = PulsarSource(cfg.source, self.url, self.ingests, embedded=embedded)
             self.source.start()
         except BaseException:
@@ -118,6 +218,10 @@ class Pipeline:
         if self.source is not None:
             self.source.stop(timeout_s)
             self.source = None
+        for runner in self.runners.values():
+            runner.stop()
+            for sink in runner.spec.sinks:
+                sink.close()
         self.gc_pauses.remove()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -157,7 +261,19 @@ class Pipeline:
                 "dead_letter_reasons": dict(c.dead_letter_reasons),
                 "latency_p50_s": p50, "latency_p99_s": p99,
             }
-        return {"ingest": streams, "store": self.store.stats()}
+        models = {}
+        for name, r in self.runners.items():
+            st = r.stats
+            p50, p99 = st.latency_s.quantiles()
+            models[name] = {
+                "stream": r.spec.stream, "version": r.spec.version, "scored": st.scored,
+                "batches": st.batches, "mean_batch": st.scored / st.batches if st.batches else 0.0,
+                "failed": st.failed, "wrong_output": st.wrong_output, "skipped": r.skipped,
+                "too_short": st.too_short, "sink_errors": st.sink_errors,
+                "pending": r.tracker.pending, "model_p50_s": st.model_s.quantiles()[0],
+                "latency_p50_s": p50, "latency_p99_s": p99,
+            }
+        return {"ingest": streams, "store": self.store.stats(), "models": models}
 
     def __enter__(self) -> Pipeline:
         return self.start()
@@ -165,3 +281,39 @@ class Pipeline:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _sinks(sink: SinkArg) -> list[Sink]:
+    if sink is None:
+        return []
+    items = [sink] if isinstance(sink, Sink) or callable(sink) else list(sink)
+    out: list[Sink] = []
+    for s in items:
+        if isinstance(s, Sink):
+            out.append(s)
+        elif callable(s):
+            out.append(CallbackSink(s))
+        else:
+            raise ConfigError(f"a sink must be a Sink or a callable; received {s!r}")
+    return out
+
+
+def _import(path: str, where: str) -> Any:
+    """``"package.module:attr"`` to the object; ``ConfigError`` naming ``where`` if not."""
+    module, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{where}: cannot import {path!r}: {exc}") from None
+    return obj
+
+
+def _message_id_text(mid: Any) -> str | None:
+    """A serialized Pulsar message id as ``(ledger,entry,partition,batch_index)``."""
+    if not isinstance(mid, bytes):
+        return None if mid is None else str(mid)
+    from _pulsar import MessageId
+
+    return str(MessageId.deserialize(mid))

@@ -4,6 +4,7 @@ itself, ``url = "embedded"``) and a real Apache Pulsar standalone (one per test 
 from __future__ import annotations
 
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +12,22 @@ from typing import Any
 
 import numpy as np
 import orjson
-
 import pulsar
+import pytest
+
 from heimdall.config import HeimdallConfig, build_config
+
+
+@pytest.fixture(params=["embedded", "pulsar"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Each test twice: on the embedded broker and on a real Apache Pulsar."""
+    if request.param == "embedded":
+        return "embedded"
+    return str(request.getfixturevalue("real_pulsar").url)
+
+
+def new_topic() -> str:
+    return f"persistent://public/default/t-{uuid.uuid4().hex[:10]}"
 
 
 def client(url: str) -> pulsar.Client:

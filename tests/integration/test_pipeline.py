@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from heimdall.pipeline import Pipeline
 from heimdall.window import WindowStore
@@ -17,6 +14,7 @@ from .conftest import (
     config,
     drain,
     events,
+    new_topic,
     oracle,
     payload,
     publish,
@@ -28,19 +26,8 @@ N_KEYS = 500
 WINDOW = 16
 
 
-def _topic() -> str:
-    return f"persistent://public/default/t-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(params=["embedded", "pulsar"])
-def broker_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "embedded":
-        return "embedded"
-    return str(request.getfixturevalue("real_pulsar").url)
-
-
 def test_100k_events_equal_the_oracle(broker_url: str, tmp_path: Path) -> None:
-    topic = _topic()
+    topic = new_topic()
     evs = events(N_EVENTS, N_KEYS)
     with Pipeline(config(broker_url, topic, tmp_path, window=WINDOW)) as pipe:
         publish(pipe.url, topic, [(payload(e), e[0]) for e in evs])
@@ -52,7 +39,7 @@ def test_100k_events_equal_the_oracle(broker_url: str, tmp_path: Path) -> None:
 
 
 def test_poison_messages_go_to_the_dead_letter_topic(broker_url: str, tmp_path: Path) -> None:
-    topic = _topic()
+    topic = new_topic()
     good = events(9_000, 100, seed=2)
     bad = [
         (b"{oops", "not json"),
@@ -107,7 +94,7 @@ class _RecordingStore(WindowStore):
 
 
 def test_key_shared_two_workers_one_writer_per_key(real_pulsar: Any, tmp_path: Path) -> None:
-    topic = _topic()
+    topic = new_topic()
     evs = events(N_EVENTS, N_KEYS, seed=3)
     cfg = config(real_pulsar.url, topic, tmp_path, workers=2, window=WINDOW)
     store = _RecordingStore([s.spec() for s in cfg.streams], max_keys=1000)
@@ -121,7 +108,7 @@ def test_key_shared_two_workers_one_writer_per_key(real_pulsar: Any, tmp_path: P
 
 
 def test_killed_consumer_loses_and_doubles_nothing(real_pulsar: Any, tmp_path: Path) -> None:
-    topic = _topic()
+    topic = new_topic()
     evs = events(40_000, 200, seed=4)
     cfg = config(real_pulsar.url, topic, tmp_path, workers=2, window=WINDOW)
     with Pipeline(cfg) as pipe:

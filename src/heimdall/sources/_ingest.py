@@ -11,8 +11,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from heimdall.config import StreamConfig
 from heimdall.decode import Decoded, make_decoder
@@ -20,6 +23,9 @@ from heimdall.errors import HeimdallError
 from heimdall.metrics import StreamCounters
 from heimdall.sources.dedup import AppliedIds
 from heimdall.window import WindowStore
+
+# called after each batch with the applied rows' keys, their messages' ids and send times (ms)
+Listener = Callable[[list[Any], list[Hashable], list[float]], None]
 
 
 @dataclass
@@ -46,6 +52,7 @@ class StreamIngest:
         self.applied = AppliedIds(dedup_window)
         self.counters = StreamCounters()
         self.lock = threading.Lock()
+        self.listeners: list[Listener] = []
 
     def apply(
         self,
@@ -53,8 +60,13 @@ class StreamIngest:
         ids: Sequence[Hashable],
         message_keys: Sequence[str] | None = None,
         times_ns: Sequence[int] | None = None,
+        sent_ms: Sequence[float] | None = None,
     ) -> Applied:
-        """Apply a batch. Never raises for bad input: bad messages come back with a reason."""
+        """Apply a batch. Never raises for bad input: bad messages come back with a reason.
+
+        ``sent_ms``: when each message was published (ms since the epoch), for the listeners'
+        latency; the arrival time when not given.
+        """
         t0 = time.perf_counter()
         c = self.counters
         sizes = list(map(len, payloads))
@@ -72,7 +84,10 @@ class StreamIngest:
             else:
                 decoded = self.decoder.decode(payloads, message_keys, times_ns)
             bad = oversized + decoded.bad
-            bad.extend(self._write(decoded))
+            refused = self._write(decoded)
+            bad.extend(refused)
+            if self.listeners and len(decoded):
+                self._notify(decoded, ids, sent_ms, refused)
             # a bad message is remembered only once it is on the dead-letter topic
             # (``dead_lettered``): if that publish fails and the message comes back, it is
             # dead-lettered again rather than dropped
@@ -91,6 +106,22 @@ class StreamIngest:
                 c.count_reason(reason)
         c.apply_s.observe(time.perf_counter() - t0)
         return Applied(sorted(bad), dups, len(decoded))
+
+    def _notify(self, d: Decoded, ids: Sequence[Hashable], sent_ms: Sequence[float] | None,
+                refused: list[tuple[int, str]]) -> None:
+        keys, rows = d.keys, d.row_msg
+        if refused:
+            keep = ~np.isin(rows, [i for i, _ in refused])
+            keys = [k for k, ok in zip(keys, keep.tolist(), strict=True) if ok]
+            rows = rows[keep]
+        at = rows.tolist()
+        row_ids = [ids[i] for i in at]
+        if sent_ms is None:
+            sent = [time.time() * 1e3] * len(at)
+        else:
+            sent = [sent_ms[i] for i in at]
+        for fn in self.listeners:
+            fn(keys, row_ids, sent)
 
     def dead_lettered(self, ids: Sequence[Hashable]) -> None:
         """Remember messages now safely on the dead-letter topic, so a redelivery of one

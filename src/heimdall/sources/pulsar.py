@@ -248,7 +248,8 @@ class PulsarSource(Source):
             times = [t * 1_000_000 for t in map(Message.publish_timestamp, msgs)]
         elif cfg.time_from == "arrival":
             times = [time.time_ns()] * len(msgs)
-        result = ingest.apply(payloads, ids, keys, times)
+        sent = list(map(Message.publish_timestamp, msgs)) if ingest.listeners else None
+        result = ingest.apply(payloads, ids, keys, times, sent)
         self._observe_latency(ingest, msgs)
         if w.crash_after_apply:
             consumer.close()  # unacknowledged: Pulsar redelivers to another consumer

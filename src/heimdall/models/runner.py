@@ -1,0 +1,247 @@
+"""The model runner: scores each key's window as it changes, on its own thread.
+
+One ``ModelRunner`` per registered model. Ingest threads only tell its ``ChangeTracker``
+which keys changed (``notify``: a few dict updates per batch); the runner's thread takes up
+to ``max_batch`` due keys, reads their windows in one ``store.windows`` call (a consistent
+copy), calls the model once for all of them, checks what it returned, records the newest
+prediction of each key and hands the batch to the sinks. A model never runs on an ingest
+thread, and a model that raises, or returns the wrong shape, is logged, counted and skipped:
+ingestion never waits for a model.
+
+When the model is slower than the stream, keys that trigger again before they are scored
+are coalesced (the model sees the newest window; ``skipped`` counts the scorings saved), so
+nothing queues without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from heimdall.errors import ConfigError, ModelError
+from heimdall.metrics import Histogram
+from heimdall.models._tracker import ChangeTracker, Key
+from heimdall.models.adapters import ModelFn
+from heimdall.models.predictions import Prediction, Predictions
+from heimdall.sinks.base import Sink
+from heimdall.window import WindowBatch, WindowStore
+
+log = logging.getLogger("heimdall.models")
+
+
+@dataclass
+class ModelSpec:
+    """A registered model: what it scores, when, and where its predictions go."""
+
+    name: str
+    stream: str
+    fn: ModelFn
+    version: str = "1"
+    every: int | None = None
+    interval_s: float | None = None
+    max_batch: int = 512
+    min_rows: int = 1
+    sinks: list[Sink] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.every is None) == (self.interval_s is None):
+            if self.every is None:
+                self.every = 1  # the default trigger: every event
+            else:
+                raise ConfigError(f"model {self.name!r}: give every=N or interval_s=S, "
+                                  f"not both (received every={self.every}, "
+                                  f"interval_s={self.interval_s})")
+        if self.every is not None and (isinstance(self.every, bool)
+                                       or not isinstance(self.every, int) or self.every < 1):
+            raise ConfigError(f"model {self.name!r}: every must be a whole number >= 1; "
+                              f"received {self.every!r}")
+        if self.interval_s is not None and not self.interval_s > 0:
+            raise ConfigError(f"model {self.name!r}: interval_s must be > 0; "
+                              f"received {self.interval_s!r}")
+        for what, v in (("max_batch", self.max_batch), ("min_rows", self.min_rows)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"model {self.name!r}: {what} must be a whole number >= 1; "
+                                  f"received {v!r}")
+        if not callable(self.fn):
+            raise ConfigError(f"model {self.name!r}: {self.fn!r} is not callable")
+
+
+@dataclass
+class ModelStats:
+    """What a runner counts. Written by its thread; read anywhere."""
+
+    scored: int = 0  # keys scored
+    batches: int = 0
+    failed: int = 0  # batches whose model call raised
+    wrong_output: int = 0  # batches whose output had the wrong shape or dtype
+    too_short: int = 0  # keys left out for min_rows
+    sink_errors: int = 0
+    model_s: Histogram = field(default_factory=Histogram)
+    latency_s: Histogram = field(default_factory=Histogram)
+
+
+def check_output(model: str, out: Any, n: int) -> np.ndarray:
+    """The model's output as (n,) or (n, K) numbers; ``ModelError`` naming the model and
+    what it returned otherwise."""
+    try:
+        arr = np.asarray(out)
+    except Exception as exc:  # e.g. a ragged list
+        raise ModelError(f"model {model!r} returned {type(out).__name__} that is not an "
+                         f"array for a batch of {n} keys: {exc}") from None
+    if arr.dtype.kind not in "fiub":
+        raise ModelError(f"model {model!r} returned dtype {arr.dtype} for a batch of {n} keys; "
+                         f"expected numbers, shape ({n},) or ({n}, K)")
+    if arr.ndim not in (1, 2) or arr.shape[0] != n:
+        raise ModelError(f"model {model!r} returned shape {arr.shape} for a batch of {n} keys; "
+                         f"expected ({n},) or ({n}, K)")
+    return arr
+
+
+def _id_text(mid: Any) -> str | None:
+    if mid is None:
+        return None
+    return mid.hex() if isinstance(mid, bytes) else str(mid)
+
+
+class ModelRunner:
+    """Runs one model over one stream of a store. ``start()``/``stop()`` its thread, or call
+    ``run_once()`` to score one batch on the calling thread (tests, notebooks)."""
+
+    def __init__(self, spec: ModelSpec, store: WindowStore, predictions: Predictions,
+                 id_text: Callable[[Any], str | None] = _id_text) -> None:
+        if spec.stream not in store.streams:
+            from heimdall.errors import StreamNotFoundError
+
+            raise StreamNotFoundError(f"model {spec.name!r}: no stream {spec.stream!r}; "
+                                      f"streams are {list(store.streams)}")
+        self.spec = spec
+        self.store = store
+        self.predictions = predictions
+        self.id_text = id_text
+        max_keys = int(store.stats()["streams"][spec.stream]["max_keys"])
+        self.tracker = ChangeTracker(spec.every, spec.interval_s, max_keys)
+        self.stats = ModelStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def skipped(self) -> int:
+        """Scorings saved by coalescing (a key triggered again before it was scored)."""
+        return self.tracker.coalesced
+
+    def notify(self, keys: Sequence[Key], ids: Sequence[Any],
+               sent_ms: Sequence[float]) -> None:
+        """Rows were applied to the model's stream (called by ingest, once per batch)."""
+        self.tracker.notify(keys, ids, sent_ms)
+
+    # ---- the thread ------------------------------------------------------------------------
+
+    def start(self) -> ModelRunner:
+        """Start the runner's thread. Non-blocking."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, daemon=True,
+                                            name=f"heimdall-model-{self.name}")
+            self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the batch in hand. Idempotent."""
+        self._stop.set()
+        self.tracker.wake()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _loop(self) -> None:
+        interval = self.spec.interval_s
+        next_tick = time.monotonic() + (interval or 0.0)
+        while not self._stop.is_set():
+            if interval is not None:
+                delay = next_tick - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+                next_tick = max(next_tick + interval, time.monotonic())
+                self.tracker.tick()
+            elif not self.tracker.wait(0.1):
+                continue
+            while self.tracker.pending and not self._stop.is_set():
+                self.run_once()
+
+    # ---- one batch -------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Score up to ``max_batch`` due keys now; returns how many were scored."""
+        spec, st = self.spec, self.stats
+        keys = self.tracker.take(spec.max_batch)
+        if not keys:
+            return 0
+        batch = self.store.windows(spec.stream, keys)
+        ok = batch.found & (batch.lengths >= spec.min_rows)
+        if not ok.all():
+            gone = [k for k, f in zip(keys, batch.found.tolist(), strict=True) if not f]
+            if gone:
+                self.tracker.forget(gone)
+            st.too_short += int((batch.found & ~ok).sum())
+            if not ok.any():
+                return 0
+            idx = np.flatnonzero(ok)
+            keys = [keys[i] for i in idx.tolist()]
+            batch = WindowBatch(batch.stream, keys, batch.fields,
+                                batch.values[idx], batch.ts_ns[idx], batch.lengths[idx],
+                                batch.found[idx])
+        n = len(batch)
+        t0 = time.perf_counter()
+        try:
+            out = spec.fn(batch)
+        except Exception:
+            st.failed += 1
+            log.exception("model %r (version %s) failed on a batch of %d keys; skipped",
+                          spec.name, spec.version, n)
+            return 0
+        st.model_s.observe(time.perf_counter() - t0)
+        try:
+            scores = check_output(spec.name, out, n)
+        except ModelError as exc:
+            st.wrong_output += 1
+            log.error("%s; batch skipped", exc)
+            return 0
+        preds = self._predictions(keys, batch, scores)
+        st.scored += n
+        st.batches += 1
+        self.predictions.record(spec.name, preds)
+        for sink in spec.sinks:
+            try:
+                sink.emit(preds)
+            except Exception:
+                st.sink_errors += 1
+                log.exception("model %r: sink %s failed on %d predictions", spec.name,
+                              type(sink).__name__, n)
+        st.latency_s.observe_many(np.array([p.latency_ms for p in preds]) / 1e3)
+        return n
+
+    def _predictions(self, keys: list[Key], batch: WindowBatch,
+                     scores: np.ndarray) -> list[Prediction]:
+        spec = self.spec
+        triggers = self.tracker.triggers_of(keys)
+        newest = batch.ts_ns[:, -1].tolist()
+        values = scores.astype(np.float64, copy=False).tolist()
+        now_ns = time.time_ns()
+        now_ms = now_ns / 1e6
+        id_text = self.id_text
+        return [
+            Prediction(spec.name, spec.version, key, score, ts, id_text(mid), now_ms - sent,
+                       now_ns)
+            for key, score, ts, (mid, sent) in zip(keys, values, newest, triggers,
+                                                  strict=True)
+        ]
