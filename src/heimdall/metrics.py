@@ -128,10 +128,12 @@ class Collector:
     """A Prometheus collector reading the pipeline's counters at scrape time."""
 
     def __init__(self, streams: Callable[[], dict[str, StreamCounters]],
-                 store_stats: Callable[[], dict[str, Any]], gc_pauses: GcPauses) -> None:
+                 store_stats: Callable[[], dict[str, Any]], gc_pauses: GcPauses,
+                 models: Callable[[], dict[str, Any]] = dict) -> None:
         self._streams = streams
         self._store_stats = store_stats
         self._gc = gc_pauses
+        self._models = models  # name -> ModelRunner (its .stats and .skipped)
 
     def collect(self) -> Iterator[Any]:
         """Yield the metric families (called by prometheus_client)."""
@@ -188,6 +190,40 @@ class Collector:
                                      "Python garbage-collector pauses")
         gc_h.add_metric([], b, total)
         yield gc_h
+        yield from self._collect_models(CounterMetricFamily, HistogramMetricFamily)
+
+    def _collect_models(self, counter: Any, histogram: Any) -> Iterator[Any]:
+        runners = self._models()
+        if not runners:
+            return
+        for name, doc, attr in (
+            ("model_keys_scored", "Keys scored (batch size = keys scored / batches)", "scored"),
+            ("model_batches", "Model calls", "batches"),
+            ("model_failures", "Model calls that raised", "failed"),
+            ("model_wrong_outputs", "Model outputs of the wrong shape or dtype",
+             "wrong_output"),
+            ("model_too_short", "Keys left out for min_rows", "too_short"),
+            ("model_sink_errors", "Sink deliveries that failed", "sink_errors"),
+        ):
+            fam = counter(f"heimdall_{name}", doc, labels=["model"])
+            for m, r in runners.items():
+                fam.add_metric([m], getattr(r.stats, attr))
+            yield fam
+        skipped = counter("heimdall_model_skipped", "Scorings coalesced into a newer one",
+                          labels=["model"])
+        for m, r in runners.items():
+            skipped.add_metric([m], r.skipped)
+        yield skipped
+        for name, doc, attr in (
+            ("model_seconds", "Time in one model call", "model_s"),
+            ("event_to_prediction_seconds", "From the triggering event's publish to its "
+             "prediction", "latency_s"),
+        ):
+            hist = histogram(f"heimdall_{name}", doc, labels=["model"])
+            for m, r in runners.items():
+                b, total = getattr(r.stats, attr).buckets()
+                hist.add_metric([m], b, total)
+            yield hist
 
 
 def serve_metrics(address: str, collector: Collector) -> tuple[Any, int]:

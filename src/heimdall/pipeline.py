@@ -192,7 +192,8 @@ class Pipeline:
                 log.info("embedded broker at %s (log %s)", self.broker.url,
                          self.broker.log_path)
             if cfg.server.metrics:
-                collector = Collector(lambda: self.counters, self.store.stats, self.gc_pauses)
+                collector = Collector(lambda: self.counters, self.store.stats, self.gc_pauses,
+                                      lambda: dict(self.runners))
                 self._metrics_server, self.metrics_port = serve_metrics(cfg.server.metrics,
                                                                         collector)
             self.gc_pauses.install()

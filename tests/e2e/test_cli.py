@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pulsar
+
 from tests.integration.conftest import client, events, payload, publish, wait_for
 
 HEIMDALL = [sys.executable, "-m", "heimdall.cli"]
@@ -24,6 +26,15 @@ def test_demo_runs_for_its_duration_and_exits_0(tmp_path: Path) -> None:
     assert "summary" in proc.stdout
     assert "dead letters" in proc.stdout
     assert "Traceback" not in proc.stderr
+    out = " ".join(proc.stdout.split())  # rich wraps lines
+    scored = re.search(r"anomaly detector: ([\d,]+) windows scored", out)
+    assert scored is not None, out
+    assert int(scored.group(1).replace(",", "")) > 10_000
+    pr = re.search(r"precision ([\d.]+), recall ([\d.]+)", out)
+    assert pr is not None, out
+    # 10 of 1,000 machines drift; after 10 s their means sit ~8 standard errors out
+    assert float(pr.group(1)) == 1.0
+    assert float(pr.group(2)) >= 0.9
 
 
 def _metric(port: int, name: str) -> float:

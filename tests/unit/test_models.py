@@ -190,7 +190,7 @@ def test_a_slow_model_coalesces_keys_memory_stays_bounded_newest_window_wins() -
         assert runner.tracker.pending <= len(keys)  # bounded by the keys, not the events
         gate.set()
         wait_for(lambda: runner.tracker.pending == 0 and all(
-            (p := runner.predictions._by_model.get("m", {}).get(k)) is not None
+            (p := runner.predictions.snapshot("m").get(k)) is not None
             and p.score == float(store.window("s", k)["a"][-1]) for k in keys))
     finally:
         gate.set()

@@ -4,14 +4,19 @@ import heimdall as hd
 def test_public_api_is_pinned() -> None:
     assert hd.__all__ == sorted(hd.__all__)
     assert set(hd.__all__) == {
+        "CallbackSink",
         "CapacityError",
         "ConfigError",
         "CountWindow",
         "FieldNotFoundError",
         "HeimdallError",
         "KeyNotFoundError",
+        "ModelError",
         "Pipeline",
+        "Prediction",
+        "PulsarSink",
         "SchemaError",
+        "Sink",
         "SourceError",
         "StaleWindowError",
         "StreamNotFoundError",
@@ -21,6 +26,7 @@ def test_public_api_is_pinned() -> None:
         "WindowBatch",
         "WindowStore",
         "__version__",
+        "window_features",
     }
 
 

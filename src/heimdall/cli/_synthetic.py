@@ -44,6 +44,12 @@ class SyntheticProducer:
                                         daemon=True)
         self._encode = msgspec.json.Encoder().encode
 
+    def normal_sample(self, n: int = 10_000) -> np.ndarray:
+        """(n, 3) readings of healthy machines (temp, vibration, rpm), to fit a model on."""
+        noise = np.random.default_rng(0).normal(0, 1, (n, 3))
+        return np.column_stack([70 + 1.5 * noise[:, 0], 0.03 + 0.005 * noise[:, 1],
+                                1500 + 20 * noise[:, 2]])
+
     def start(self) -> SyntheticProducer:
         self._thread.start()
         return self

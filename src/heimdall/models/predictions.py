@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
@@ -46,7 +46,7 @@ class Predictions:
 
     def __init__(self, max_keys: int = 1_000_000) -> None:
         self.max_keys = max_keys
-        self._by_model: dict[str, dict[Hashable, Prediction]] = {}
+        self._by_model: dict[str, dict[str | int, Prediction]] = {}
         self._lock = threading.Lock()
 
     def latest(self, model: str, key: str | int) -> Prediction:
@@ -76,6 +76,11 @@ class Predictions:
             if extra > 0:
                 for k in list(by_key)[:extra]:
                     del by_key[k]
+
+    def snapshot(self, model: str) -> dict[str | int, Prediction]:
+        """A copy of the newest prediction of every key of ``model`` (empty if none)."""
+        with self._lock:
+            return dict(self._by_model.get(model, {}))
 
     def models(self) -> list[str]:
         """Models that have predicted at least once."""

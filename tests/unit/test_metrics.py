@@ -1,0 +1,55 @@
+"""The Prometheus endpoint: every metric the issues name, labelled by stream or model only."""
+
+from __future__ import annotations
+
+import gc
+import urllib.request
+
+import numpy as np
+
+import heimdall as hd
+from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
+from heimdall.models import ModelRunner, ModelSpec, Predictions
+
+
+def test_the_endpoint_serves_ingest_store_gc_and_model_metrics() -> None:
+    spec = hd.StreamSpec("s", key="id", fields=["a"], window=hd.CountWindow(4))
+    store = hd.WindowStore([spec], max_keys=10)
+    store.append_batch("s", ["k1", "k2"], np.ones((2, 1)), np.array([1, 2]))
+    c = StreamCounters()
+    c.messages, c.bytes, c.dead_letters, c.duplicates = 5, 100, 1, 2
+    c.latency_s.observe_many(np.array([0.001, 0.002]))
+    runner = ModelRunner(ModelSpec("m", "s", lambda b: np.zeros(len(b))), store, Predictions())
+    runner.notify(["k1", "k2"], [b"1", b"2"], [0.0, 0.0])
+    runner.run_once()
+    pauses = GcPauses()
+    pauses.install()
+    gc.collect()
+    pauses.remove()
+    server, port = serve_metrics("127.0.0.1:0", Collector(lambda: {"s": c}, store.stats, pauses,
+                                                          lambda: {"m": runner}))
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = text.decode().splitlines()
+    want = {
+        'heimdall_events_in_total{stream="s"} 5.0', 'heimdall_bytes_in_total{stream="s"} 100.0',
+        'heimdall_dead_letters_total{stream="s"} 1.0',
+        'heimdall_redeliveries_dropped_total{stream="s"} 2.0', 'heimdall_keys{stream="s"} 2.0',
+        'heimdall_evictions_total{stream="s"} 0.0',
+        'heimdall_publish_to_window_seconds_count{stream="s"} 2.0',
+        'heimdall_model_keys_scored_total{model="m"} 2.0',
+        'heimdall_model_batches_total{model="m"} 1.0',
+        'heimdall_event_to_prediction_seconds_count{model="m"} 2.0',
+    }
+    assert want <= set(lines), want - set(lines)
+    names = {line.split("{")[0].split(" ")[0] for line in lines if not line.startswith("#")}
+    for name in ("heimdall_consumer_lag_seconds", "heimdall_batch_apply_seconds_bucket",
+                 "heimdall_gc_pause_seconds_count", "heimdall_model_seconds_bucket",
+                 "heimdall_model_skipped_total", "heimdall_model_failures_total"):
+        assert name in names
+    gc_count = next(x for x in lines if x.startswith("heimdall_gc_pause_seconds_count"))
+    assert float(gc_count.split()[-1]) >= 1
+    assert not any("k1" in line for line in lines)  # no per-key labels
