@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 import heimdall as hd
-from bench_ingest import client, heimdall_cfg, payloads, steady
+from bench_ingest import client, heimdall_cfg, publish_steady, steady
 from heimdall.models import ModelRunner, ModelSpec, Predictions
 from heimdall.sources._embedded import EmbeddedPulsar
 
@@ -96,18 +96,7 @@ def latency(url: str, rate: float, seconds: float, data_dir: str) -> tuple[float
     pipe.start()
     c = client(url)
     try:
-        p = c.create_producer(topic, block_if_queue_full=True, batching_enabled=True,
-                              batching_max_publish_delay_ms=1)
-        items = payloads(int(rate * seconds), 10_000)
-        t0 = time.perf_counter()
-        per = max(1, int(rate * 0.005))
-        for i in range(0, len(items), per):
-            for data, key in items[i:i + per]:
-                p.send_async(data, None, partition_key=key)
-            delay = t0 + (i + per) / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        p.flush()
+        publish_steady(c, topic, rate, seconds, 10_000)
         done = threading.Event()
         deadline = time.monotonic() + 10
         while runner.tracker.pending and time.monotonic() < deadline:

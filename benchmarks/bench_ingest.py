@@ -134,6 +134,24 @@ def heimdall_drain(url: str, topic: str, n: int, keys: int, data_dir: str) -> tu
     return n / dt, c.duplicates
 
 
+def publish_steady(c: pulsar.Client, topic: str, rate: float, seconds: float,
+                   keys: int) -> None:
+    """Publish ``rate`` events/s for ``seconds``, in 5 ms ticks, then flush."""
+    p = c.create_producer(topic, block_if_queue_full=True, batching_enabled=True,
+                          batching_max_publish_delay_ms=1)
+    items = payloads(int(rate * seconds), keys)
+    t0 = time.perf_counter()
+    per = max(1, int(rate * 0.005))
+    for i in range(0, len(items), per):
+        for data, key in items[i:i + per]:
+            p.send_async(data, None, partition_key=key)
+        delay = t0 + (i + per) / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    p.flush()
+    p.close()
+
+
 def steady(url: str, rate: float, seconds: float, keys: int, data_dir: str,
            mode: str) -> tuple[float, float, int]:
     """p50, p99 (ms) of publish-to-receive (bare) or publish-to-window (heimdall)."""
@@ -159,19 +177,7 @@ def steady(url: str, rate: float, seconds: float, keys: int, data_dir: str,
         th.start()
     else:
         pipe = heimdall_cfg(url, topic, keys, data_dir).start()
-    p = c.create_producer(topic, block_if_queue_full=True, batching_enabled=True,
-                          batching_max_publish_delay_ms=1)
-    items = payloads(int(rate * seconds), keys)
-    t0 = time.perf_counter()
-    tick = 0.005
-    per = max(1, int(rate * tick))
-    for i in range(0, len(items), per):
-        for data, key in items[i:i + per]:
-            p.send_async(data, None, partition_key=key)
-        delay = t0 + (i + per) / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-    p.flush()
+    publish_steady(c, topic, rate, seconds, keys)
     time.sleep(0.5)
     if mode == "bare":
         stop.set()
