@@ -18,6 +18,12 @@ BAD_PAYLOADS = (
 )
 
 
+# healthy readings: temp, vibration, rpm ~ N(mean, std); drift adds DRIFT x (0..1)
+NORMAL_MEAN = np.array([70.0, 0.03, 1500.0])
+NORMAL_STD = np.array([1.5, 0.005, 20.0])
+DRIFT = np.array([20.0, 0.05, 0.0])
+
+
 class SyntheticProducer:
     """Publishes ``rate`` events/s from ``machines`` machines on its own thread.
 
@@ -47,8 +53,7 @@ class SyntheticProducer:
     def normal_sample(self, n: int = 10_000) -> np.ndarray:
         """(n, 3) readings of healthy machines (temp, vibration, rpm), to fit a model on."""
         noise = np.random.default_rng(0).normal(0, 1, (n, 3))
-        return np.column_stack([70 + 1.5 * noise[:, 0], 0.03 + 0.005 * noise[:, 1],
-                                1500 + 20 * noise[:, 2]])
+        return NORMAL_MEAN + NORMAL_STD * noise
 
     def start(self) -> SyntheticProducer:
         self._thread.start()
@@ -66,13 +71,14 @@ class SyntheticProducer:
         t_next = time.perf_counter()
         drift_t0 = time.time()
         drifting = set(self.drifting)
+        drift_temp, drift_vib = DRIFT[:2].tolist()
         while not self._stop.is_set():
             ids = self.rng.integers(0, self.machines, per_tick).tolist()
-            noise = self.rng.normal(0, 1, (per_tick, 3)).tolist()
+            healthy = (NORMAL_MEAN + NORMAL_STD * self.rng.normal(0, 1, (per_tick, 3))).tolist()
             drift = min(1.0, (time.time() - drift_t0) / 60)
             now_ms = time.time_ns() // 1_000_000
             send = self.producer.send_async
-            for i, (a, b, c) in zip(ids, noise, strict=True):
+            for i, (temp, vib, rpm) in zip(ids, healthy, strict=True):
                 self.sent += 1
                 if self.bad_every and self.sent % self.bad_every == 0:
                     send(BAD_PAYLOADS[self.bad_sent % len(BAD_PAYLOADS)], None)
@@ -81,8 +87,7 @@ class SyntheticProducer:
                 d = drift if i in drifting else 0.0
                 event = {
                     "machine_id": self.names[i], "ts": now_ms,
-                    "temp": 70 + 1.5 * a + 20 * d, "vibration": 0.03 + 0.005 * b + 0.05 * d,
-                    "rpm": 1500 + 20 * c,
+                    "temp": temp + drift_temp * d, "vibration": vib + drift_vib * d, "rpm": rpm,
                 }
                 send(self._encode(event), None, partition_key=self.names[i])
             t_next += tick

@@ -41,18 +41,6 @@ class Decoded:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def without_messages(self, drop: set[int]) -> Decoded:
-        """The same rows less those of the messages in ``drop``."""
-        keep = ~np.isin(self.row_msg, np.fromiter(drop, np.int64, len(drop)))
-        idx = np.flatnonzero(keep)
-        return Decoded(
-            [self.keys[i] for i in idx.tolist()],
-            self.values[keep],
-            self.ts_ns[keep],
-            self.row_msg[keep],
-            [b for b in self.bad if b[0] not in drop],
-        )
-
 
 class Decoder(ABC):
     """Payloads of one stream's topic to rows.

@@ -129,8 +129,7 @@ class ChangeTracker:
 
     def trigger_of(self, key: Key) -> tuple[Any, float]:
         """The newest message id of ``key`` and when it was sent (ms), as last notified."""
-        with self.cond:
-            return self._trigger.get(key, (None, time.time() * 1e3))
+        return self.triggers_of([key])[0]
 
     def triggers_of(self, keys: Sequence[Key]) -> list[tuple[Any, float]]:
         """``trigger_of`` for many keys under one lock."""
