@@ -1,12 +1,14 @@
 """Heimdall: the latest window of every live stream, in memory, handed to models by reference."""
 
 from heimdall.errors import (
+    AuthError,
     CapacityError,
     ConfigError,
     FieldNotFoundError,
     HeimdallError,
     KeyNotFoundError,
     ModelError,
+    RemoteError,
     SchemaError,
     SourceError,
     StaleWindowError,
@@ -14,6 +16,7 @@ from heimdall.errors import (
 )
 from heimdall.models import Prediction, window_features
 from heimdall.pipeline import Pipeline
+from heimdall.remote import ClientTLS, GrpcServer, RemoteStore, ServerTLS, connect
 from heimdall.schema import CountWindow, StreamSpec, TimeWindow
 from heimdall.sinks import CallbackSink, PulsarSink, Sink
 from heimdall.window import Window, WindowBatch, WindowStore
@@ -21,18 +24,24 @@ from heimdall.window import Window, WindowBatch, WindowStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
     "CallbackSink",
     "CapacityError",
+    "ClientTLS",
     "ConfigError",
     "CountWindow",
     "FieldNotFoundError",
+    "GrpcServer",
     "HeimdallError",
     "KeyNotFoundError",
     "ModelError",
     "Pipeline",
     "Prediction",
     "PulsarSink",
+    "RemoteError",
+    "RemoteStore",
     "SchemaError",
+    "ServerTLS",
     "Sink",
     "SourceError",
     "StaleWindowError",
@@ -43,5 +52,6 @@ __all__ = [
     "WindowBatch",
     "WindowStore",
     "__version__",
+    "connect",
     "window_features",
 ]

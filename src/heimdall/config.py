@@ -18,7 +18,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from heimdall.errors import ConfigError, HeimdallError
@@ -132,10 +139,32 @@ class StreamConfig(_Section):
 
 
 class ServerConfig(_Section):
-    """What Heimdall serves (``[server]``); ``metrics = ""`` turns the endpoint off."""
+    """What Heimdall serves (``[server]``); ``metrics = ""`` turns the endpoint off.
+
+    ``grpc = "127.0.0.1:50051"`` starts the gRPC server (``host:0`` picks a free port).
+    ``token``: every call but health checks needs ``authorization: Bearer <token>`` (better
+    set from the environment: ``HEIMDALL_SERVER__TOKEN``). ``tls_cert`` and ``tls_key`` (PEM
+    files) turn TLS on; ``tls_client_ca`` also asks clients for a certificate it signed.
+    """
 
     grpc: str | None = None
     metrics: str | None = "127.0.0.1:9464"
+    token: SecretStr | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    max_message_bytes: int = Field(16 << 20, ge=1024)
+    max_concurrent_rpcs: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        if self.token is not None and not self.token.get_secret_value().strip():
+            raise ValueError("token is empty; give a secret or leave it unset")
+        return self
 
 
 class CheckpointConfig(_Section):

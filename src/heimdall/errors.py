@@ -11,7 +11,9 @@
     ├── CapacityError                    the store is full and eviction is off
     ├── StaleWindowError                 a view was overwritten before it could be copied
     ├── SourceError                      a broker cannot be reached or started
-    └── ModelError                       a model returned output of the wrong shape or dtype
+    ├── ModelError                       a model returned output of the wrong shape or dtype
+    ├── RemoteError(ConnectionError)     a remote Heimdall cannot be reached or failed a call
+    └── AuthError(PermissionError)       a remote Heimdall refused the call's credentials
 """
 
 from __future__ import annotations
@@ -65,3 +67,16 @@ class SourceError(HeimdallError):
 
 class ModelError(HeimdallError):
     """A model returned output of the wrong shape or dtype, or cannot be loaded."""
+
+
+class RemoteError(HeimdallError, ConnectionError):
+    """A remote Heimdall cannot be reached, timed out, or failed a call (the gRPC status
+    code is in ``code``)."""
+
+    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AuthError(HeimdallError, PermissionError):
+    """A remote Heimdall refused the call: no token, a wrong token or a bad certificate."""

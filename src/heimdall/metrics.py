@@ -89,6 +89,7 @@ class StreamCounters:
     dead_letters: int = 0
     duplicates: int = 0
     batches: int = 0
+    pushed: int = 0  # rows written by the gRPC Push call (no broker message)
     lag_s: float = 0.0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     apply_s: Histogram = field(default_factory=Histogram)

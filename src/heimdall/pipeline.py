@@ -9,7 +9,8 @@
 
 ``Pipeline(config)`` builds the store at once (so it can be read before ``start``);
 ``start()`` starts the embedded broker if ``source.url = "embedded"``, the metrics endpoint,
-the model runners and their sinks, then the source; ``stop()`` undoes it in reverse.
+the model runners and their sinks, the source, then the gRPC server if ``server.grpc`` is
+set; ``stop()`` undoes it in reverse.
 ``run()`` does both around a wait for SIGINT/SIGTERM. ``with pipe:`` runs it in the background
 for the block.
 """
@@ -26,12 +27,13 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from heimdall.config import HeimdallConfig, ModelConfig, load_config
+from heimdall.config import HeimdallConfig, ModelConfig, ServerConfig, load_config
 from heimdall.errors import ConfigError
 from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
 from heimdall.models.adapters import Features, adapt
 from heimdall.models.predictions import Predictions
 from heimdall.models.runner import ModelRunner, ModelSpec
+from heimdall.remote.server import GrpcServer, ServerTLS
 from heimdall.sinks.base import CallbackSink, Sink
 from heimdall.sinks.pulsar import PulsarSink
 from heimdall.sources._embedded import EmbeddedPulsar
@@ -77,6 +79,7 @@ class Pipeline:
         self.gc_pauses = GcPauses()
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
+        self.grpc: GrpcServer | None = None
         self._stopped = threading.Event()
         self._running = False
         for m in config.models:
@@ -180,7 +183,8 @@ class Pipeline:
         return {i.name: i.counters for i in self.ingests}
 
     def start(self) -> Pipeline:
-        """Start the broker (if embedded), the metrics endpoint and the source. Non-blocking."""
+        """Start the broker (if embedded), the metrics endpoint, the model runners, the source
+        and the gRPC server (if configured). Non-blocking."""
         if self._running:
             return self
         cfg = self.config
@@ -201,6 +205,8 @@ class Pipeline:
                 self._start_runner(runner)
             self.source = PulsarSource(cfg.source, self.url, self.ingests, embedded=embedded)
             self.source.start()
+            if cfg.server.grpc:
+                self.grpc = self._grpc_server(cfg.server).start()
         except BaseException:
             self._shutdown()
             raise
@@ -215,7 +221,22 @@ class Pipeline:
         self._running = False
         self._stopped.set()
 
+    def _grpc_server(self, cfg: ServerConfig) -> GrpcServer:
+        tls = None
+        if cfg.tls_cert and cfg.tls_key:
+            tls = ServerTLS(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+        return GrpcServer(
+            self.store, address=cfg.grpc or "127.0.0.1:0", predictions=self.predictions,
+            ingests=self.ingests, stats=self.stats, models=lambda: list(self.runners),
+            token=cfg.token.get_secret_value() if cfg.token else None, tls=tls,
+            max_message_bytes=cfg.max_message_bytes,
+            max_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        )
+
     def _shutdown(self, timeout_s: float = 30.0) -> None:
+        if self.grpc is not None:  # first: let remote calls in flight finish
+            self.grpc.stop(grace_s=min(5.0, timeout_s))
+            self.grpc = None
         if self.source is not None:
             self.source.stop(timeout_s)
             self.source = None
@@ -258,7 +279,7 @@ class Pipeline:
             streams[name] = {
                 "messages": c.messages, "bytes": c.bytes, "rows": c.rows,
                 "dead_letters": c.dead_letters, "duplicates": c.duplicates,
-                "batches": c.batches, "lag_s": c.lag_s,
+                "batches": c.batches, "pushed": c.pushed, "lag_s": c.lag_s,
                 "dead_letter_reasons": dict(c.dead_letter_reasons),
                 "latency_p50_s": p50, "latency_p99_s": p99,
             }

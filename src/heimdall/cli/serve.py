@@ -34,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     if pipe.metrics_port:
         log.info("metrics on http://%s:%d/metrics",
                  (pipe.config.server.metrics or "").rpartition(":")[0], pipe.metrics_port)
+    if pipe.grpc is not None:
+        log.info("gRPC on %s:%d", (pipe.config.server.grpc or "").rpartition(":")[0],
+                 pipe.grpc.port)
     log.info("serving; SIGINT or SIGTERM stops")
     pipe.run()  # already started: waits for the signal, then stops gracefully
     for name, s in pipe.stats()["ingest"].items():

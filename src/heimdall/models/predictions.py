@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -41,13 +41,15 @@ class Predictions:
     """The newest prediction of each (model, key), in process. Thread-safe.
 
     At most ``max_keys`` keys per model are held; past that the least recently predicted key
-    is dropped.
+    is dropped. ``listeners`` are called with (model, predictions) after each ``record``, on
+    the runner's thread (the gRPC server's Subscribe uses this).
     """
 
     def __init__(self, max_keys: int = 1_000_000) -> None:
         self.max_keys = max_keys
         self._by_model: dict[str, dict[str | int, Prediction]] = {}
         self._lock = threading.Lock()
+        self.listeners: list[Callable[[str, Sequence[Prediction]], None]] = []
 
     def latest(self, model: str, key: str | int) -> Prediction:
         """The newest prediction of ``model`` for ``key``.
@@ -76,6 +78,8 @@ class Predictions:
             if extra > 0:
                 for k in list(by_key)[:extra]:
                     del by_key[k]
+        for fn in tuple(self.listeners):
+            fn(model, predictions)
 
     def snapshot(self, model: str) -> dict[str | int, Prediction]:
         """A copy of the newest prediction of every key of ``model`` (empty if none)."""

@@ -120,8 +120,23 @@ class StreamIngest:
             sent = [time.time() * 1e3] * len(at)
         else:
             sent = [sent_ms[i] for i in at]
-        for fn in self.listeners:
+        for fn in tuple(self.listeners):  # tuple: a subscriber may (un)register meanwhile
             fn(keys, row_ids, sent)
+
+    def push(self, keys: Sequence[Any], values: np.ndarray, ts_ns: np.ndarray | None) -> int:
+        """Write rows that came without a broker (the gRPC Push call): the store, the counters
+        and the listeners, as for a batch of messages. Raises SchemaError for rows that do
+        not fit, writing none of them. Returns the rows written."""
+        with self.lock:
+            self.store.append_batch(self.name, keys, values, ts_ns)
+            n = len(keys)
+            self.counters.rows += n
+            self.counters.pushed += n
+            if self.listeners and n:
+                sent = [time.time() * 1e3] * n
+                for fn in tuple(self.listeners):
+                    fn(list(keys), [None] * n, sent)
+        return n
 
     def dead_lettered(self, ids: Sequence[Hashable]) -> None:
         """Remember messages now safely on the dead-letter topic, so a redelivery of one

@@ -507,17 +507,25 @@ def _as_ts(stream: str, ts_ns: Any, n: int) -> np.ndarray:
     return np.ascontiguousarray(ts, dtype=np.int64)
 
 
-def _rows_arg(ring: Ring, rows: int | None) -> int:
-    if rows is None:
-        return ring.W
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+def check_rows(rows: int | None) -> None:
+    """Raise SchemaError unless ``rows`` is None or a whole number >= 1."""
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
         raise SchemaError(f"rows must be a whole number >= 1; received {rows!r}")
-    return min(rows, ring.W)
+
+
+def check_seconds(seconds: float | None) -> None:
+    """Raise SchemaError unless ``seconds`` is None or > 0."""
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0
+    ):
+        raise SchemaError(f"seconds must be > 0; received {seconds!r}")
+
+
+def _rows_arg(ring: Ring, rows: int | None) -> int:
+    check_rows(rows)
+    return ring.W if rows is None else min(rows, ring.W)
 
 
 def _span_arg(seconds: float | None) -> int:
-    if seconds is None:
-        return 0
-    if not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise SchemaError(f"seconds must be > 0; received {seconds!r}")
-    return int(seconds * 1e9)
+    check_seconds(seconds)
+    return 0 if seconds is None else int(seconds * 1e9)

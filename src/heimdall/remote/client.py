@@ -1,0 +1,349 @@
+"""``hd.connect``: a running Heimdall's windows and predictions, over gRPC.
+
+``RemoteStore`` has the read methods of ``WindowStore`` (``window``, ``windows``,
+``aggregate``, ``keys``, ``stats``) and returns the same types, so model code does not know
+where its window lives. Arrays are rebuilt with one ``np.frombuffer`` over the reply's bytes
+(read-only, owned by the Window: a remote window is always a consistent copy, ``valid`` is
+always True). Server-side errors come back as the same exceptions (``KeyNotFoundError``,
+``StreamNotFoundError``, ``SchemaError`` ...); a server that cannot be reached raises
+``RemoteError``, refused credentials ``AuthError``.
+
+Thread-safe: one ``RemoteStore`` (one HTTP/2 connection) may serve many threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from heimdall import errors
+from heimdall.errors import AuthError, ConfigError, KeyNotFoundError, RemoteError
+from heimdall.models.predictions import Prediction
+from heimdall.remote import _convert as cv
+from heimdall.remote._pb import heimdall_pb2 as pb
+from heimdall.remote._pb import heimdall_pb2_grpc as pb_grpc
+from heimdall.window.store import check_rows, check_seconds
+from heimdall.window.view import Window, WindowBatch
+
+# server-side exceptions raised again on the client, by the "heimdall-error" trailer
+_ERRORS: dict[str, type[errors.HeimdallError]] = {
+    cls.__name__: cls
+    for cls in (errors.StreamNotFoundError, errors.KeyNotFoundError, errors.SchemaError,
+                errors.FieldNotFoundError, errors.ConfigError, errors.CapacityError,
+                errors.StaleWindowError, errors.ModelError, errors.HeimdallError)
+}
+_BY_CODE: dict[grpc.StatusCode, type[errors.HeimdallError]] = {
+    grpc.StatusCode.NOT_FOUND: errors.KeyNotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: errors.SchemaError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.CapacityError,
+}
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """TLS for ``hd.connect``: ``ca_file`` the CA that signed the server's certificate (None:
+    the system's roots), ``cert_file``/``key_file`` this client's certificate when the server
+    asks for one, ``server_name`` to check the server's certificate against a name other than
+    the address's host."""
+
+    ca_file: str | os.PathLike[str] | None = None
+    cert_file: str | os.PathLike[str] | None = None
+    key_file: str | os.PathLike[str] | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str | os.PathLike[str] | None) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"TLS: cannot read {exc.filename}: {exc.strerror}") from exc
+
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("TLS: give both cert_file and key_file, or neither")
+        return grpc.ssl_channel_credentials(read(self.ca_file), read(self.key_file),
+                                            read(self.cert_file))
+
+
+def connect(
+    address: str,
+    token: str | None = None,
+    tls: bool | str | os.PathLike[str] | ClientTLS | None = None,
+    *,
+    timeout_s: float = 10.0,
+    max_message_bytes: int = 64 << 20,
+) -> RemoteStore:
+    """Connect to a Heimdall gRPC server at ``host:port``; wait until it answers.
+
+    ``token``: the server's bearer token. ``tls``: True (the system's CA roots), a CA file's
+    path, or a ``ClientTLS``. ``timeout_s``: for connecting and the deadline of each call. Raises
+    ``RemoteError`` if the server cannot be reached within ``timeout_s``.
+    """
+    return RemoteStore(address, token=token, tls=tls, timeout_s=timeout_s,
+                       max_message_bytes=max_message_bytes)
+
+
+class RemoteStore:
+    """The read methods of ``WindowStore``, and predictions, Subscribe and Push, over gRPC."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: bool | str | os.PathLike[str] | ClientTLS | None = None,
+        timeout_s: float = 10.0,
+        max_message_bytes: int = 64 << 20,
+    ) -> None:
+        if not isinstance(address, str) or ":" not in address:
+            raise ConfigError(f"address must be 'host:port'; received {address!r}")
+        self.address = address
+        self.timeout_s = timeout_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        if tls is None or tls is False:
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:
+            spec = tls if isinstance(tls, ClientTLS) else ClientTLS(None if tls is True else tls)
+            if spec.server_name:
+                options.append(("grpc.ssl_target_name_override", spec.server_name))
+            self._channel = grpc.secure_channel(address, spec.credentials(), options=options)
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            self._channel.close()
+            raise RemoteError(f"cannot reach a Heimdall gRPC server at {address} within "
+                              f"{timeout_s} s", "UNAVAILABLE") from None
+        self._stub = pb_grpc.HeimdallStub(self._channel)
+
+    # ---- reads, as WindowStore ---------------------------------------------------------------
+
+    def window(self, stream: str, key: str | int) -> Window:
+        """The key's window: an owned, consistent copy (``valid`` is always True)."""
+        req = pb.GetWindowRequest(stream=stream)
+        cv.to_key(key, req.key)
+        with self._translate():
+            reply = self._stub.GetWindow(req, timeout=self.timeout_s, metadata=self._metadata)
+        return cv.window_from(reply)
+
+    def windows(self, stream: str, keys: Sequence[str | int], *, rows: int | None = None,
+                seconds: float | None = None) -> WindowBatch:
+        """Consistent copies of many keys' windows, as ``WindowStore.windows``."""
+        check_rows(rows)
+        check_seconds(seconds)
+        key_list = list(keys)
+        req = pb.GetWindowsRequest(stream=stream, rows=rows or 0, seconds=seconds or 0.0)
+        cv.add_keys(key_list, req.keys)
+        with self._translate():
+            reply = self._stub.GetWindows(req, timeout=self.timeout_s, metadata=self._metadata)
+        return cv.batch_from(reply, key_list)
+
+    def aggregate(
+        self,
+        stream: str,
+        keys: str | int | Sequence[str | int],
+        aggs: Iterable[str] = ("count", "mean", "std", "min", "max", "last"),
+        *,
+        rows: int | None = None,
+        seconds: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Per-field aggregates, as ``WindowStore.aggregate``."""
+        check_rows(rows)
+        check_seconds(seconds)
+        single = isinstance(keys, (str, int))
+        names = [aggs] if isinstance(aggs, str) else list(aggs)
+        req = pb.AggregateRequest(stream=stream, aggs=names, rows=rows or 0,
+                                  seconds=seconds or 0.0, single=single)
+        cv.add_keys([keys] if isinstance(keys, (str, int)) else keys, req.keys)
+        with self._translate():
+            reply = self._stub.Aggregate(req, timeout=self.timeout_s, metadata=self._metadata)
+        return {name: cv.from_array(reply.values[name], name) for name in names}
+
+    def keys(self, stream: str) -> list[Any]:
+        """The keys the stream holds now."""
+        with self._translate():
+            reply = self._stub.ListKeys(pb.ListKeysRequest(stream=stream),
+                                        timeout=self.timeout_s, metadata=self._metadata)
+        return cv.from_keys(reply.keys)
+
+    def __contains__(self, item: tuple[str, Any]) -> bool:
+        stream, key = item
+        try:
+            self.aggregate(stream, key, ["count"])
+        except KeyNotFoundError as exc:
+            if isinstance(exc, errors.StreamNotFoundError):
+                raise
+            return False
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """The server's store stats, as ``WindowStore.stats``."""
+        result: dict[str, Any] = self.server_stats()["store"]
+        return result
+
+    def server_stats(self) -> dict[str, Any]:
+        """Everything the server reports: ``store``, and ``ingest`` and ``models`` when a
+        pipeline runs there (as ``Pipeline.stats``)."""
+        with self._translate():
+            reply = self._stub.Stats(pb.StatsRequest(), timeout=self.timeout_s,
+                                     metadata=self._metadata)
+        result: dict[str, Any] = json.loads(reply.json)
+        return result
+
+    # ---- predictions, subscribe, push --------------------------------------------------------
+
+    def prediction(self, model: str, key: str | int) -> Prediction:
+        """The newest prediction of ``model`` for ``key`` (KeyNotFoundError if none yet)."""
+        req = pb.GetPredictionRequest(model=model)
+        cv.to_key(key, req.key)
+        with self._translate():
+            reply = self._stub.GetPrediction(req, timeout=self.timeout_s,
+                                             metadata=self._metadata)
+        return cv.prediction_from(reply)
+
+    def subscribe(self, stream: str | None = None, *, model: str | None = None,
+                  keys: Sequence[str | int] = (), rows: int | None = None,
+                  timeout_s: float | None = None) -> RemoteSubscription:
+        """Window updates of ``stream`` (or predictions of ``model``) for ``keys`` (all keys
+        if empty), as they happen: iterate it; ``close()`` ends it. Named keys' current
+        windows come first. A slow reader gets each key's newest state, never an older one
+        after a newer one. ``timeout_s``: end the stream after that long (default: never)."""
+        if (stream is None) == (model is None):
+            raise ConfigError("subscribe to a stream or a model (one of them)")
+        check_rows(rows)
+        req = pb.SubscribeRequest(rows=rows or 0)
+        if stream is not None:
+            req.stream = stream
+        else:
+            req.model = model  # type: ignore[assignment]
+        cv.add_keys(keys, req.keys)
+        call = self._stub.Subscribe(req, timeout=timeout_s, metadata=self._metadata)
+        return RemoteSubscription(call, self)
+
+    def push(self, stream: str, keys: Sequence[str | int], values: Any,
+             ts_ns: Any = None) -> int:
+        """Write rows into the server's store (as ``WindowStore.append_batch``); returns the
+        rows written. For many batches, ``push_batches`` keeps one call open."""
+        return self.push_batches([(stream, keys, values, ts_ns)])
+
+    def push_batches(self, batches: Iterable[tuple[str, Sequence[str | int], Any, Any]]) -> int:
+        """Stream batches of (stream, keys, values, ts_ns or None) in one call; returns the
+        rows written. A batch the server refuses raises (SchemaError ...) naming its index;
+        the batches before it are written."""
+        with self._translate():
+            reply = self._stub.Push(_push_requests(batches), timeout=None,
+                                    metadata=self._metadata)
+        return int(reply.rows)
+
+    def health(self) -> str:
+        """The server's health status: "SERVING" or "NOT_SERVING"."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        with self._translate():
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""),
+                               timeout=self.timeout_s)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        self._channel.close()
+
+    def __enter__(self) -> RemoteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<RemoteStore {self.address}>"
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        with translate_errors(self.address):
+            yield
+
+
+class RemoteSubscription:
+    """An open Subscribe call: iterate for ``Window`` (or ``Prediction``) updates."""
+
+    def __init__(self, call: Any, store: RemoteStore) -> None:
+        self._call = call
+        self._store = store
+        self.seq = 0
+
+    def __iter__(self) -> Iterator[Window | Prediction]:
+        return self
+
+    def __next__(self) -> Window | Prediction:
+        with self._store._translate():
+            try:
+                update = next(self._call)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    raise StopIteration from None
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise StopIteration from None
+                raise
+        self.seq = update.seq
+        if update.WhichOneof("item") == "window":
+            return cv.window_from(update.window)
+        return cv.prediction_from(update.prediction)
+
+    def close(self) -> None:
+        """End the call (the server stops sending). Idempotent."""
+        self._call.cancel()
+
+    def __enter__(self) -> RemoteSubscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _push_requests(batches: Iterable[tuple[str, Sequence[str | int], Any, Any]]
+                   ) -> Iterator[Any]:
+    for stream, keys, values, ts_ns in batches:
+        req = pb.PushRequest(stream=stream)
+        cv.add_keys(keys, req.keys)
+        arr = np.asarray(values)
+        if arr.dtype.name not in cv.DTYPES:
+            arr = arr.astype(np.float64)
+        cv.to_array(np.ascontiguousarray(arr), req.values)
+        if ts_ns is not None:
+            cv.to_array(np.ascontiguousarray(ts_ns, dtype=np.int64), req.ts_ns)
+        yield req
+
+
+@contextmanager
+def translate_errors(address: str) -> Iterator[None]:
+    """Raise a failed call's status as the Heimdall exception it stands for."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        code = exc.code()
+        details = exc.details() or code.name
+        trailer = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") \
+            else {}
+        cls = _ERRORS.get(str(trailer.get("heimdall-error", "")))
+        if cls is not None:
+            raise cls(details) from exc
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise AuthError(f"heimdall at {address} refused the call: {details}") from exc
+        by_code = _BY_CODE.get(code)
+        if by_code is not None:
+            raise by_code(details) from exc
+        raise RemoteError(f"heimdall at {address}: {code.name}: {details}", code.name) from exc
