@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -166,3 +168,71 @@ colour = "blue"
     assert "store.max_keys" in res.stderr
 
 
+
+
+def test_serve_with_grpc_then_get_and_top(tmp_path: Path) -> None:
+    cfg = tmp_path / "heimdall.toml"
+    cfg.write_text("""
+[[streams]]
+name = "sensors"
+topic = "sensors-e2e"
+key = "machine_id"
+fields = ["temp", "rpm"]
+window = { count = 16 }
+
+[server]
+metrics = ""
+grpc = "127.0.0.1:0"
+""")
+    env = {**os.environ, "HEIMDALL_SERVER__TOKEN": "e2e-secret"}
+    proc = subprocess.Popen([*HEIMDALL, "serve", "-c", str(cfg)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+                              daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_for(lambda: any("gRPC on" in x for x in lines), 60, "the gRPC server")
+        address = re.search(r"gRPC on (\S+)", "".join(lines)).group(1)  # type: ignore[union-attr]
+        import heimdall as hd
+
+        with hd.connect(address, token="e2e-secret") as remote:
+            remote.push("sensors", ["m-1"] * 20, [[70.0 + i, 1500.0] for i in range(20)])
+        get = subprocess.run([*HEIMDALL, "get", address, "sensors", "m-1", "--json",
+                              "--token", "e2e-secret"], capture_output=True, text=True,
+                             timeout=60)
+        assert get.returncode == 0, get.stderr
+        window = json.loads(get.stdout)
+        assert window["fields"] == ["temp", "rpm"]
+        assert [v[0] for v in window["values"]] == [70.0 + i for i in range(4, 20)]
+        table = subprocess.run([*HEIMDALL, "get", address, "sensors", "m-1"],
+                               capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "HEIMDALL_TOKEN": "e2e-secret",
+                                    "COLUMNS": "120"})
+        assert table.returncode == 0, table.stderr
+        assert "▁" in table.stdout
+        assert "89" in table.stdout  # the newest temp
+        denied = subprocess.run([*HEIMDALL, "get", address, "sensors", "m-1"],
+                                capture_output=True, text=True, timeout=60)
+        assert denied.returncode == 1
+        assert "refused the call" in denied.stderr
+        assert "Traceback" not in denied.stderr
+        missing = subprocess.run([*HEIMDALL, "get", address, "sensors", "m-2", "--token",
+                                  "e2e-secret"], capture_output=True, text=True, timeout=60)
+        assert missing.returncode == 1
+        assert "holds no key 'm-2'" in missing.stderr
+        top = subprocess.run([*HEIMDALL, "top", address, "-n", "2", "--interval", "0.1",
+                              "--token", "e2e-secret"], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "COLUMNS": "160"})
+        assert top.returncode == 0, top.stderr
+        assert "sensors" in top.stdout
+        assert "1/" in top.stdout  # keys held / max
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(5)
+    proc.stdout.close()  # type: ignore[union-attr]
+    assert proc.returncode == 0, "".join(lines)
+    assert "Traceback" not in "".join(lines)

@@ -32,5 +32,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  stream   {s.name!r} <- {s.topic} ({s.format}); key {s.key!r} from "
               f"{s.key_from}, time from {s.time_from}; fields {list(spec.fields)} "
               f"{spec.dtype}; {spec.window}; dead letters -> {s.dlq_topic}")
-    print(f"  server   metrics {cfg.server.metrics or 'off'}")
+    srv = cfg.server
+    grpc = "off"
+    if srv.grpc:
+        grpc = srv.grpc + (" TLS" if srv.tls_cert else "") + (
+            " +client certs" if srv.tls_client_ca else "") + (" token" if srv.token else "")
+    print(f"  server   metrics {srv.metrics or 'off'}; gRPC {grpc}")
     return 0

@@ -24,13 +24,13 @@ from rich.live import Live
 from rich.table import Table
 
 from heimdall.cli._anomaly import ZScoreDetector
+from heimdall.cli._render import sparkline
 from heimdall.cli._synthetic import SyntheticProducer
 from heimdall.config import build_config
 from heimdall.pipeline import Pipeline
 from heimdall.schema import CountWindow, StreamSpec
 from heimdall.window import WindowStore
 
-SPARK = "▁▂▃▄▅▆▇█"
 TOPIC = "persistent://public/default/sensors"
 FIELDS = ("temp", "vibration", "rpm")
 MODEL = "anomaly"
@@ -233,16 +233,6 @@ def _summary(pipe: Pipeline, producer: SyntheticProducer, elapsed: float) -> str
             f"{dict(s['dead_letter_reasons'])}, redeliveries dropped {s['duplicates']:,}, "
             f"publish->window p50 {s['latency_p50_s'] * 1e3:.2f} ms "
             f"p99 {s['latency_p99_s'] * 1e3:.2f} ms" + model)
-
-
-def sparkline(x: np.ndarray, width: int = 40) -> str:
-    """A one-line sketch of ``x`` (its last ``width`` points)."""
-    x = np.asarray(x, dtype=np.float64)[-width:]
-    if x.size == 0:
-        return ""
-    lo, hi = float(x.min()), float(x.max())
-    scale = (len(SPARK) - 1) / (hi - lo) if hi > lo else 0.0
-    return "".join(SPARK[int((v - lo) * scale)] for v in x)
 
 
 def run_in_process(args: argparse.Namespace, console: Console) -> int:

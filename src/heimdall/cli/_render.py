@@ -1,0 +1,47 @@
+"""What the CLI's subcommands share: sparklines, and the options to reach a remote Heimdall."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import numpy as np
+
+from heimdall.remote import ClientTLS, RemoteStore, connect
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(x: np.ndarray, width: int = 40) -> str:
+    """A one-line sketch of ``x`` (its last ``width`` points).
+
+    >>> sparkline(np.array([0.0, 1.0, 2.0, 3.0]))
+    '▁▃▅█'
+    """
+    x = np.asarray(x, dtype=np.float64)[-width:]
+    if x.size == 0:
+        return ""
+    lo, hi = float(x.min()), float(x.max())
+    scale = (len(SPARK) - 1) / (hi - lo) if hi > lo else 0.0
+    return "".join(SPARK[int((v - lo) * scale)] for v in x)
+
+
+def add_remote_args(p: Any) -> None:
+    """ADDRESS and the options to reach a remote Heimdall's gRPC server."""
+    p.add_argument("address", metavar="ADDRESS", help="the server's host:port (server.grpc)")
+    p.add_argument("--token", default=os.environ.get("HEIMDALL_TOKEN"),
+                   help="bearer token (default: $HEIMDALL_TOKEN)")
+    p.add_argument("--tls", action="store_true", help="use TLS with the system's CA roots")
+    p.add_argument("--tls-ca", metavar="PEM", help="use TLS, trusting this CA file")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="client certificate's key")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="seconds to connect and per call (default: 5)")
+
+
+def open_remote(args: argparse.Namespace) -> RemoteStore:
+    tls: ClientTLS | None = None
+    if args.tls or args.tls_ca or args.tls_cert:
+        tls = ClientTLS(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key)
+    return connect(args.address, token=args.token, tls=tls, timeout_s=args.timeout)
