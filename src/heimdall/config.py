@@ -168,10 +168,19 @@ class ServerConfig(_Section):
 
 
 class CheckpointConfig(_Section):
-    """Checkpoints (``[checkpoint]``); read, not yet acted on."""
+    """Checkpoints (``[checkpoint]``): on when the section is given (``enabled = false``
+    turns them off). Every ``interval_s``, at shutdown, and early once ``max_pending``
+    messages await acknowledgement (Pulsar stops dispatching to a consumer holding
+    ``maxUnackedMessagesPerConsumer``, 50,000 by default), the store goes to ``dir``; the
+    newest ``keep`` are kept. ``on_mismatch``: what to do at start with a checkpoint made under
+    other stream settings ("refuse" to start, or "discard" it and start empty)."""
 
+    enabled: bool = True
     dir: str = "heimdall-state"
     interval_s: float = Field(10.0, gt=0)
+    keep: int = Field(3, ge=1)
+    max_pending: int = Field(20_000, ge=1)
+    on_mismatch: Literal["refuse", "discard"] = "refuse"
 
 
 class ModelConfig(_Section):

@@ -10,6 +10,7 @@
     ├── KeyNotFoundError(KeyError)       an entity key the store does not hold
     ├── CapacityError                    the store is full and eviction is off
     ├── StaleWindowError                 a view was overwritten before it could be copied
+    ├── CorruptCheckpointError           a checkpoint file failed verification
     ├── SourceError                      a broker cannot be reached or started
     ├── ModelError                       a model returned output of the wrong shape or dtype
     ├── RemoteError(ConnectionError)     a remote Heimdall cannot be reached or failed a call
@@ -59,6 +60,10 @@ class CapacityError(HeimdallError):
 
 class StaleWindowError(HeimdallError):
     """A zero-copy view was overwritten by the writer before it could be copied."""
+
+
+class CorruptCheckpointError(HeimdallError):
+    """A checkpoint file failed verification (truncated, altered, or not a checkpoint)."""
 
 
 class SourceError(HeimdallError):

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
+from heimdall.checkpoint import Checkpointer
 from heimdall.config import HeimdallConfig, ModelConfig, ServerConfig, load_config
 from heimdall.errors import ConfigError
 from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
@@ -80,6 +81,9 @@ class Pipeline:
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self.grpc: GrpcServer | None = None
+        self.checkpointer: Checkpointer | None = None
+        if "checkpoint" in config.model_fields_set and config.checkpoint.enabled:
+            self.checkpointer = Checkpointer(config.checkpoint, self.store, self.ingests)
         self._stopped = threading.Event()
         self._running = False
         for m in config.models:
@@ -204,6 +208,14 @@ class Pipeline:
             for runner in self.runners.values():
                 self._start_runner(runner)
             self.source = PulsarSource(cfg.source, self.url, self.ingests, embedded=embedded)
+            ckpt = self.checkpointer
+            if ckpt is not None:  # restore first; then acknowledge only what is checkpointed
+                ckpt.restore()
+                ckpt.ack = self.source.ack
+                self.source.on_pending = ckpt.on_pending
+                for ingest in self.ingests:
+                    ingest.defer_acks = True
+                ckpt.start()
             self.source.start()
             if cfg.server.grpc:
                 self.grpc = self._grpc_server(cfg.server).start()
@@ -238,7 +250,8 @@ class Pipeline:
             self.grpc.stop(grace_s=min(5.0, timeout_s))
             self.grpc = None
         if self.source is not None:
-            self.source.stop(timeout_s)
+            ckpt = self.checkpointer
+            self.source.stop(timeout_s, before_close=ckpt.stop if ckpt is not None else None)
             self.source = None
         for runner in self.runners.values():
             runner.stop()
@@ -295,7 +308,17 @@ class Pipeline:
                 "pending": r.tracker.pending, "model_p50_s": st.model_s.quantiles()[0],
                 "latency_p50_s": p50, "latency_p99_s": p99,
             }
-        return {"ingest": streams, "store": self.store.stats(), "models": models}
+        out = {"ingest": streams, "store": self.store.stats(), "models": models}
+        if self.checkpointer is not None:
+            cs = self.checkpointer.stats
+            out["checkpoint"] = {
+                "written": cs.written, "failed": cs.failed, "bytes": cs.bytes,
+                "acked": cs.acked, "last_seq": cs.last_seq, "last_write_s": cs.last_write_s,
+                "max_pause_s": cs.max_pause_s, "pending": self.checkpointer.pending(),
+                "restored_seq": cs.restored_seq, "restore_s": cs.restore_s,
+                "skipped_corrupt": list(cs.skipped_corrupt),
+            }
+        return out
 
     def __enter__(self) -> Pipeline:
         return self.start()

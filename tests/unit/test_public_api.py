@@ -8,6 +8,7 @@ def test_public_api_is_pinned() -> None:
         "CallbackSink",
         "CapacityError",
         "ConfigError",
+        "CorruptCheckpointError",
         "CountWindow",
         "FieldNotFoundError",
         "GrpcServer",

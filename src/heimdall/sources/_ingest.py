@@ -53,6 +53,11 @@ class StreamIngest:
         self.counters = StreamCounters()
         self.lock = threading.Lock()
         self.listeners: list[Listener] = []
+        # with checkpoints on, applied batches wait here for the checkpoint that covers them:
+        # (consumer, messages, their ids); the checkpointer swaps the list under ``lock``
+        self.pending: list[tuple[Any, list[Any], list[Hashable]]] = []
+        self.pending_messages = 0
+        self.defer_acks = False
 
     def apply(
         self,

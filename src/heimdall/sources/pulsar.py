@@ -25,7 +25,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,7 @@ class PulsarSource(Source):
         self._workers: list[_Worker] = []
         self._stop = threading.Event()
         self.errors = 0
+        self.on_pending: Callable[[int], None] | None = None  # checkpoints: messages waiting
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -146,14 +147,22 @@ class PulsarSource(Source):
         log.info("subscribed %s (%s, %d worker(s) per topic) at %s", cfg.subscription,
                  self.effective_type, n_workers, self.url)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop receiving, finish and acknowledge the batches in hand, close. Idempotent."""
+    def stop(self, timeout_s: float = 30.0,
+             before_close: Callable[[], None] | None = None) -> None:
+        """Stop receiving, finish and acknowledge the batches in hand, close. Idempotent.
+
+        ``before_close`` runs once the workers have stopped, while the consumers are still
+        open (the last checkpoint, and its acknowledgements)."""
         self._stop.set()
         deadline = time.monotonic() + timeout_s
         for w in self._workers:
             if w.thread is not None:
                 w.thread.join(max(0.0, deadline - time.monotonic()))
-        self._close_client()
+        try:
+            if before_close is not None:
+                before_close()
+        finally:
+            self._close_client()
 
     def _close_client(self) -> None:
         for w in self._workers:
@@ -258,19 +267,46 @@ class PulsarSource(Source):
             if result.bad:
                 self._send_dead_letters(ingest, msgs, payloads, result.bad)
                 ingest.dead_lettered([ids[i] for i, _ in result.bad])
-            if self.cumulative and not w.partitioned:
-                consumer.acknowledge_cumulative(msgs[-1])
-            elif self.cumulative:
-                last: dict[int, Any] = {}
-                for m in msgs:
-                    last[m.message_id().partition()] = m
-                for m in last.values():
-                    consumer.acknowledge_cumulative(m)
-            else:
-                for m in msgs:
-                    consumer.acknowledge(m)
+            if not ingest.defer_acks:
+                self._ack(w, consumer, msgs)
+                return
+            # checkpoints on: a bad message's effect (on the dead-letter topic) is durable
+            # now; the others wait for the checkpoint that covers them
+            bad_at = {i for i, _ in result.bad}
+            for i in sorted(bad_at):
+                consumer.acknowledge(msgs[i])
+            good = [m for i, m in enumerate(msgs) if i not in bad_at]
+            if good:
+                ingest.pending.append((w, good, [ids[i] for i in range(len(msgs))
+                                                 if i not in bad_at]))
+                ingest.pending_messages += len(good)
+                if self.on_pending is not None:
+                    self.on_pending(ingest.pending_messages)
         except Exception as exc:
             raise _AfterApplyError from exc
+
+    def ack(self, worker: Any, msgs: list[Any]) -> None:
+        """Acknowledge ``msgs`` a worker applied (the checkpointer calls this once they are in
+        a checkpoint). A consumer that is gone meanwhile gets them redelivered; dropped as
+        duplicates."""
+        try:
+            self._ack(worker, worker.consumer._consumer, msgs)
+        except Exception as exc:  # closed or reconnecting
+            log.warning("worker %s-%d: acknowledging %d checkpointed messages failed: %s",
+                        worker.stream, worker.index, len(msgs), exc)
+
+    def _ack(self, w: _Worker, consumer: Any, msgs: list[Any]) -> None:
+        if self.cumulative and not w.partitioned:
+            consumer.acknowledge_cumulative(msgs[-1])
+        elif self.cumulative:
+            last: dict[int, Any] = {}
+            for m in msgs:
+                last[m.message_id().partition()] = m
+            for m in last.values():
+                consumer.acknowledge_cumulative(m)
+        else:
+            for m in msgs:
+                consumer.acknowledge(m)
 
     def _observe_latency(self, ingest: StreamIngest, msgs: list[Any]) -> None:
         now_ms = time.time_ns() / 1e6

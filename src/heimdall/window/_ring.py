@@ -262,6 +262,58 @@ class Ring:
         self.tick += len(slots)
         self.events += len(slots)
 
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def export_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything a restore needs (lock held): plain state, and the arrays' used slots
+        copied (so the writer may go on once the lock is released)."""
+        hw = self.high_water
+        arrays = {
+            "data": self.data[:hw].copy(),
+            "ts": self.ts[:hw].copy(),
+            "meta": self.meta[:hw].copy(),
+            "live": self.live[:hw].copy(),
+            "counters": self.counters.copy(),
+        }
+        state = {
+            "high_water": hw, "cap": self.cap, "F": self.F, "dtype": self.dtype.name,
+            "slot_keys": self.slot_keys[:hw], "free": list(self.free), "tick": self.tick,
+            "events": self.events, "evictions": self.evictions, "expired": self.expired,
+        }
+        return state, arrays
+
+    def import_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Load an ``export_state`` into this (empty) ring (lock held)."""
+        hw = int(state["high_water"])
+        if (state["cap"], state["F"], state["dtype"]) != (self.cap, self.F, self.dtype.name):
+            raise SchemaError(
+                f"stream {self.spec.name!r}: the checkpoint's rows are {state['cap']} x "
+                f"{state['F']} {state['dtype']}; this stream's are {self.cap} x {self.F} "
+                f"{self.dtype.name}"
+            )
+        if hw > self.max_keys:
+            raise CapacityError(
+                f"stream {self.spec.name!r}: the checkpoint holds {hw} key slots; max_keys "
+                f"is {self.max_keys}"
+            )
+        self.data[:hw] = arrays["data"]
+        self.ts[:hw] = arrays["ts"]
+        self.meta[:hw] = arrays["meta"]
+        self.live[:hw] = arrays["live"]
+        self.counters[:] = arrays["counters"]
+        self.high_water = hw
+        self.slot_keys[:hw] = state["slot_keys"]
+        self.index = {key: slot for slot, key in enumerate(state["slot_keys"])
+                      if self.live[slot]}
+        self.slot_keyid[:hw] = [i if self.live[i] else -1 for i in range(hw)]
+        self.next_keyid = hw
+        self.lru_heap = None
+        self.free = [int(x) for x in state["free"]]
+        self.tick = int(state["tick"])
+        self.events = int(state["events"])
+        self.evictions = int(state["evictions"])
+        self.expired = int(state["expired"])
+
     # ---- helpers -------------------------------------------------------------------------
 
     def time_to_ns(self, value: Any) -> int:

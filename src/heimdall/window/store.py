@@ -388,6 +388,21 @@ class WindowStore:
             result[name] = col[0] if single else col
         return result
 
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def export_stream(self, stream: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """A stream's whole state, copied under its write lock (``heimdall.checkpoint``)."""
+        ring = self._ring(stream)
+        with ring.lock:
+            return ring.export_state()
+
+    def import_stream(self, stream: str, state: dict[str, Any],
+                      arrays: dict[str, np.ndarray]) -> None:
+        """Load an ``export_stream`` into this store's (empty) stream."""
+        ring = self._ring(stream)
+        with ring.lock:
+            ring.import_state(state, arrays)
+
     def keys(self, stream: str) -> list[Any]:
         """The keys the stream holds now (a copy)."""
         return list(self._ring(stream).index)

@@ -1,0 +1,268 @@
+"""Checkpoints of a pipeline: the store and what the broker may redeliver, on an interval, at
+shutdown, and early when too many messages await acknowledgement; restore at start.
+
+With checkpoints on, ingest does not acknowledge a batch it applied: it leaves it in its
+stream's ``pending`` list. A checkpoint takes each stream's ingest lock (the pause ingest
+sees: the time to copy the stream's used slots), copies its rows and swaps out its pending
+list, releases the lock, writes the file (fsync, rename), and only then acknowledges what it
+swapped out. So after a crash the broker redelivers exactly what the newest checkpoint lacks,
+and the ids of what it covers but may not have seen acknowledged are in the checkpoint, to
+drop their redeliveries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heimdall.checkpoint import _file
+from heimdall.config import CheckpointConfig
+from heimdall.errors import ConfigError, CorruptCheckpointError
+from heimdall.metrics import Histogram
+from heimdall.sources._ingest import StreamIngest
+from heimdall.window import WindowStore
+
+log = logging.getLogger("heimdall.checkpoint")
+
+Ack = Callable[[Any, list[Any]], None]  # (consumer, messages): acknowledge them
+_COUNTERS = ("messages", "bytes", "rows", "dead_letters", "duplicates", "batches", "pushed")
+
+
+@dataclass
+class CheckpointStats:
+    """What checkpointing did; ``pause_s`` is the time each stream's ingest was held."""
+
+    written: int = 0
+    failed: int = 0
+    bytes: int = 0
+    acked: int = 0
+    last_seq: int = 0
+    last_write_s: float = 0.0
+    max_pause_s: float = 0.0
+    pause_s: Histogram = field(default_factory=Histogram)
+    restored_seq: int | None = None
+    restore_s: float = 0.0
+    skipped_corrupt: list[str] = field(default_factory=list)
+
+
+def fingerprint(store: WindowStore) -> dict[str, dict[str, Any]]:
+    """What a checkpoint's rows depend on, per stream (readable, to say what changed)."""
+    out = {}
+    for name, spec in store.streams.items():
+        out[name] = {
+            "fields": list(spec.fields), "dtype": spec.dtype, "window": repr(spec.window),
+            "time": spec.time, "time_unit": spec.time_unit,
+            "allowed_lateness_s": spec.allowed_lateness_s, "nan": spec.nan,
+        }
+    return out
+
+
+def _digest(fp: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Checkpointer:
+    """Checkpoints ``store`` and ``ingests`` into ``config.dir``; thread-safe."""
+
+    def __init__(self, config: CheckpointConfig, store: WindowStore,
+                 ingests: Sequence[StreamIngest], ack: Ack | None = None) -> None:
+        self.config = config
+        self.dir = Path(config.dir)
+        self.store = store
+        self.ingests = list(ingests)
+        self.ack = ack
+        self.stats = CheckpointStats()
+        self.fingerprint = fingerprint(store)
+        self._prev_ids: dict[str, list[Any]] = {i.name: [] for i in self.ingests}
+        self._seq = 0
+        self._lock = threading.Lock()  # one checkpoint at a time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- restore -----------------------------------------------------------------------------
+
+    def restore(self) -> int | None:
+        """Load the newest checkpoint that verifies; returns its number (None if none).
+
+        A corrupted one is reported and skipped for the one before. One made under other
+        stream settings raises ConfigError saying what changed, or with ``on_mismatch =
+        "discard"`` is set aside (the store starts empty). Call before ingest starts.
+        """
+        t0 = time.perf_counter()
+        found = _file.list_checkpoints(self.dir) if self.dir.exists() else []
+        if found:
+            self._seq = found[0][0]
+        for seq, path in found:
+            try:
+                manifest, arrays = _file.read(path)
+            except CorruptCheckpointError as exc:
+                log.error("checkpoint %s skipped: %s", path.name, exc)
+                self.stats.skipped_corrupt.append(path.name)
+                continue
+            if manifest.get("fingerprint") != _digest(self.fingerprint):
+                change = _describe_change(manifest.get("streams_spec", {}), self.fingerprint)
+                if self.config.on_mismatch == "discard":
+                    log.warning("checkpoint %s discarded: %s", path.name, change)
+                    return None
+                raise ConfigError(
+                    f"checkpoint {path} was made under other stream settings: {change}. "
+                    f"Restore the settings, or set checkpoint.on_mismatch = \"discard\" "
+                    f"to start empty")
+            self._load(manifest, arrays)
+            self.stats.restored_seq = seq
+            self.stats.restore_s = time.perf_counter() - t0
+            log.info("restored checkpoint %s in %.3f s", path.name, self.stats.restore_s)
+            return seq
+        return None
+
+    def _load(self, manifest: dict[str, Any], arrays: dict[str, Any]) -> None:
+        by_name = {i.name: i for i in self.ingests}
+        for name, st in manifest["streams"].items():
+            prefix = f"{name}/"
+            mine = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            self.store.import_stream(name, st["ring"], mine)
+            ingest = by_name.get(name)
+            self._prev_ids[name] = st["acked_ids"]
+            if ingest is not None:
+                ids = st["acked_ids"]
+                ingest.applied.add(ids)
+                for c in _COUNTERS:
+                    setattr(ingest.counters, c, int(st["counters"].get(c, 0)))
+
+    # ---- write -------------------------------------------------------------------------------
+
+    def checkpoint(self) -> Path | None:
+        """Write a checkpoint now, then acknowledge what it covers. Returns its path, or None
+        if writing failed (logged and counted; what it would have acknowledged waits for the
+        next one)."""
+        with self._lock:
+            streams: dict[str, Any] = {}
+            arrays: dict[str, Any] = {}
+            swapped: list[tuple[StreamIngest, list[Any]]] = []
+            by_name = {i.name: i for i in self.ingests}
+            for name in self.store.streams:
+                ingest = by_name.get(name)
+                t0 = time.perf_counter()
+                with ingest.lock if ingest is not None else contextlib.nullcontext():
+                    ring_state, ring_arrays = self.store.export_stream(name)
+                    pending: list[Any] = []
+                    counters: dict[str, int] = {}
+                    if ingest is not None:
+                        pending, ingest.pending = ingest.pending, []
+                        ingest.pending_messages = 0
+                        counters = {c: getattr(ingest.counters, c) for c in _COUNTERS}
+                pause = time.perf_counter() - t0
+                self.stats.pause_s.observe(pause)
+                self.stats.max_pause_s = max(self.stats.max_pause_s, pause)
+                ids = [i for _, _, batch_ids in pending for i in batch_ids]
+                streams[name] = {
+                    "ring": ring_state, "counters": counters,
+                    "acked_ids": self._prev_ids.get(name, []) + ids,
+                }
+                arrays.update({f"{name}/{k}": v for k, v in ring_arrays.items()})
+                if ingest is not None:
+                    swapped.append((ingest, pending))
+            manifest = {"fingerprint": _digest(self.fingerprint),
+                        "streams_spec": self.fingerprint, "created_ns": time.time_ns(),
+                        "streams": streams}
+            t0 = time.perf_counter()
+            try:
+                path, size = _file.write(self.dir, self._seq + 1, manifest, arrays)
+            except OSError as exc:
+                self.stats.failed += 1
+                log.error("checkpoint %d failed: %s; acknowledgements wait for the next one",
+                          self._seq + 1, exc)
+                for ingest, pending in swapped:  # back in front, in order
+                    with ingest.lock:
+                        ingest.pending[:0] = pending
+                        ingest.pending_messages += sum(len(m) for _, m, _ in pending)
+                return None
+            self._seq += 1
+            self.stats.written += 1
+            self.stats.bytes = size
+            self.stats.last_seq = self._seq
+            self.stats.last_write_s = time.perf_counter() - t0
+            for ingest, pending in swapped:
+                self._prev_ids[ingest.name] = [i for _, _, ids in pending for i in ids]
+                if self.ack is not None:
+                    for consumer, msgs, _ids in pending:
+                        self.ack(consumer, msgs)
+                        self.stats.acked += len(msgs)
+            self._prune()
+            return path
+
+    def _prune(self) -> None:
+        for _seq, path in _file.list_checkpoints(self.dir)[self.config.keep:]:
+            path.unlink(missing_ok=True)
+
+    # ---- the thread --------------------------------------------------------------------------
+
+    def start(self) -> Checkpointer:
+        """Checkpoint every ``interval_s``, and early when ``max_pending`` messages wait."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name="heimdall-checkpoint")
+        self._thread.start()
+        return self
+
+    def pending(self) -> int:
+        """Messages applied and awaiting the checkpoint that covers them."""
+        return sum(i.pending_messages for i in self.ingests)
+
+    def on_pending(self, waiting: int) -> None:
+        """Ingest reports ``waiting`` messages on a stream: checkpoint early past the limit."""
+        if waiting >= self.config.max_pending:
+            self._wake.set()
+
+    def wake(self) -> None:
+        """Ask for a checkpoint soon (ingest calls this when too much awaits acknowledgement)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        interval = self.config.interval_s
+        next_at = time.monotonic() + interval
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_at - time.monotonic()))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if time.monotonic() >= next_at or self.pending() >= self.config.max_pending:
+                try:
+                    self.checkpoint()
+                except Exception:
+                    self.stats.failed += 1
+                    log.exception("checkpoint failed")
+                next_at = time.monotonic() + interval
+
+    def stop(self, final: bool = True) -> None:
+        """Stop the thread; with ``final``, write a last checkpoint (call once ingest has
+        stopped, before the consumers close, so its acknowledgements go out)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+        if final:
+            self.checkpoint()
+
+
+def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    parts = []
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            parts.append(f"stream {name!r} is gone")
+        elif name not in old:
+            parts.append(f"stream {name!r} is new")
+        else:
+            parts.extend(f"stream {name!r} {k}: {old[name].get(k)!r} -> {v!r}"
+                         for k, v in new[name].items() if old[name].get(k) != v)
+    return "; ".join(parts) or "unknown change"

@@ -1,0 +1,158 @@
+"""Checkpoints without a broker: round trip, corruption, settings changes, pruning, acks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import heimdall as hd
+from heimdall.checkpoint import Checkpointer, _file
+from heimdall.config import CheckpointConfig, build_config
+from heimdall.sources._ingest import StreamIngest
+
+
+def specs(fields: tuple[str, ...] = ("a", "b")) -> list[hd.StreamSpec]:
+    return [hd.StreamSpec("s", key="id", fields=fields, window=hd.CountWindow(4)),
+            hd.StreamSpec("t", key="id", fields=["x"], dtype="float32",
+                          window=hd.TimeWindow(seconds=5, max_rows=8))]
+
+
+def filled(max_keys: int = 8) -> hd.WindowStore:
+    """Random rows over more keys than max_keys (so there are evictions), str and int keys."""
+    store = hd.WindowStore(specs(), max_keys=max_keys)
+    rng = np.random.default_rng(3)
+    for i in range(200):
+        key: Any = f"k{rng.integers(12)}" if i % 3 else int(rng.integers(4))
+        store.append("s", key, {"a": float(i), "b": float(rng.normal())}, ts_ns=i)
+        store.append("t", key, {"x": float(i)}, ts_ns=i * 100_000_000)
+    return store
+
+
+def same(a: hd.WindowStore, b: hd.WindowStore) -> None:
+    assert a.stats()["streams"] == b.stats()["streams"]
+    for stream in ("s", "t"):
+        assert sorted(map(str, a.keys(stream))) == sorted(map(str, b.keys(stream)))
+        for key in a.keys(stream):
+            wa, wb = a.window(stream, key), b.window(stream, key)
+            np.testing.assert_array_equal(wa.values, wb.values)
+            np.testing.assert_array_equal(wa.ts_ns, wb.ts_ns)
+
+
+def cfg(tmp_path: Path, **kw: Any) -> CheckpointConfig:
+    return CheckpointConfig(dir=str(tmp_path / "ckpt"), **kw)
+
+
+def test_round_trip_restores_every_window_and_counter(tmp_path: Path) -> None:
+    store = filled()
+    path = Checkpointer(cfg(tmp_path), store, []).checkpoint()
+    assert path is not None
+    assert path.exists()
+    fresh = hd.WindowStore(specs(), max_keys=8)
+    ck = Checkpointer(cfg(tmp_path), fresh, [])
+    assert ck.restore() == 1
+    same(store, fresh)
+    assert fresh.stats()["streams"]["s"]["evictions"] > 0
+    # the restored store goes on like the original: same evictions, same windows
+    for st in (store, fresh):
+        for i in range(50):
+            st.append("s", f"n{i % 10}", {"a": 1.0 * i, "b": 0.0}, ts_ns=1000 + i)
+    same(store, fresh)
+
+
+def test_corrupt_checkpoints_are_skipped_for_the_one_before(tmp_path: Path) -> None:
+    store = filled()
+    ck = Checkpointer(cfg(tmp_path, keep=5), store, [])
+    ck.checkpoint()
+    store.append("s", "late", {"a": 1.0, "b": 2.0}, ts_ns=10_000)
+    second = ck.checkpoint()
+    third = ck.checkpoint()
+    assert second is not None
+    assert third is not None
+    third.write_bytes(third.read_bytes()[:-100])  # truncated
+    raw = bytearray(second.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one flipped bit
+    second.write_bytes(bytes(raw))
+    fresh = hd.WindowStore(specs(), max_keys=8)
+    restorer = Checkpointer(cfg(tmp_path), fresh, [])
+    assert restorer.restore() == 1
+    assert restorer.stats.skipped_corrupt == [third.name, second.name]
+    assert ("s", "late") not in fresh
+    with pytest.raises(hd.CorruptCheckpointError, match="checksum"):
+        _file.read(second)
+    (tmp_path / "ckpt" / "ckpt-000000000009.hdc").write_bytes(b"nonsense")
+    with pytest.raises(hd.CorruptCheckpointError, match="not a Heimdall checkpoint"):
+        _file.read(tmp_path / "ckpt" / "ckpt-000000000009.hdc")
+
+
+def test_a_checkpoint_of_other_settings_is_refused_or_discarded(tmp_path: Path) -> None:
+    Checkpointer(cfg(tmp_path), filled(), []).checkpoint()
+    other = hd.WindowStore(specs(fields=("a", "b", "c")), max_keys=8)
+    with pytest.raises(hd.ConfigError, match=r"stream 's' fields: \['a', 'b'\] -> "
+                       r"\['a', 'b', 'c'\]"):
+        Checkpointer(cfg(tmp_path), other, []).restore()
+    assert Checkpointer(cfg(tmp_path, on_mismatch="discard"), other, []).restore() is None
+    assert other.keys("s") == []
+    small = hd.WindowStore(specs(), max_keys=2)
+    with pytest.raises(hd.CapacityError, match="max_keys is 2"):
+        Checkpointer(cfg(tmp_path), small, []).restore()
+
+
+def test_keeps_the_newest_n_and_numbers_on_after_a_restart(tmp_path: Path) -> None:
+    store = filled()
+    ck = Checkpointer(cfg(tmp_path, keep=2), store, [])
+    for _ in range(4):
+        ck.checkpoint()
+    assert [s for s, _ in _file.list_checkpoints(tmp_path / "ckpt")] == [4, 3]
+    again = Checkpointer(cfg(tmp_path, keep=2), hd.WindowStore(specs(), max_keys=8), [])
+    assert again.restore() == 4
+    assert again.checkpoint() == _file.path_for(tmp_path / "ckpt", 5)
+
+
+def ingest_for(store: hd.WindowStore) -> StreamIngest:
+    c = build_config({"streams": [{"name": "s", "topic": "t", "key": "id",
+                                   "fields": ["a", "b"], "window": {"count": 4}}]})
+    return StreamIngest(c.streams[0], store, dedup_window=1000, max_message_bytes=1 << 20)
+
+
+def test_acknowledges_only_after_writing_and_remembers_what_it_acknowledged(
+        tmp_path: Path) -> None:
+    store = hd.WindowStore(specs(), max_keys=8)
+    ingest = ingest_for(store)
+    acked: list[tuple[Any, list[Any]]] = []
+    ck = Checkpointer(cfg(tmp_path), store, [ingest], ack=lambda c, m: acked.append((c, m)))
+    ingest.apply([b'{"id": "k", "a": 1, "b": 2}'], [b"id-1"])
+    ingest.pending.append(("consumer", ["msg-1"], [b"id-1"]))
+    ingest.pending_messages = 1
+    assert ck.pending() == 1
+    ck.checkpoint()
+    assert acked == [("consumer", ["msg-1"])]
+    assert ingest.pending == []
+    assert ck.pending() == 0
+    # a restarted process drops the redelivery of what the checkpoint covered
+    fresh = hd.WindowStore(specs(), max_keys=8)
+    fresh_ingest = ingest_for(fresh)
+    Checkpointer(cfg(tmp_path), fresh, [fresh_ingest]).restore()
+    assert fresh.window("s", "k").values.tolist() == [[1.0, 2.0]]
+    result = fresh_ingest.apply([b'{"id": "k", "a": 1, "b": 2}'], [b"id-1"])
+    assert result.duplicates == [0]
+    assert fresh.window("s", "k").values.tolist() == [[1.0, 2.0]]
+    assert fresh_ingest.counters.rows == 1  # counters restored, not counted twice
+
+
+def test_a_failed_write_acknowledges_nothing_and_keeps_the_batches(tmp_path: Path) -> None:
+    store = hd.WindowStore(specs(), max_keys=8)
+    ingest = ingest_for(store)
+    blocker = tmp_path / "ckpt"
+    blocker.write_text("a file where the directory should be")
+    acked: list[Any] = []
+    ck = Checkpointer(cfg(tmp_path), store, [ingest], ack=lambda c, m: acked.append(m))
+    ingest.pending.append(("c", ["m1"], [b"1"]))
+    ingest.pending_messages = 1
+    assert ck.checkpoint() is None
+    assert ck.stats.failed == 1
+    assert acked == []
+    assert ingest.pending == [("c", ["m1"], [b"1"])]
+    assert ck.pending() == 1
