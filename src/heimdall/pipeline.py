@@ -43,6 +43,10 @@ from heimdall.sources.pulsar import PulsarSource
 from heimdall.window import WindowStore, warm_up
 
 log = logging.getLogger("heimdall")
+# dead letters up to this long before the restored checkpoint are read back at start: a
+# poison message's acknowledgement (sent right after its dead-letter publish) may have been
+# lost with the process even though the checkpoint came later
+_RECALL_MARGIN_MS = 60_000
 
 M = TypeVar("M")
 SinkArg = Sink | Callable[..., Any] | Sequence[Sink | Callable[..., Any]] | None
@@ -210,7 +214,12 @@ class Pipeline:
             self.source = PulsarSource(cfg.source, self.url, self.ingests, embedded=embedded)
             ckpt = self.checkpointer
             if ckpt is not None:  # restore first; then acknowledge only what is checkpointed
-                ckpt.restore()
+                # dead letters since the checkpoint (all of them without one) are read back:
+                # the acknowledgement of a poison message may have died with the process
+                since = 0
+                if ckpt.restore() is not None:
+                    since = ckpt.stats.restored_created_ns // 1_000_000 - _RECALL_MARGIN_MS
+                self.source.recall_since_ms = max(0, since)
                 ckpt.ack = self.source.ack
                 self.source.on_pending = ckpt.on_pending
                 for ingest in self.ingests:

@@ -49,6 +49,7 @@ class CheckpointStats:
     max_pause_s: float = 0.0
     pause_s: Histogram = field(default_factory=Histogram)
     restored_seq: int | None = None
+    restored_created_ns: int = 0
     restore_s: float = 0.0
     skipped_corrupt: list[str] = field(default_factory=list)
 
@@ -119,6 +120,7 @@ class Checkpointer:
                     f"to start empty")
             self._load(manifest, arrays)
             self.stats.restored_seq = seq
+            self.stats.restored_created_ns = int(manifest.get("created_ns", 0))
             self.stats.restore_s = time.perf_counter() - t0
             log.info("restored checkpoint %s in %.3f s", path.name, self.stats.restore_s)
             return seq

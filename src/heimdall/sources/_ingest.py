@@ -57,6 +57,7 @@ class StreamIngest:
         # (consumer, messages, their ids); the checkpointer swaps the list under ``lock``
         self.pending: list[tuple[Any, list[Any], list[Hashable]]] = []
         self.pending_messages = 0
+        self.dead_letter_ids: set[str] = set()  # on the dead-letter topic before a restart
         self.defer_acks = False
 
     def apply(
@@ -66,8 +67,13 @@ class StreamIngest:
         message_keys: Sequence[str] | None = None,
         times_ns: Sequence[int] | None = None,
         sent_ms: Sequence[float] | None = None,
+        defer: tuple[Any, Sequence[Any]] | None = None,
     ) -> Applied:
         """Apply a batch. Never raises for bad input: bad messages come back with a reason.
+
+        ``defer`` = (ack handle, the batch's messages): with checkpoints on, the good ones
+        join ``pending`` in the same locked step as their rows join the store, so a
+        checkpoint that holds the rows also holds (and later acknowledges) the messages.
 
         ``sent_ms``: when each message was published (ms since the epoch), for the listeners'
         latency; the arrival time when not given.
@@ -96,11 +102,18 @@ class StreamIngest:
             # a bad message is remembered only once it is on the dead-letter topic
             # (``dead_lettered``): if that publish fails and the message comes back, it is
             # dead-lettered again rather than dropped
+            bad_at = {i for i, _ in bad}
             if bad:
-                bad_at = {i for i, _ in bad}
                 self.applied.add([m for i, m in enumerate(ids) if i not in bad_at])
             else:
                 self.applied.add(ids)
+            if defer is not None:
+                handle, msgs = defer
+                keep = [i for i in range(len(msgs)) if i not in bad_at]
+                if keep:
+                    self.pending.append((handle, [msgs[i] for i in keep],
+                                         [ids[i] for i in keep]))
+                    self.pending_messages += len(keep)
             c.messages += len(payloads) - len(dups)
             c.bytes += sum(sizes)
             c.rows += len(decoded)

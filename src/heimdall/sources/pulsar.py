@@ -91,6 +91,9 @@ class PulsarSource(Source):
         self._stop = threading.Event()
         self.errors = 0
         self.on_pending: Callable[[int], None] | None = None  # checkpoints: messages waiting
+        # after a restore: dead letters published since then are read back, so a poison
+        # message redelivered after a crash is not dead-lettered twice
+        self.recall_since_ms: int | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -140,6 +143,9 @@ class PulsarSource(Source):
         except BaseException:
             self._close_client()
             raise
+        if self.recall_since_ms is not None:
+            for ingest in self.ingests:
+                self._recall_dead_letters(ingest, self.recall_since_ms)
         for w in self._workers:
             w.thread = threading.Thread(target=self._run, args=(w,), daemon=True,
                                         name=f"heimdall-{w.stream}-{w.index}")
@@ -258,7 +264,8 @@ class PulsarSource(Source):
         elif cfg.time_from == "arrival":
             times = [time.time_ns()] * len(msgs)
         sent = list(map(Message.publish_timestamp, msgs)) if ingest.listeners else None
-        result = ingest.apply(payloads, ids, keys, times, sent)
+        result = ingest.apply(payloads, ids, keys, times, sent,
+                              defer=(w, msgs) if ingest.defer_acks else None)
         self._observe_latency(ingest, msgs)
         if w.crash_after_apply:
             consumer.close()  # unacknowledged: Pulsar redelivers to another consumer
@@ -272,18 +279,36 @@ class PulsarSource(Source):
                 return
             # checkpoints on: a bad message's effect (on the dead-letter topic) is durable
             # now; the others wait for the checkpoint that covers them
-            bad_at = {i for i, _ in result.bad}
-            for i in sorted(bad_at):
+            for i, _ in result.bad:
                 consumer.acknowledge(msgs[i])
-            good = [m for i, m in enumerate(msgs) if i not in bad_at]
-            if good:
-                ingest.pending.append((w, good, [ids[i] for i in range(len(msgs))
-                                                 if i not in bad_at]))
-                ingest.pending_messages += len(good)
-                if self.on_pending is not None:
-                    self.on_pending(ingest.pending_messages)
+            if self.on_pending is not None:  # ``apply`` put the good ones in ``pending``
+                self.on_pending(ingest.pending_messages)
         except Exception as exc:
             raise _AfterApplyError from exc
+
+    def _recall_dead_letters(self, ingest: StreamIngest, since_ms: int) -> None:
+        """Remember the original ids of the dead letters published since ``since_ms``."""
+        import pulsar
+
+        topic = ingest.config.dlq_topic
+        with map_pulsar_errors(f"reading the dead-letter topic {topic!r}", self.url):
+            reader = self._client.create_reader(topic, pulsar.MessageId.earliest)
+        try:
+            with contextlib.suppress(pulsar.PulsarException):
+                reader.seek(since_ms)  # the embedded broker ignores it: filtered below
+            while True:
+                try:
+                    m = reader.read_next(500)
+                except pulsar.Timeout:
+                    break
+                mid = m.properties().get("heimdall-message-id")
+                if mid and m.publish_timestamp() >= since_ms:
+                    ingest.dead_letter_ids.add(mid)
+        finally:
+            reader.close()
+        if ingest.dead_letter_ids:
+            log.info("stream %s: %d dead letters since the checkpoint remembered", ingest.name,
+                     len(ingest.dead_letter_ids))
 
     def ack(self, worker: Any, msgs: list[Any]) -> None:
         """Acknowledge ``msgs`` a worker applied (the checkpointer calls this once they are in
@@ -330,6 +355,8 @@ class PulsarSource(Source):
 
         for i, reason in bad:
             m = msgs[i]
+            if ingest.dead_letter_ids and str(m.message_id()) in ingest.dead_letter_ids:
+                continue  # dead-lettered before a crash; its acknowledgement was lost
             props = dict(m.properties())
             props.update({
                 "heimdall-error": reason[:2000],
