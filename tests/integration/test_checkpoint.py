@@ -107,3 +107,32 @@ def test_unacknowledged_until_checkpointed(tmp_path: Path, real_pulsar: object) 
                  "the redeliveries and the new events")
         # the broker may deliver a message twice around a consumer's join: dropped by id
     assert_windows_equal(again.store, oracle(evs + more, 8))
+
+
+def test_the_broker_killed_and_restarted_mid_stream(tmp_path: Path) -> None:
+    """kill -9 of the broker while a backlog drains: Heimdall reconnects by itself, and after
+    the broker is back every event is in the windows once."""
+    from tests.real_pulsar.standalone import PulsarStandalone
+
+    broker = PulsarStandalone(tmp_path / "broker").start()
+    try:
+        topic = new_topic()
+        cfg = with_checkpoints(config(broker.url, topic, tmp_path, window=8),
+                               tmp_path / "ckpt")
+        first, second = events(100_000, 200, seed=5), events(2_000, 200, seed=6)
+        publish(broker.url, topic, [(payload(e), e[0]) for e in first])
+        pipe = Pipeline(cfg)
+        with pipe:
+            wait_for(lambda: pipe.counters["s"].rows > 0, 60, "ingest under way")
+            broker.kill()
+            at_kill = pipe.counters["s"].rows
+            assert at_kill < len(first), "the backlog drained before the kill"
+            broker.start()
+            publish(broker.url, topic, [(payload(e), e[0]) for e in second])
+            wait_for(lambda: pipe.counters["s"].rows == len(first) + len(second), 120,
+                     "every event after the broker's restart")
+            assert pipe.source is not None
+            assert pipe.source.alive_workers == 2
+        assert_windows_equal(pipe.store, oracle(first + second, 8))
+    finally:
+        broker.stop()

@@ -137,6 +137,15 @@ class PulsarStandalone:
         raise RuntimeError(f"Pulsar standalone did not serve in {timeout_s:.0f} s; "
                            f"see {self.workdir / 'pulsar.log'}")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; ``start()`` again brings it back on the same ports and
+        data."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:

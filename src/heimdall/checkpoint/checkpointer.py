@@ -84,6 +84,9 @@ class Checkpointer:
         self.fingerprint = fingerprint(store)
         self._prev_ids: dict[str, list[Any]] = {i.name: [] for i in self.ingests}
         self._seq = 0
+        # per stream: reusable snapshot buffers and how many rows of them are committed, so
+        # the copy under the ingest lock meets no page fault (160 ms instead of 20 for 123 MB)
+        self._buffers: dict[str, tuple[dict[str, Any], int]] = {}
         self._lock = threading.Lock()  # one checkpoint at a time
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -153,9 +156,12 @@ class Checkpointer:
             by_name = {i.name: i for i in self.ingests}
             for name in self.store.streams:
                 ingest = by_name.get(name)
+                bufs, done = self._buffers.get(name) or (self.store.snapshot_buffers(name), 0)
+                done = self.store.prefault(name, bufs, done)
+                self._buffers[name] = (bufs, done)
                 t0 = time.perf_counter()
                 with ingest.lock if ingest is not None else contextlib.nullcontext():
-                    ring_state, ring_arrays = self.store.export_stream(name)
+                    ring_state, ring_arrays = self.store.export_stream(name, bufs)
                     pending: list[Any] = []
                     counters: dict[str, int] = {}
                     if ingest is not None:

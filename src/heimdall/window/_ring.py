@@ -264,17 +264,39 @@ class Ring:
 
     # ---- checkpoints ---------------------------------------------------------------------
 
-    def export_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Everything a restore needs (lock held): plain state, and the arrays' used slots
-        copied (so the writer may go on once the lock is released)."""
+    def snapshot_buffers(self) -> dict[str, np.ndarray]:
+        """Arrays shaped like the ring's, for ``export_state`` to copy into (lazily committed,
+        like the ring; ``prefault`` commits the rows in use before a copy)."""
+        return {"data": np.zeros_like(self.data), "ts": np.zeros_like(self.ts),
+                "meta": np.zeros_like(self.meta), "live": np.zeros_like(self.live),
+                "counters": np.zeros_like(self.counters)}
+
+    def prefault(self, buffers: dict[str, np.ndarray], done: int) -> int:
+        """Touch the buffers' rows [done, high_water) without the lock, so the copy under it
+        meets no page fault. Returns the rows now touched."""
         hw = self.high_water
-        arrays = {
-            "data": self.data[:hw].copy(),
-            "ts": self.ts[:hw].copy(),
-            "meta": self.meta[:hw].copy(),
-            "live": self.live[:hw].copy(),
-            "counters": self.counters.copy(),
-        }
+        if hw > done:
+            for name in ("data", "ts", "meta", "live"):
+                buffers[name][done:hw] = 0
+        return max(done, hw)
+
+    def export_state(self, into: dict[str, np.ndarray] | None = None
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything a restore needs (lock held): plain state, and the arrays' used slots
+        copied (into ``into``, from ``snapshot_buffers``, if given), so the writer may go on
+        once the lock is released."""
+        hw = self.high_water
+        if into is None:
+            into = {"data": np.empty_like(self.data[:hw]), "ts": np.empty_like(self.ts[:hw]),
+                    "meta": np.empty_like(self.meta[:hw]), "live": np.empty_like(self.live[:hw]),
+                    "counters": np.empty_like(self.counters)}
+        arrays = {name: into[name][:hw] for name in ("data", "ts", "meta", "live")}
+        arrays["counters"] = into["counters"]
+        np.copyto(arrays["data"], self.data[:hw])
+        np.copyto(arrays["ts"], self.ts[:hw])
+        np.copyto(arrays["meta"], self.meta[:hw])
+        np.copyto(arrays["live"], self.live[:hw])
+        np.copyto(arrays["counters"], self.counters)
         state = {
             "high_water": hw, "cap": self.cap, "F": self.F, "dtype": self.dtype.name,
             "slot_keys": self.slot_keys[:hw], "free": list(self.free), "tick": self.tick,

@@ -390,11 +390,22 @@ class WindowStore:
 
     # ---- checkpoints ---------------------------------------------------------------------
 
-    def export_stream(self, stream: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """A stream's whole state, copied under its write lock (``heimdall.checkpoint``)."""
+    def export_stream(self, stream: str, into: dict[str, np.ndarray] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """A stream's whole state, copied under its write lock (``heimdall.checkpoint``),
+        into ``into`` (from ``snapshot_buffers``) if given."""
         ring = self._ring(stream)
         with ring.lock:
-            return ring.export_state()
+            return ring.export_state(into)
+
+    def snapshot_buffers(self, stream: str) -> dict[str, np.ndarray]:
+        """Reusable buffers for ``export_stream`` (as large as the stream's, committed only
+        as ``prefault`` touches them)."""
+        return self._ring(stream).snapshot_buffers()
+
+    def prefault(self, stream: str, buffers: dict[str, np.ndarray], done: int) -> int:
+        """Commit the buffers' rows the stream uses now (no lock); returns the rows done."""
+        return self._ring(stream).prefault(buffers, done)
 
     def import_stream(self, stream: str, state: dict[str, Any],
                       arrays: dict[str, np.ndarray]) -> None:
