@@ -156,3 +156,26 @@ def test_a_failed_write_acknowledges_nothing_and_keeps_the_batches(tmp_path: Pat
     assert acked == []
     assert ingest.pending == [("c", ["m1"], [b"1"])]
     assert ck.pending() == 1
+
+
+def test_unbounded_key_cardinality_stays_within_the_bound() -> None:
+    """Keys that never repeat: the store holds max_keys, counts every eviction, and Python
+    memory stops growing once it is full (no per-key leftovers)."""
+    import tracemalloc
+
+    store = hd.WindowStore(specs(), max_keys=100)
+    rows = np.ones((1_000, 2))
+    tracemalloc.start()
+    try:
+        for b in range(5):
+            store.append_batch("s", [f"u{b}-{i}" for i in range(1_000)], rows)
+        warm, _ = tracemalloc.get_traced_memory()
+        for b in range(5, 100):
+            store.append_batch("s", [f"u{b}-{i}" for i in range(1_000)], rows)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    st = store.stats()["streams"]["s"]
+    assert st["keys"] == 100
+    assert st["evictions"] == 100_000 - 100
+    assert after - warm < 256 * 1024, f"grew {after - warm} bytes over 95,000 new keys"
