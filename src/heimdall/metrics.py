@@ -130,8 +130,10 @@ class Collector:
 
     def __init__(self, streams: Callable[[], dict[str, StreamCounters]],
                  store_stats: Callable[[], dict[str, Any]], gc_pauses: GcPauses,
-                 models: Callable[[], dict[str, Any]] = dict) -> None:
+                 models: Callable[[], dict[str, Any]] = dict,
+                 checkpoint: Callable[[], Any] = lambda: None) -> None:
         self._streams = streams
+        self._checkpoint = checkpoint  # the Checkpointer, or None when checkpoints are off
         self._store_stats = store_stats
         self._gc = gc_pauses
         self._models = models  # name -> ModelRunner (its .stats and .skipped)
@@ -192,6 +194,37 @@ class Collector:
         gc_h.add_metric([], b, total)
         yield gc_h
         yield from self._collect_models(CounterMetricFamily, HistogramMetricFamily)
+        yield from self._collect_checkpoint(CounterMetricFamily, GaugeMetricFamily,
+                                            HistogramMetricFamily)
+
+    def _collect_checkpoint(self, counter: Any, gauge: Any, histogram: Any) -> Iterator[Any]:
+        ck = self._checkpoint()
+        if ck is None:
+            return
+        st = ck.stats
+        for name, doc, value in (
+            ("checkpoints_written", "Checkpoints written", st.written),
+            ("checkpoints_failed", "Checkpoints that failed to write", st.failed),
+            ("checkpoint_acked", "Messages acknowledged after a checkpoint", st.acked),
+        ):
+            fam = counter(f"heimdall_{name}", doc)
+            fam.add_metric([], value)
+            yield fam
+        for name, doc, value in (
+            ("checkpoint_bytes", "Size of the newest checkpoint", st.bytes),
+            ("checkpoint_pending_messages", "Messages applied, awaiting a checkpoint",
+             ck.pending()),
+            ("checkpoint_write_seconds", "Time to write the newest checkpoint",
+             st.last_write_s),
+        ):
+            g = gauge(f"heimdall_{name}", doc)
+            g.add_metric([], value)
+            yield g
+        b, total = st.pause_s.buckets()
+        pause = histogram("heimdall_checkpoint_pause_seconds",
+                          "Time a stream's ingest waited for a checkpoint's copy")
+        pause.add_metric([], b, total)
+        yield pause
 
     def _collect_models(self, counter: Any, histogram: Any) -> Iterator[Any]:
         runners = self._models()

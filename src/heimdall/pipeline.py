@@ -205,7 +205,7 @@ class Pipeline:
                          self.broker.log_path)
             if cfg.server.metrics:
                 collector = Collector(lambda: self.counters, self.store.stats, self.gc_pauses,
-                                      lambda: dict(self.runners))
+                                      lambda: dict(self.runners), lambda: self.checkpointer)
                 self._metrics_server, self.metrics_port = serve_metrics(cfg.server.metrics,
                                                                         collector)
             self.gc_pauses.install()

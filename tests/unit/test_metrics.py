@@ -53,3 +53,30 @@ def test_the_endpoint_serves_ingest_store_gc_and_model_metrics() -> None:
     gc_count = next(x for x in lines if x.startswith("heimdall_gc_pause_seconds_count"))
     assert float(gc_count.split()[-1]) >= 1
     assert not any("k1" in line for line in lines)  # no per-key labels
+
+
+def test_checkpoint_metrics(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from heimdall.checkpoint import Checkpointer
+    from heimdall.config import CheckpointConfig
+
+    spec = hd.StreamSpec("s", key="id", fields=["a"], window=hd.CountWindow(4))
+    store = hd.WindowStore([spec], max_keys=10)
+    store.append_batch("s", ["k1"], np.ones((1, 1)))
+    ck = Checkpointer(CheckpointConfig(dir=str(Path(str(tmp_path)) / "c")), store, [])
+    ck.checkpoint()
+    ck.checkpoint()
+    server, port = serve_metrics("127.0.0.1:0", Collector(dict, store.stats, GcPauses(),
+                                                          dict, lambda: ck))
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = set(text.decode().splitlines())
+    assert "heimdall_checkpoints_written_total 2.0" in lines
+    assert "heimdall_checkpoint_pause_seconds_count 2.0" in lines
+    assert "heimdall_checkpoint_pending_messages 0.0" in lines
+    size = next(x for x in lines if x.startswith("heimdall_checkpoint_bytes "))
+    assert float(size.split()[-1]) > 0

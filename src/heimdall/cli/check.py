@@ -38,4 +38,10 @@ def run(args: argparse.Namespace) -> int:
         grpc = srv.grpc + (" TLS" if srv.tls_cert else "") + (
             " +client certs" if srv.tls_client_ca else "") + (" token" if srv.token else "")
     print(f"  server   metrics {srv.metrics or 'off'}; gRPC {grpc}")
+    ck = cfg.checkpoint
+    if "checkpoint" in cfg.model_fields_set and ck.enabled:
+        print(f"  checkpoints every {ck.interval_s:g} s into {ck.dir!r} (keep {ck.keep}); "
+              f"messages acknowledged once checkpointed")
+    else:
+        print("  checkpoints off: acknowledged once in memory (a restart starts empty)")
     return 0
