@@ -11,6 +11,7 @@ from heimdall.errors import (
     ModelError,
     RemoteError,
     SchemaError,
+    SharedMemoryError,
     SourceError,
     StaleWindowError,
     StreamNotFoundError,
@@ -21,10 +22,12 @@ from heimdall.remote import ClientTLS, GrpcServer, RemoteStore, ServerTLS, conne
 from heimdall.schema import CountWindow, StreamSpec, TimeWindow
 from heimdall.sinks import CallbackSink, PulsarSink, Sink
 from heimdall.window import Window, WindowBatch, WindowStore
+from heimdall.window.attach import AttachedStore, attach
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttachedStore",
     "AuthError",
     "CallbackSink",
     "CapacityError",
@@ -44,6 +47,7 @@ __all__ = [
     "RemoteStore",
     "SchemaError",
     "ServerTLS",
+    "SharedMemoryError",
     "Sink",
     "SourceError",
     "StaleWindowError",
@@ -54,6 +58,7 @@ __all__ = [
     "WindowBatch",
     "WindowStore",
     "__version__",
+    "attach",
     "connect",
     "window_features",
 ]

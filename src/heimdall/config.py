@@ -60,11 +60,13 @@ class SourceConfig(_Section):
 
 
 class StoreConfig(_Section):
-    """The window store (``[store]``)."""
+    """The window store (``[store]``). ``shared_memory = "NAME"`` places it in named POSIX
+    shared memory, for ``hd.attach("NAME")`` in other processes on the host."""
 
     max_keys: int = Field(100_000, ge=1)
     idle_ttl_s: float | None = Field(None, gt=0)
     evict: bool = True
+    shared_memory: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,200}$")
 
 
 class WindowConfig(_Section):
@@ -262,6 +264,7 @@ class HeimdallConfig(BaseSettings):
             "max_keys": self.store.max_keys,
             "idle_ttl_s": self.store.idle_ttl_s,
             "evict": self.store.evict,
+            "shared_memory": self.store.shared_memory,
         }
 
 

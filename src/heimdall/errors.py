@@ -11,6 +11,7 @@
     ├── CapacityError                    the store is full and eviction is off
     ├── StaleWindowError                 a view was overwritten before it could be copied
     ├── CorruptCheckpointError           a checkpoint file failed verification
+    ├── SharedMemoryError                a shared-memory store is gone, or its writer died
     ├── SourceError                      a broker cannot be reached or started
     ├── ModelError                       a model returned output of the wrong shape or dtype
     ├── RemoteError(ConnectionError)     a remote Heimdall cannot be reached or failed a call
@@ -64,6 +65,10 @@ class StaleWindowError(HeimdallError):
 
 class CorruptCheckpointError(HeimdallError):
     """A checkpoint file failed verification (truncated, altered, or not a checkpoint)."""
+
+
+class SharedMemoryError(HeimdallError):
+    """A shared-memory store does not exist, is not Heimdall's, or its writer has gone."""
 
 
 class SourceError(HeimdallError):

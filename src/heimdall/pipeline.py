@@ -242,6 +242,13 @@ class Pipeline:
         self._running = False
         self._stopped.set()
 
+    def close(self) -> None:
+        """Stop, and release the store's shared memory (if it has some): readers attached to
+        it then fail with SharedMemoryError. A stopped pipeline's store stays readable until
+        this."""
+        self.stop()
+        self.store.close()
+
     def _grpc_server(self, cfg: ServerConfig) -> GrpcServer:
         tls = None
         if cfg.tls_cert and cfg.tls_key:

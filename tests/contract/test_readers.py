@@ -2,11 +2,14 @@
 
 Each test writes through a ``WindowStore`` and reads through ``reader``, which is the store
 itself or ``hd.connect`` to a ``GrpcServer`` serving it; both must give the same answers and
-raise the same exceptions.
+raise the same exceptions. ``shared``: the store in shared memory, read through
+``hd.attach`` (its own mapping, as from another process; tests/integration/
+test_shared_memory.py reads from real other processes).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -20,19 +23,29 @@ W = 8
 FIELDS = ["a", "b", "c"]
 
 
-def make_store(dtype: str = "float64") -> hd.WindowStore:
+def make_store(dtype: str = "float64", shared_memory: str | None = None) -> hd.WindowStore:
     return hd.WindowStore(
         [
             hd.StreamSpec("s", fields=FIELDS, dtype=dtype, window=hd.CountWindow(W)),
             hd.StreamSpec("t", fields=["x"], window=hd.TimeWindow(seconds=10, max_rows=16)),
         ],
         max_keys=64,
+        shared_memory=shared_memory,
     )
 
 
-@pytest.fixture(params=["local", "remote"])
+@pytest.fixture(params=["local", "remote", "shared"])
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[hd.WindowStore, Any]]:
     """(the store written to, the reader under test)."""
+    if request.param == "shared":  # hd.attach maps the segment as another process does
+        store = make_store(shared_memory=f"hd-contract-{uuid.uuid4().hex[:10]}")
+        reader = hd.attach(store.segment.name)  # type: ignore[union-attr]
+        try:
+            yield store, reader
+        finally:
+            reader.close()
+            store.close()
+        return
     store = make_store()
     if request.param == "local":
         yield store, store

@@ -4,6 +4,7 @@ import heimdall as hd
 def test_public_api_is_pinned() -> None:
     assert hd.__all__ == sorted(hd.__all__)
     assert set(hd.__all__) == {
+        "AttachedStore",
         "AuthError",
         "CallbackSink",
         "CapacityError",
@@ -22,6 +23,7 @@ def test_public_api_is_pinned() -> None:
         "RemoteStore",
         "SchemaError",
         "ServerTLS",
+        "SharedMemoryError",
         "Sink",
         "SourceError",
         "StaleWindowError",
@@ -33,6 +35,7 @@ def test_public_api_is_pinned() -> None:
         "WindowBatch",
         "WindowStore",
         "__version__",
+        "attach",
         "connect",
         "window_features",
     }

@@ -38,9 +38,15 @@ def run(args: argparse.Namespace) -> int:
         log.info("gRPC on %s:%d", (pipe.config.server.grpc or "").rpartition(":")[0],
                  pipe.grpc.port)
     log.info("serving; SIGINT or SIGTERM stops")
-    pipe.run()  # already started: waits for the signal, then stops gracefully
-    for name, s in pipe.stats()["ingest"].items():
-        log.info("stopped: stream %s: %d messages, %d rows, %d dead letters, "
-                 "%d redeliveries dropped", name, s["messages"], s["rows"],
-                 s["dead_letters"], s["duplicates"])
+    if pipe.store.segment is not None:
+        log.info("store in shared memory %r: hd.attach(%r) from other processes",
+                 pipe.store.segment.name, pipe.store.segment.name)
+    try:
+        pipe.run()  # already started: waits for the signal, then stops gracefully
+        for name, s in pipe.stats()["ingest"].items():
+            log.info("stopped: stream %s: %d messages, %d rows, %d dead letters, "
+                     "%d redeliveries dropped", name, s["messages"], s["rows"],
+                     s["dead_letters"], s["duplicates"])
+    finally:
+        pipe.store.close()  # a shared-memory store is unlinked
     return 0

@@ -32,6 +32,7 @@ import numpy as np
 from heimdall.errors import CapacityError, SchemaError
 from heimdall.schema import NS_PER_UNIT, CountWindow, StreamSpec, TimeWindow
 from heimdall.window import _kernels as k
+from heimdall.window._shared import SharedIndex, encode_key
 
 _STRUCT_CODE = {"float32": "f", "float64": "d", "int32": "i", "int64": "q"}
 
@@ -47,7 +48,10 @@ class Ring:
         evict: bool,
         slack_fraction: float,
         ttl_ns: int = 0,
+        shared: dict[str, np.ndarray] | None = None,
     ) -> None:
+        """``shared``: the stream's arrays in a shared-memory segment (``_shared.views``);
+        the ring then lives there and keeps the shared key index and stats up to date."""
         self.spec = spec
         self.max_keys = max_keys
         self.evict = evict
@@ -64,10 +68,18 @@ class Ring:
         self.lateness_ns = int(spec.allowed_lateness_s * 1e9)
         self.reject_nan = spec.nan == "reject" and self.dtype.kind == "f"
         self.fields: tuple[str, ...] = tuple(spec.fields)
-        # np.zeros is calloc: pages of slots never used are never committed.
-        self.data = np.zeros((max_keys, self.cap, self.F), dtype=self.dtype)
-        self.ts = np.zeros((max_keys, self.cap), dtype=np.int64)
-        self.meta = np.zeros((max_keys, k.META_COLS), dtype=np.int64)
+        # np.zeros is calloc: pages of slots never used are never committed (and a new
+        # shared-memory segment is zero pages, committed as they are written, likewise).
+        self.shared_index: SharedIndex | None = None
+        self.shared_stats: np.ndarray | None = None
+        if shared is not None:
+            self.data, self.ts, self.meta = shared["data"], shared["ts"], shared["meta"]
+            self.shared_index = SharedIndex(shared)
+            self.shared_stats = shared["stats"]
+        else:
+            self.data = np.zeros((max_keys, self.cap, self.F), dtype=self.dtype)
+            self.ts = np.zeros((max_keys, self.cap), dtype=np.int64)
+            self.meta = np.zeros((max_keys, k.META_COLS), dtype=np.int64)
         self.values_ro = self.data.view()
         self.values_ro.flags.writeable = False
         self.ts_ro = self.ts.view()
@@ -87,12 +99,13 @@ class Ring:
         self.slot_keyid: list[int] = [-1] * max_keys
         self.next_keyid = 0
         self.lru_heap: list[tuple[int, int, int]] | None = None
-        self.live = np.zeros(max_keys, dtype=bool)
+        self.live = shared["live"] if shared is not None else np.zeros(max_keys, dtype=bool)
         self.free: list[int] = []
         self.high_water = 0
         self.tick = 0
         self.lock = threading.Lock()
-        self.counters = np.zeros(k.N_COUNTERS, dtype=np.int64)
+        self.counters = (self.shared_stats[3:3 + k.N_COUNTERS] if self.shared_stats is not None
+                         else np.zeros(k.N_COUNTERS, dtype=np.int64))
         self.events = 0
         self.evictions = 0
         self.expired = 0
@@ -101,6 +114,8 @@ class Ring:
 
     def new_slot(self, key: Hashable) -> int:
         """A slot for a key not in the index (lock held). Evicts the least recently updated."""
+        if self.shared_index is not None:
+            encode_key(key)  # a key the shared index cannot hold fails before any change
         if self.free:
             slot = self.free.pop()
         elif self.high_water < self.max_keys:
@@ -115,6 +130,8 @@ class Ring:
             slot = self._victim()
             self._clear(slot)
             self.evictions += 1
+            if self.shared_stats is not None:
+                self.shared_stats[1] = self.evictions
         # A slot is all zeros when first used, and reset by _clear when it was used before.
         self.slot_keys[slot] = key
         keyid = self.next_keyid
@@ -123,6 +140,8 @@ class Ring:
         if self.lru_heap is not None:
             heapq.heappush(self.lru_heap, (self.tick, keyid, slot))
         self.live[slot] = True
+        if self.shared_index is not None:
+            self.shared_index.put(key, slot)  # key bytes first, then the index entry
         self.index[key] = slot
         return slot
 
@@ -152,6 +171,8 @@ class Ring:
         """Take the key out of ``slot`` and reset it; every view of the slot ends."""
         m = slot * k.META_COLS
         mv = self.meta_mv
+        if self.shared_index is not None:  # readers stop finding it before anything changes
+            self.shared_index.remove(self.slot_keys[slot], slot)
         mv[m + k.WSEQ] += self.cap + 1
         self.index.pop(self.slot_keys[slot], None)
         self.slot_keys[slot] = None
@@ -177,6 +198,8 @@ class Ring:
             self._clear(slot)
         self.free.extend(idle)
         self.expired += len(idle)
+        if self.shared_stats is not None:
+            self.shared_stats[2] = self.expired
         return len(idle)
 
     def check_row(self, row: tuple[Any, ...]) -> None:
@@ -232,6 +255,8 @@ class Ring:
         mv[m + 6] = tick
         self.tick = tick + 1
         self.events += 1
+        if self.shared_stats is not None:
+            self.shared_stats[0] = self.events
         mv[m + 3] = w
 
     def _append_slow(self, slot: int, row: tuple[Any, ...], t: int, now_ns: int) -> None:
@@ -261,6 +286,8 @@ class Ring:
         )
         self.tick += len(slots)
         self.events += len(slots)
+        if self.shared_stats is not None:
+            self.shared_stats[0] = self.events
 
     # ---- checkpoints ---------------------------------------------------------------------
 
@@ -335,6 +362,10 @@ class Ring:
         self.events = int(state["events"])
         self.evictions = int(state["evictions"])
         self.expired = int(state["expired"])
+        if self.shared_index is not None and self.shared_stats is not None:
+            for key, slot in self.index.items():
+                self.shared_index.put(key, slot)
+            self.shared_stats[:3] = (self.events, self.evictions, self.expired)
 
     # ---- helpers -------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from heimdall.errors import (
 from heimdall.schema import StreamSpec
 from heimdall.window import _kernels as k
 from heimdall.window._ring import Ring
+from heimdall.window._shared import Segment, plan
 from heimdall.window.view import Window, WindowBatch
 
 AGGREGATES = ("count", "sum", "mean", "std", "min", "max", "last")
@@ -56,6 +57,7 @@ class WindowStore:
         idle_ttl_s: float | None = None,
         slack: float = 0.25,
         clock_ns: Callable[[], int] = time.time_ns,
+        shared_memory: str | None = None,
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ConfigError(f"max_keys must be a whole number >= 1; received {max_keys!r}")
@@ -67,14 +69,26 @@ class WindowStore:
         if not specs:
             raise ConfigError("a WindowStore needs at least one StreamSpec")
         ttl_ns = int(idle_ttl_s * 1e9) if idle_ttl_s else 0
-        rings: dict[str, Ring] = {}
+        names = set()
         for spec in specs:
             if not isinstance(spec, StreamSpec):
                 raise ConfigError(f"expected StreamSpec; received {spec!r}")
-            if spec.name in rings:
+            if spec.name in names:
                 raise ConfigError(f"two streams are named {spec.name!r}")
+            names.add(spec.name)
+        self.segment: Segment | None = None
+        arrays: dict[str, dict[str, np.ndarray]] = {}
+        if shared_memory is not None:
+            caps = {s.name: s.window.rows + max(1, math.ceil(s.window.rows * slack))
+                    for s in specs}
+            layout, size = plan(specs, max_keys, caps)
+            self.segment = Segment.create(shared_memory, layout, size)
+            arrays = self.segment.arrays
+        rings: dict[str, Ring] = {}
+        for spec in specs:
             rings[spec.name] = Ring(
-                spec, max_keys, evict=evict, slack_fraction=slack, ttl_ns=ttl_ns
+                spec, max_keys, evict=evict, slack_fraction=slack, ttl_ns=ttl_ns,
+                shared=arrays.get(spec.name),
             )
         self._rings = rings
         self._clock_ns = clock_ns
@@ -443,8 +457,22 @@ class WindowStore:
             }
         return {"streams": streams, "memory_bytes": total}
 
+    def close(self) -> None:
+        """Release a shared-memory store's segment (unlinked: readers then fail with
+        SharedMemoryError). Idempotent; nothing to do for an in-process store."""
+        if self.segment is not None:
+            self.segment.close()
+            self.segment = None
+
+    def __enter__(self) -> WindowStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
-        return f"<WindowStore streams={list(self._rings)} max_keys={self.max_keys}>"
+        shared = f" shared_memory={self.segment.name!r}" if self.segment else ""
+        return f"<WindowStore streams={list(self._rings)} max_keys={self.max_keys}{shared}>"
 
 
 # ---- validation helpers -------------------------------------------------------------------

@@ -1,0 +1,360 @@
+"""The store in named POSIX shared memory, and readers in other processes. Internal.
+
+One segment per store::
+
+    header (4096 B): magic, generation, writer pid, state, layout length, layout (JSON)
+    per stream: data, ts, meta, live (the ring's arrays, as in process), stats (int64 x 8),
+                keys (max_keys x 64 B: length byte + encoded key), index (int64 x H),
+                index version (int64, a seqlock over removals)
+
+Keys are encoded ``b"s" + utf-8`` or ``b"i" + 8 bytes``, at most 63 bytes. The index is an
+open-addressing hash table (linear probing, H = a power of two >= 2 x max_keys) of ``slot +
+1`` (0 = empty), keyed by crc32 of the encoded key: a reader probes it itself, no message to
+the writer. The writer writes a slot's key bytes before it publishes the slot in the index,
+and takes it out of the index before it clears them; removals shift entries back (no
+tombstones) inside the index version seqlock, so a reader retries a probe that overlapped
+one. A reader verifies the key bytes of the slot it found after reading the slot's window
+bounds: a slot evicted and reused for another key is never returned under the old name.
+The per-key seqlock (WSEQ/CSEQ in meta) is the same as in process.
+
+Only the owner creates (mode 0600) and unlinks; readers never unlink (Python < 3.13's
+resource tracker would: readers unregister from it). The generation (random at creation)
+and the writer's pid tell readers the writer restarted or died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from multiprocessing import resource_tracker, shared_memory
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heimdall.errors import ConfigError, SchemaError, SharedMemoryError
+from heimdall.schema import StreamSpec
+from heimdall.window import _kernels as k
+
+MAGIC = b"HDSHM001"
+HEADER = 4096
+KEY_BYTES = 64
+STATE_LIVE, STATE_CLOSED = 1, 2
+ST_EVENTS, ST_EVICTIONS, ST_EXPIRED, ST_LATE, ST_OOO, ST_EXPIRED_ON_ARRIVAL = range(6)
+_ALIGN = 64
+
+
+def encode_key(key: Any) -> bytes:
+    """A key's bytes in the shared index. Raises SchemaError if it cannot be shared."""
+    if isinstance(key, str):
+        b = b"s" + key.encode()
+    elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        b = b"i" + struct.pack("<q", int(key))
+    else:
+        raise SchemaError(f"a key is a str or an int; received {key!r}")
+    if len(b) >= KEY_BYTES:
+        raise SchemaError(f"key {key!r} is {len(b) - 1} bytes; shared-memory stores hold keys "
+                          f"of at most {KEY_BYTES - 2} bytes")
+    return b
+
+
+def decode_key(b: bytes) -> Any:
+    return b[1:].decode() if b[:1] == b"s" else struct.unpack("<q", b[1:9])[0]
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(4, (n - 1).bit_length())
+
+
+def _spec_json(spec: StreamSpec) -> dict[str, Any]:
+    w = spec.window
+    window = {"count": w.n} if hasattr(w, "n") else {"seconds": w.seconds,
+                                                      "max_rows": w.max_rows}
+    return {"name": spec.name, "key": spec.key, "time": spec.time, "fields": list(spec.fields),
+            "dtype": spec.dtype, "window": window,
+            "allowed_lateness_s": spec.allowed_lateness_s, "nan": spec.nan,
+            "time_unit": spec.time_unit}
+
+
+def spec_from_json(d: dict[str, Any]) -> StreamSpec:
+    from heimdall.schema import CountWindow, TimeWindow
+
+    w = d["window"]
+    window = CountWindow(w["count"]) if "count" in w else TimeWindow(w["seconds"],
+                                                                     w["max_rows"])
+    return StreamSpec(d["name"], key=d["key"], time=d["time"], fields=d["fields"],
+                      dtype=d["dtype"], window=window,
+                      allowed_lateness_s=d["allowed_lateness_s"], nan=d["nan"],
+                      time_unit=d["time_unit"])
+
+
+def plan(specs: Sequence[StreamSpec], max_keys: int, caps: dict[str, int]
+         ) -> tuple[dict[str, Any], int]:
+    """Offsets of every array; returns the layout and the segment's size."""
+    off = HEADER
+    streams = []
+    for spec in specs:
+        cap, F = caps[spec.name], len(spec.fields)
+        H = _pow2(2 * max_keys)
+        arrays = {}
+        for name, shape, dtype in (
+            ("data", [max_keys, cap, F], spec.dtype), ("ts", [max_keys, cap], "int64"),
+            ("meta", [max_keys, k.META_COLS], "int64"), ("live", [max_keys], "bool"),
+            ("stats", [8], "int64"), ("keys", [max_keys, KEY_BYTES], "uint8"),
+            ("index", [H], "int64"), ("index_version", [1], "int64"),
+        ):
+            arrays[name] = {"offset": off, "shape": shape, "dtype": dtype}
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            off += (nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
+        streams.append({"spec": _spec_json(spec), "cap": cap, "arrays": arrays})
+    return {"max_keys": max_keys, "streams": streams}, off
+
+
+def views(buf: memoryview, layout: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for s in layout["streams"]:
+        out[s["spec"]["name"]] = {
+            name: np.ndarray(a["shape"], dtype=np.dtype(a["dtype"]), buffer=buf,
+                             offset=a["offset"])
+            for name, a in s["arrays"].items()
+        }
+    return out
+
+
+class Segment:
+    """A store's shared-memory segment, created (owner) or attached (reader)."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, owner: bool,
+                 layout: dict[str, Any]) -> None:
+        self.shm = shm
+        self.owner = owner
+        self.layout = layout
+        self.name = shm.name
+        self.header = np.ndarray((4,), dtype=np.int64, buffer=_buf(shm), offset=8)
+        self.arrays = views(_buf(shm), layout)
+
+    @classmethod
+    def create(cls, name: str, layout: dict[str, Any], size: int) -> Segment:
+        try:
+            shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        except FileExistsError:
+            raise ConfigError(
+                f"shared memory {name!r} exists: another store owns it, or a killed one left "
+                f"it (`heimdall shm list`, `heimdall shm remove {name}`)") from None
+        _untrack(shm)
+        blob = json.dumps(layout).encode()
+        if len(blob) > HEADER - 48:
+            _unlink(shm)
+            raise ConfigError("too many streams for one shared-memory header")
+        header = np.ndarray((4,), dtype=np.int64, buffer=_buf(shm), offset=8)
+        header[0] = secrets.randbits(62)      # generation
+        header[1] = os.getpid()              # writer
+        header[3] = len(blob)
+        _buf(shm)[40:40 + len(blob)] = blob
+        _buf(shm)[:8] = MAGIC
+        header[2] = STATE_LIVE
+        return cls(shm, True, layout)
+
+    @classmethod
+    def attach(cls, name: str) -> Segment:
+        try:
+            shm = shared_memory.SharedMemory(name=name)
+        except FileNotFoundError:
+            raise SharedMemoryError(
+                f"no shared-memory store {name!r} on this host (`heimdall shm list` shows "
+                f"them)") from None
+        _untrack(shm)
+        if bytes(_buf(shm)[:8]) != MAGIC:
+            shm.close()
+            raise SharedMemoryError(f"shared memory {name!r} is not a Heimdall store")
+        header = np.ndarray((4,), dtype=np.int64, buffer=_buf(shm), offset=8)
+        layout = json.loads(bytes(_buf(shm)[40:40 + int(header[3])]))
+        return cls(shm, False, layout)
+
+    @property
+    def generation(self) -> int:
+        return int(self.header[0])
+
+    @property
+    def writer_pid(self) -> int:
+        return int(self.header[1])
+
+    @property
+    def state(self) -> int:
+        return int(self.header[2])
+
+    def close(self) -> None:
+        """Unmap; the owner also marks it closed and unlinks it."""
+        if self.owner:
+            self.header[2] = STATE_CLOSED
+            _unlink(self.shm)
+        self.arrays = {}
+        self.header = np.zeros(4, dtype=np.int64)
+        with contextlib.suppress(BufferError):  # a caller still holds a view: the OS keeps it
+            self.shm.close()
+
+
+def _buf(shm: shared_memory.SharedMemory) -> memoryview:
+    buf = shm.buf
+    if buf is None:  # pragma: no cover - only after close()
+        raise SharedMemoryError(f"shared memory {shm.name!r} is closed")
+    return buf
+
+
+def _untrack(shm: shared_memory.SharedMemory) -> None:
+    """Python < 3.13 registers every segment with the resource tracker, which unlinks it when
+    the process ends: only the owner's ``close`` may."""
+    with contextlib.suppress(Exception):
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+
+
+def _unlink(shm: shared_memory.SharedMemory) -> None:
+    """Unlink without telling the resource tracker (it was told to forget the segment)."""
+    import _posixshmem
+
+    with contextlib.suppress(FileNotFoundError):
+        _posixshmem.shm_unlink(shm._name)  # type: ignore[attr-defined]
+
+
+class SharedIndex:
+    """The key -> slot hash table of one stream, written by the owner, probed by anyone."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.keys = arrays["keys"]
+        self.table = arrays["index"]
+        self.version = arrays["index_version"]
+        self.live = arrays["live"]
+        self.mask = len(self.table) - 1
+
+    def _home(self, kb: bytes) -> int:
+        return (zlib.crc32(kb) * 0x9E3779B1) & self.mask
+
+    def _key_at(self, slot: int) -> bytes:
+        row = self.keys[slot]
+        return bytes(row[1:1 + row[0]].tobytes())
+
+    # ---- the owner ----------------------------------------------------------------------
+
+    def put(self, key: Any, slot: int) -> None:
+        kb = encode_key(key)
+        row = self.keys[slot]
+        row[1:1 + len(kb)] = np.frombuffer(kb, dtype=np.uint8)
+        row[0] = len(kb)
+        i = self._home(kb)
+        table = self.table
+        while table[i]:
+            i = (i + 1) & self.mask
+        table[i] = slot + 1
+
+    def remove(self, key: Any, slot: int) -> None:
+        kb = encode_key(key)
+        table, mask = self.table, self.mask
+        i = self._home(kb)
+        while table[i] and table[i] != slot + 1:
+            i = (i + 1) & mask
+        if not table[i]:
+            return
+        self.version[0] += 1  # odd: a removal is under way
+        table[i] = 0
+        j = i
+        while True:  # shift back the entries that probed past i
+            j = (j + 1) & mask
+            if not table[j]:
+                break
+            home = self._home(self._key_at(int(table[j]) - 1))
+            if (j - home) & mask >= (j - i) & mask:
+                table[i] = table[j]
+                table[j] = 0
+                i = j
+        self.version[0] += 1
+        self.keys[slot, 0] = 0
+
+    # ---- anyone -------------------------------------------------------------------------
+
+    def lookup(self, key: Any) -> int | None:
+        try:
+            kb = encode_key(key)
+        except SchemaError:
+            return None
+        table, mask, version = self.table, self.mask, self.version
+        for _ in range(1000):
+            v = int(version[0])
+            if v & 1:
+                continue
+            i = self._home(kb)
+            found = None
+            while True:
+                e = int(table[i])
+                if not e:
+                    break
+                if self._key_at(e - 1) == kb:
+                    found = e - 1
+                    break
+                i = (i + 1) & mask
+            if int(version[0]) == v:
+                return found
+        return None
+
+    def key_at(self, slot: int) -> Any:
+        n = int(self.keys[slot, 0])
+        return decode_key(self.keys[slot, 1:1 + n].tobytes()) if n else None
+
+    def __iter__(self) -> Iterator[Any]:
+        for slot in np.flatnonzero(self.live).tolist():
+            key = self.key_at(slot)
+            if key is not None:
+                yield key
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.live))
+
+
+def list_segments(directory: Path = Path("/dev/shm")) -> list[dict[str, Any]]:
+    """The Heimdall stores in shared memory on this host, with their writer's state."""
+    out = []
+    for p in sorted(directory.glob("*")):
+        try:
+            with open(p, "rb") as f:
+                head = f.read(48)
+        except OSError:
+            continue
+        if len(head) < 48 or head[:8] != MAGIC:
+            continue
+        gen, pid, state, _n = struct.unpack("<qqqq", head[8:40])
+        alive = state == STATE_LIVE and _pid_alive(pid)
+        out.append({"name": p.name, "bytes": p.stat().st_size, "writer_pid": pid,
+                    "generation": gen,
+                    "state": "live" if alive else ("closed" if state == STATE_CLOSED
+                                                    else "writer dead")})
+    return out
+
+
+def remove_segment(name: str) -> None:
+    """Unlink a segment a killed writer left. Refuses one whose writer is alive."""
+    for s in list_segments():
+        if s["name"] == name:
+            if s["state"] == "live":
+                raise SharedMemoryError(
+                    f"shared memory {name!r} belongs to a running writer (pid "
+                    f"{s['writer_pid']}); stop it instead")
+            shm = shared_memory.SharedMemory(name=name)
+            _untrack(shm)
+            shm.close()
+            _unlink(shm)
+            return
+    raise SharedMemoryError(f"no Heimdall shared memory named {name!r}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

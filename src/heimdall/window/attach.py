@@ -1,0 +1,202 @@
+"""``hd.attach(name)``: a shared-memory store, read from another process on the host.
+
+The reader maps the writer's segment and reads windows itself: no message to the writer,
+which never waits for readers and does not notice them come or go (or die). It has the read
+methods of ``WindowStore`` and returns the same types; a ``window()`` is a zero-copy view
+into the shared ring (``valid`` turns False once the writer overwrites it), ``windows()``
+and ``aggregate()`` are consistent copies. Every read first checks the writer: once it has
+closed the store, died, or restarted (a new generation under the same name), reads raise
+``SharedMemoryError`` saying which; ``hd.attach`` again to follow a restarted writer.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heimdall.errors import HeimdallError, SharedMemoryError
+from heimdall.window import _kernels as k
+from heimdall.window._ring import Ring
+from heimdall.window._shared import (
+    STATE_LIVE,
+    Segment,
+    SharedIndex,
+    _pid_alive,
+    spec_from_json,
+)
+from heimdall.window.store import WindowStore
+from heimdall.window.view import Window, WindowBatch
+
+_CHECK_EVERY_S = 0.25
+
+
+class _Index:
+    """The shared hash index, as the mapping the store's read paths expect."""
+
+    def __init__(self, shared: SharedIndex) -> None:
+        self._s = shared
+
+    def __getitem__(self, key: Any) -> int:
+        slot = self._s.lookup(key)
+        if slot is None:
+            raise KeyError(key)
+        return slot
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        slot = self._s.lookup(key)
+        return default if slot is None else slot
+
+    def __contains__(self, key: Any) -> bool:
+        return self._s.lookup(key) is not None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._s)
+
+    def __len__(self) -> int:
+        return len(self._s)
+
+
+class _SlotKeys:
+    def __init__(self, shared: SharedIndex) -> None:
+        self._s = shared
+
+    def __getitem__(self, slot: int) -> Any:
+        return self._s.key_at(int(slot))
+
+
+class AttachedStore(WindowStore):
+    """A read-only ``WindowStore`` over another process's shared-memory store."""
+
+    def __init__(self, name: str) -> None:
+        seg = Segment.attach(name)
+        self._seg = seg
+        self._generation = seg.generation
+        self._writer = seg.writer_pid
+        self._next_check = 0.0
+        self.segment = None  # a reader never unlinks
+        self.max_keys = int(seg.layout["max_keys"])
+        self._clock_ns = time.time_ns
+        self._ttl_ns = 0
+        rings: dict[str, Ring] = {}
+        for s in seg.layout["streams"]:
+            spec = spec_from_json(s["spec"])
+            W = spec.window.rows
+            arrays = seg.arrays[spec.name]
+            ring = Ring(spec, self.max_keys, evict=True,
+                        slack_fraction=(s["cap"] - W - 0.5) / W, shared=arrays)
+            if ring.cap != s["cap"]:  # pragma: no cover - the arithmetic above guarantees it
+                raise SharedMemoryError(f"stream {spec.name!r}: ring geometry mismatch")
+            shared = SharedIndex(arrays)
+            ring.index = _Index(shared)  # type: ignore[assignment]
+            ring.slot_keys = _SlotKeys(shared)  # type: ignore[assignment]
+            rings[spec.name] = ring
+        self._rings = rings
+        self.name = name
+
+    # ---- the writer's state ----------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise SharedMemoryError if the writer closed the store, died or restarted."""
+        seg = self._seg
+        if seg.arrays == {}:
+            raise SharedMemoryError(f"shared-memory store {self.name!r}: this reader is closed")
+        if seg.state != STATE_LIVE:
+            raise SharedMemoryError(f"shared-memory store {self.name!r}: the writer closed it")
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + _CHECK_EVERY_S
+        if not _pid_alive(self._writer):
+            raise SharedMemoryError(
+                f"shared-memory store {self.name!r}: its writer (pid {self._writer}) died; "
+                f"`heimdall shm remove {self.name}` cleans up once no one reads it")
+        gen = _generation_on_disk(self.name)
+        if gen != self._generation:
+            raise SharedMemoryError(
+                f"shared-memory store {self.name!r}: the writer restarted (or removed it); "
+                f"call hd.attach({self.name!r}) again")
+
+    # ---- reads: WindowStore's, after the check ---------------------------------------------
+
+    def window(self, stream: str, key: str | int) -> Window:
+        self.check()
+        return super().window(stream, key)
+
+    def windows(self, stream: str, keys: Sequence[str | int], *, rows: int | None = None,
+                seconds: float | None = None) -> WindowBatch:
+        self.check()
+        return super().windows(stream, keys, rows=rows, seconds=seconds)
+
+    def aggregate(self, stream: str, keys: str | int | Sequence[str | int],
+                  aggs: Iterable[str] = ("count", "mean", "std", "min", "max", "last"), *,
+                  rows: int | None = None, seconds: float | None = None
+                  ) -> dict[str, np.ndarray]:
+        self.check()
+        return super().aggregate(stream, keys, aggs, rows=rows, seconds=seconds)
+
+    def keys(self, stream: str) -> list[Any]:
+        self.check()
+        return super().keys(stream)
+
+    def __contains__(self, item: tuple[str, Any]) -> bool:
+        self.check()
+        return super().__contains__(item)
+
+    def stats(self) -> dict[str, Any]:
+        """As ``WindowStore.stats``, read from the writer's counters in shared memory."""
+        self.check()
+        streams = {}
+        total = 0
+        for name, r in self._rings.items():
+            st = r.shared_stats
+            assert st is not None
+            nbytes = r.nbytes()
+            total += nbytes
+            streams[name] = {
+                "keys": int(np.count_nonzero(r.live)), "max_keys": r.max_keys,
+                "window": r.describe_window(), "events": int(st[0]),
+                "late_rejected": int(r.counters[k.C_LATE]),
+                "out_of_order": int(r.counters[k.C_OOO]),
+                "expired_on_arrival": int(r.counters[k.C_EXPIRED]),
+                "evictions": int(st[1]), "expired_keys": int(st[2]), "memory_bytes": nbytes,
+            }
+        return {"streams": streams, "memory_bytes": total}
+
+    # ---- not for readers -------------------------------------------------------------------
+
+    def _read_only(self, *_a: Any, **_k: Any) -> Any:
+        raise HeimdallError(f"shared-memory store {self.name!r} is read-only here; the "
+                            f"process that created it writes")
+
+    append = append_batch = expire_idle = import_stream = export_stream = _read_only
+
+    def close(self) -> None:
+        """Unmap the segment (never unlinks it). Views taken from it must be gone first."""
+        self._seg.close()
+
+    def __repr__(self) -> str:
+        return f"<AttachedStore {self.name!r} streams={list(self._rings)} (read-only)>"
+
+
+def _generation_on_disk(name: str) -> int | None:
+    try:
+        with open(Path("/dev/shm") / name, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    return struct.unpack("<q", head[8:16])[0] if len(head) == 16 else None
+
+
+def attach(name: str) -> AttachedStore:
+    """Attach to the shared-memory store ``name`` created by another process on this host
+    (``WindowStore(..., shared_memory=name)``, or ``store.shared_memory`` in config).
+    Raises SharedMemoryError if there is none."""
+    return AttachedStore(name)
+
+
+__all__ = ["AttachedStore", "attach"]
