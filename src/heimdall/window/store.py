@@ -328,6 +328,7 @@ class WindowStore:
                 ring.data, ring.ts, ring.meta, s, W, span, values, ts, lengths, o
             ),
             ok,
+            reset=lambda i: _zero_rows(i, values, ts),
         )
         return WindowBatch(stream, key_list, ring.fields, values, ts, lengths, slots >= 0)
 
@@ -339,10 +340,17 @@ class WindowStore:
         keys: list[Any],
         run: Callable[[np.ndarray, np.ndarray], None],
         ok: np.ndarray,
+        reset: Callable[[int], None] | None = None,
     ) -> None:
-        """Run a read kernel over all slots, then again over those a writer was changing."""
+        """Run a read kernel over all slots; then again over those a writer was changing, or
+        whose slot holds another key by now (evicted, and reused: the kernel's read was
+        consistent, but of the other key's rows). ``reset(i)`` clears row i before a re-read."""
         run(slots, ok)
+        slot_keys, index = ring.slot_keys, ring.index
         for _ in range(_MAX_RETRIES):
+            for i in np.flatnonzero(ok & (slots >= 0)).tolist():
+                if slot_keys[slots[i]] != keys[i]:
+                    ok[i] = False
             if ok.all():
                 return
             time.sleep(0)
@@ -350,8 +358,10 @@ class WindowStore:
             sub = slots.copy()
             sub[ok] = k.SKIP  # already read: the kernel leaves them as they are
             for i in todo.tolist():
-                if ring.slot_keys[slots[i]] != keys[i]:
-                    sub[i] = slots[i] = k.ABSENT
+                if slots[i] < 0 or slot_keys[slots[i]] != keys[i]:
+                    sub[i] = slots[i] = index.get(keys[i], k.ABSENT)
+                if reset is not None:
+                    reset(i)
             run(sub, ok)
         raise HeimdallError(f"stream {stream!r}: no consistent read after retries")
 
@@ -559,6 +569,11 @@ def _as_ts(stream: str, ts_ns: Any, n: int) -> np.ndarray:
             f"stream {stream!r}: ts_ns must be int64 nanoseconds; received {ts.dtype}"
         )
     return np.ascontiguousarray(ts, dtype=np.int64)
+
+
+def _zero_rows(i: int, *arrays: np.ndarray) -> None:
+    for a in arrays:
+        a[i] = 0
 
 
 def check_rows(rows: int | None) -> None:
