@@ -174,6 +174,7 @@ class Ring:
         if self.shared_index is not None:  # readers stop finding it before anything changes
             self.shared_index.remove(self.slot_keys[slot], slot)
         mv[m + k.WSEQ] += self.cap + 1
+        mv[m + k.KEYGEN] += 1
         self.index.pop(self.slot_keys[slot], None)
         self.slot_keys[slot] = None
         self.slot_keyid[slot] = -1

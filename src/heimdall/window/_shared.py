@@ -29,6 +29,7 @@ import json
 import os
 import secrets
 import struct
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from multiprocessing import resource_tracker, shared_memory
@@ -222,7 +223,9 @@ def _unlink(shm: shared_memory.SharedMemory) -> None:
 
 
 class SharedIndex:
-    """The key -> slot hash table of one stream, written by the owner, probed by anyone."""
+    """The key -> slot hash table of one stream, written by the owner, probed by anyone.
+
+    Reads go through memoryviews (an int or a byte slice per access, no numpy scalar)."""
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
         self.keys = arrays["keys"]
@@ -230,79 +233,93 @@ class SharedIndex:
         self.version = arrays["index_version"]
         self.live = arrays["live"]
         self.mask = len(self.table) - 1
+        self._t = self.table.data.cast("B").cast("q")
+        self._k = self.keys.reshape(-1).data.cast("B")
+        self._v = self.version.data.cast("B").cast("q")
 
     def _home(self, kb: bytes) -> int:
         return (zlib.crc32(kb) * 0x9E3779B1) & self.mask
 
     def _key_at(self, slot: int) -> bytes:
-        row = self.keys[slot]
-        return bytes(row[1:1 + row[0]].tobytes())
+        off = slot * KEY_BYTES
+        k = self._k
+        return bytes(k[off + 1: off + 1 + k[off]])
+
+    def holds(self, slot: int, kb: bytes) -> bool:
+        """Whether ``slot`` holds the key encoded as ``kb`` (no decoding)."""
+        off = slot * KEY_BYTES
+        k = self._k
+        return k[off] == len(kb) and k[off + 1: off + 1 + len(kb)] == kb
 
     # ---- the owner ----------------------------------------------------------------------
 
     def put(self, key: Any, slot: int) -> None:
         kb = encode_key(key)
-        row = self.keys[slot]
-        row[1:1 + len(kb)] = np.frombuffer(kb, dtype=np.uint8)
-        row[0] = len(kb)
+        off = slot * KEY_BYTES
+        self._k[off + 1: off + 1 + len(kb)] = kb
+        self._k[off] = len(kb)
+        t, mask = self._t, self.mask
         i = self._home(kb)
-        table = self.table
-        while table[i]:
-            i = (i + 1) & self.mask
-        table[i] = slot + 1
+        while t[i]:
+            i = (i + 1) & mask
+        t[i] = slot + 1
 
     def remove(self, key: Any, slot: int) -> None:
         kb = encode_key(key)
-        table, mask = self.table, self.mask
+        t, mask = self._t, self.mask
         i = self._home(kb)
-        while table[i] and table[i] != slot + 1:
+        while t[i] and t[i] != slot + 1:
             i = (i + 1) & mask
-        if not table[i]:
+        if not t[i]:
             return
-        self.version[0] += 1  # odd: a removal is under way
-        table[i] = 0
+        self._v[0] += 1  # odd: a removal is under way
+        t[i] = 0
         j = i
         while True:  # shift back the entries that probed past i
             j = (j + 1) & mask
-            if not table[j]:
+            if not t[j]:
                 break
-            home = self._home(self._key_at(int(table[j]) - 1))
+            home = self._home(self._key_at(t[j] - 1))
             if (j - home) & mask >= (j - i) & mask:
-                table[i] = table[j]
-                table[j] = 0
+                t[i] = t[j]
+                t[j] = 0
                 i = j
-        self.version[0] += 1
-        self.keys[slot, 0] = 0
+        self._v[0] += 1
+        self._k[slot * KEY_BYTES] = 0
 
     # ---- anyone -------------------------------------------------------------------------
+
+    def lookup_encoded(self, kb: bytes) -> int | None:
+        t, mask, v = self._t, self.mask, self._v
+        for _ in range(1000):
+            v0 = v[0]
+            if v0 & 1:
+                time.sleep(0)
+                continue
+            i = self._home(kb)
+            found = None
+            while True:
+                e = t[i]
+                if not e:
+                    break
+                if self.holds(e - 1, kb):
+                    found = e - 1
+                    break
+                i = (i + 1) & mask
+            if v[0] == v0:
+                return found
+        return None
 
     def lookup(self, key: Any) -> int | None:
         try:
             kb = encode_key(key)
         except SchemaError:
             return None
-        table, mask, version = self.table, self.mask, self.version
-        for _ in range(1000):
-            v = int(version[0])
-            if v & 1:
-                continue
-            i = self._home(kb)
-            found = None
-            while True:
-                e = int(table[i])
-                if not e:
-                    break
-                if self._key_at(e - 1) == kb:
-                    found = e - 1
-                    break
-                i = (i + 1) & mask
-            if int(version[0]) == v:
-                return found
-        return None
+        return self.lookup_encoded(kb)
 
     def key_at(self, slot: int) -> Any:
-        n = int(self.keys[slot, 0])
-        return decode_key(self.keys[slot, 1:1 + n].tobytes()) if n else None
+        kb = self._key_at(int(slot))
+        return decode_key(kb) if kb else None
 
     def __iter__(self) -> Iterator[Any]:
         for slot in np.flatnonzero(self.live).tolist():

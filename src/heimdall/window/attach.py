@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.errors import HeimdallError, SharedMemoryError
+from heimdall.errors import HeimdallError, KeyNotFoundError, SchemaError, SharedMemoryError
 from heimdall.window import _kernels as k
 from heimdall.window._ring import Ring
 from heimdall.window._shared import (
@@ -27,6 +27,7 @@ from heimdall.window._shared import (
     Segment,
     SharedIndex,
     _pid_alive,
+    encode_key,
     spec_from_json,
 )
 from heimdall.window.store import WindowStore
@@ -96,16 +97,18 @@ class AttachedStore(WindowStore):
             ring.slot_keys = _SlotKeys(shared)  # type: ignore[assignment]
             rings[spec.name] = ring
         self._rings = rings
+        self._shared = {n: SharedIndex(seg.arrays[n]) for n in rings}
+        self._state = seg.header.data.cast("B").cast("q")
+        self._closed = False
         self.name = name
 
     # ---- the writer's state ----------------------------------------------------------------
 
     def check(self) -> None:
         """Raise SharedMemoryError if the writer closed the store, died or restarted."""
-        seg = self._seg
-        if seg.arrays == {}:
+        if self._closed:
             raise SharedMemoryError(f"shared-memory store {self.name!r}: this reader is closed")
-        if seg.state != STATE_LIVE:
+        if self._state[2] != STATE_LIVE:
             raise SharedMemoryError(f"shared-memory store {self.name!r}: the writer closed it")
         now = time.monotonic()
         if now < self._next_check:
@@ -124,8 +127,29 @@ class AttachedStore(WindowStore):
     # ---- reads: WindowStore's, after the check ---------------------------------------------
 
     def window(self, stream: str, key: str | int) -> Window:
+        """As ``WindowStore.window``: a zero-copy view, here of the shared ring. The key's
+        bytes are checked again after the bounds are read, so a slot reused for another
+        key is never returned under this one."""
         self.check()
-        return super().window(stream, key)
+        try:
+            ring = self._rings[stream]
+            shared = self._shared[stream]
+            kb = encode_key(key)
+        except (KeyError, SchemaError):
+            return super().window(stream, key)  # raises what WindowStore raises
+        mv = ring.meta_mv
+        for _ in range(1000):
+            slot = shared.lookup_encoded(kb)
+            if slot is None:
+                raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r}")
+            m = slot << 3  # meta row: POS 0, FILL 1, WSEQ 2, CSEQ 3
+            c0 = mv[m + 3]
+            b = mv[m]
+            n = mv[m + 1]
+            if mv[m + 2] == c0 and shared.holds(slot, kb):
+                return Window(stream, key, ring.fields, ring, slot, b - n, b, c0)
+            time.sleep(0)  # the writer is mid-append, or the slot changed hands
+        raise HeimdallError(f"stream {stream!r}, key {key!r}: no consistent read")
 
     def windows(self, stream: str, keys: Sequence[str | int], *, rows: int | None = None,
                 seconds: float | None = None) -> WindowBatch:
@@ -176,8 +200,13 @@ class AttachedStore(WindowStore):
     append = append_batch = expire_idle = import_stream = export_stream = _read_only
 
     def close(self) -> None:
-        """Unmap the segment (never unlinks it). Views taken from it must be gone first."""
-        self._seg.close()
+        """Unmap the segment (never unlinks it). Idempotent. Views taken from it must be gone
+        first: reading one afterwards reads unmapped memory."""
+        if not self._closed:
+            self._closed = True
+            self._state = memoryview(bytearray(32)).cast("q")
+            self._shared = {}
+            self._seg.close()
 
     def __repr__(self) -> str:
         return f"<AttachedStore {self.name!r} streams={list(self._rings)} (read-only)>"

@@ -343,14 +343,37 @@ class WindowStore:
         reset: Callable[[int], None] | None = None,
     ) -> None:
         """Run a read kernel over all slots; then again over those a writer was changing, or
-        whose slot holds another key by now (evicted, and reused: the kernel's read was
-        consistent, but of the other key's rows). ``reset(i)`` clears row i before a re-read."""
+        that changed hands meanwhile (the key evicted and its slot reused: the kernel's read
+        was consistent, but of another key's rows). Each slot's KEYGEN is read before the
+        kernel and compared after it, so even a slot that went to another key and back is
+        seen. ``reset(i)`` clears row i before a re-read."""
+        meta, slot_keys, index = ring.meta, ring.slot_keys, ring.index
+        gens = np.zeros(len(slots), dtype=np.int64)
+
+        def pin(i: int) -> None:
+            """Point slots[i] at the key's slot now and remember its KEYGEN."""
+            for _ in range(_MAX_RETRIES):
+                s = index.get(keys[i], k.ABSENT)
+                if s < 0:
+                    slots[i] = k.ABSENT
+                    return
+                gens[i] = meta[s, k.KEYGEN]
+                if slot_keys[s] == keys[i]:  # after the KEYGEN read: it was this key's then
+                    slots[i] = s
+                    return
+            slots[i] = k.ABSENT  # pragma: no cover - the key kept moving
+
+        found = slots >= 0
+        gens[found] = meta[slots[found], k.KEYGEN]
+        for i in np.flatnonzero(found).tolist():
+            if slot_keys[slots[i]] != keys[i]:
+                pin(i)
         run(slots, ok)
-        slot_keys, index = ring.slot_keys, ring.index
         for _ in range(_MAX_RETRIES):
-            for i in np.flatnonzero(ok & (slots >= 0)).tolist():
-                if slot_keys[slots[i]] != keys[i]:
-                    ok[i] = False
+            done = ok & (slots >= 0)
+            moved = done.copy()
+            moved[done] = meta[slots[done], k.KEYGEN] != gens[done]
+            ok &= ~moved
             if ok.all():
                 return
             time.sleep(0)
@@ -358,8 +381,9 @@ class WindowStore:
             sub = slots.copy()
             sub[ok] = k.SKIP  # already read: the kernel leaves them as they are
             for i in todo.tolist():
-                if slots[i] < 0 or slot_keys[slots[i]] != keys[i]:
-                    sub[i] = slots[i] = index.get(keys[i], k.ABSENT)
+                if moved[i] or slots[i] < 0:
+                    pin(i)
+                    sub[i] = slots[i]
                 if reset is not None:
                     reset(i)
             run(sub, ok)
