@@ -7,6 +7,10 @@ float64 and serves it over gRPC too. A child process (spawned) then times, for r
 ``hd.attach(...).window()`` (a zero-copy view of the shared ring), ``hd.connect(...).window()``
 (gRPC), and a one-byte socketpair round trip to this process (the cheapest IPC); this
 process times ``store.window()`` in process. Target: shared p50 <= 2 us, p99 <= 10 us.
+
+Then model throughput: a CPU-bound model (2 ms per batch of 64) scores every key of a
+shared-memory store through the runner, on its thread (1 process) and with
+``processes=2`` (worker processes reading the windows from shared memory). Target >= 1.7x.
 """
 
 from __future__ import annotations
@@ -64,6 +68,37 @@ def child(name: str, address: str, keys: list[str], calls: int, sock: socket.soc
     shared.close()
 
 
+def slow_mean(batch: hd.WindowBatch) -> np.ndarray:
+    """A CPU-bound model: ~2 ms of work per batch of 64 keys."""
+    t = time.perf_counter() + 0.002 * len(batch) / 64
+    while time.perf_counter() < t:
+        pass
+    return batch.values.mean(axis=(1, 2))
+
+
+def model_rate(store: hd.WindowStore, keys: list[str], processes: int,
+               passes: int = 10) -> float:
+    from heimdall.models import ModelRunner, ModelSpec, Predictions
+
+    spec = ModelSpec("slow", "s", slow_mean, max_batch=64, processes=processes,
+                     source=(slow_mean, None, None) if processes > 1 else None)
+    runner = ModelRunner(spec, store, Predictions())
+    try:
+        def one_pass() -> None:
+            runner.notify(keys, [None] * len(keys), [time.time() * 1e3] * len(keys))
+            while runner.run_once():
+                pass
+
+        one_pass()  # warm-up
+        t = time.perf_counter()
+        for _ in range(passes):
+            one_pass()
+        dt = time.perf_counter() - t
+    finally:
+        runner.close()
+    return passes * len(keys) / dt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--keys", type=int, default=1000)
@@ -94,6 +129,8 @@ def main() -> None:
         res = out.get(timeout=600)
         p.join(60)
         server.stop()
+        one = model_rate(store, keys, 1)
+        two = model_rate(store, keys, 2)
     t = Table(title=f"window() of 256 x 4 float64, {args.keys:,} keys (us)")
     for col in ("reader", "p50", "p99"):
         t.add_column(col, justify="left" if col == "reader" else "right")
@@ -110,6 +147,8 @@ def main() -> None:
           f"{res['shared'][1]:.2f} us ({res['shared'][0] / np.percentile(local, 50):.1f}x "
           f"in process, {res['socketpair'][0] / res['shared'][0]:.1f}x faster than a "
           f"socketpair round trip)")
+    print(f"model of 2 ms per 64 keys: {one:,.0f} keys/s on the runner's thread, {two:,.0f} "
+          f"keys/s in 2 worker processes = {two / one:.2f}x (target >= 1.7x)")
 
 
 if __name__ == "__main__":

@@ -204,6 +204,7 @@ class ModelConfig(_Section):
     features: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
     method: str | None = None
     topic: str | None = None
+    processes: int = Field(1, ge=1, le=64)  # worker processes (needs store.shared_memory)
 
     @model_validator(mode="after")
     def _one_trigger(self) -> ModelConfig:

@@ -108,6 +108,7 @@ class Pipeline:
         sink: SinkArg = None,
         features: Features | None = None,
         method: str | None = None,
+        processes: int = 1,
     ) -> Callable[[M], M]:
         """Register a model on ``stream``, as a decorator; returns the model unchanged.
 
@@ -118,13 +119,16 @@ class Pipeline:
         per key; or an estimator, ONNX session or torch module (``features`` and ``method``
         then shape its input; see ``heimdall.models.adapters``). ``sink``: a ``Sink``, a
         callable taking a list of predictions, or a list of them. Predictions are also kept
-        in ``pipe.predictions``.
+        in ``pipe.predictions``. ``processes=N`` runs the model in N worker processes that
+        read the windows from shared memory themselves (``[store] shared_memory`` must be
+        set, and the model picklable: defined at module level); only scores come back.
         """
 
         def register(obj: M) -> M:
             self.add_model(obj, stream, every=every, interval_s=interval_s,
                            max_batch=max_batch, min_rows=min_rows, name=name,
-                           version=version, sink=sink, features=features, method=method)
+                           version=version, sink=sink, features=features, method=method,
+                           processes=processes)
             return obj
 
         return register
@@ -143,6 +147,7 @@ class Pipeline:
         sink: SinkArg = None,
         features: Features | None = None,
         method: str | None = None,
+        processes: int = 1,
     ) -> ModelRunner:
         """``model()`` without the decorator; returns the runner. Raises ``ConfigError``."""
         name = name or getattr(obj, "__name__", None) or type(obj).__name__
@@ -150,7 +155,9 @@ class Pipeline:
             raise ConfigError(f"a model named {name!r} is already registered")
         spec = ModelSpec(name, stream, adapt(obj, features=features, method=method),
                          version=str(version), every=every, interval_s=interval_s,
-                         max_batch=max_batch, min_rows=min_rows, sinks=_sinks(sink))
+                         max_batch=max_batch, min_rows=min_rows, sinks=_sinks(sink),
+                         processes=processes,
+                         source=(obj, features, method) if processes > 1 else None)
         runner = ModelRunner(spec, self.store, self.predictions, _message_id_text)
         for ingest in self.ingests:
             if ingest.name == stream:
@@ -166,7 +173,7 @@ class Pipeline:
         self.add_model(obj, m.stream, every=m.every, interval_s=m.interval_s,
                        max_batch=m.max_batch, min_rows=m.min_rows, name=m.name,
                        version=m.version, sink=PulsarSink(m.topic) if m.topic else None,
-                       features=feats, method=m.method)
+                       features=feats, method=m.method, processes=m.processes)
 
     def _start_runner(self, runner: ModelRunner) -> None:
         for sink in runner.spec.sinks:
@@ -243,10 +250,12 @@ class Pipeline:
         self._stopped.set()
 
     def close(self) -> None:
-        """Stop, and release the store's shared memory (if it has some): readers attached to
-        it then fail with SharedMemoryError. A stopped pipeline's store stays readable until
-        this."""
+        """Stop, end model worker processes, and release the store's shared memory (if it
+        has some): readers attached to it then fail with SharedMemoryError. A stopped
+        pipeline's store stays readable until this."""
         self.stop()
+        for runner in self.runners.values():
+            runner.close()  # worker processes end
         self.store.close()
 
     def _grpc_server(self, cfg: ServerConfig) -> GrpcServer:

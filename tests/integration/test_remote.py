@@ -44,7 +44,7 @@ def served() -> Iterator[tuple[hd.WindowStore, hd.GrpcServer, hd.RemoteStore]]:
 def test_subscribe_delivers_window_updates_in_order(served: Any) -> None:
     store, server, remote = served
     store.append("s", "a", {"a": 0.0, "b": 0.0}, ts_ns=0)
-    sub = remote.subscribe("s", keys=["a"])
+    sub = remote.subscribe("s", keys=["a"], timeout_s=60)
     first = next(sub)
     assert isinstance(first, hd.Window)
     assert first.ts_ns.tolist() == [0]
@@ -75,8 +75,10 @@ def test_subscribe_delivers_window_updates_in_order(served: Any) -> None:
 
 
 def test_subscribe_to_all_keys_and_deadline(served: Any) -> None:
-    _store, _server, remote = served
-    sub = remote.subscribe("s", timeout_s=1.0)
+    _store, server, remote = served
+    sub = remote.subscribe("s", timeout_s=3.0)
+    wait_for(lambda: bool(server.feed._subs.get(("window", "s"))), 10,
+             "the subscription registered")  # the call starts lazily
     remote.push("s", ["x", "y"], [[1, 1], [2, 2]])
     got = {w.key for w in sub}  # ends by itself at the deadline
     assert got == {"x", "y"}
@@ -138,7 +140,10 @@ def test_push_into_a_live_pipeline_reaches_windows_and_models(tmp_path: Path) ->
     with pipe:
         assert pipe.grpc is not None
         with hd.connect(f"127.0.0.1:{pipe.grpc.port}") as remote:
-            preds = remote.subscribe(model="last_a", keys=["m1"])
+            preds = remote.subscribe(model="last_a", keys=["m1"], timeout_s=30)
+            grpc_server = pipe.grpc
+            wait_for(lambda: bool(grpc_server.feed._subs.get(("prediction", "last_a"))), 10,
+                     "the subscription registered")  # the call starts lazily
             remote.push("s", ["m1", "m2", "m1"], [[1, 0], [2, 0], [3, 0]], ts_ns=[1, 2, 3])
             assert remote.window("s", "m1").values[:, 0].tolist() == [1.0, 3.0]
             wait_for(lambda: "last_a" in pipe.predictions.models()
@@ -192,6 +197,8 @@ def test_concurrent_call_limit() -> None:
     with hd.GrpcServer(store, max_concurrent_rpcs=1) as server:
         remote = hd.connect(f"127.0.0.1:{server.port}")
         sub = remote.subscribe("s")  # holds the only slot
+        wait_for(lambda: bool(server.feed._subs.get(("window", "s"))), 10,
+                 "the subscription registered")
         with pytest.raises(hd.CapacityError):
             next(remote.subscribe("s"))
         sub.close()

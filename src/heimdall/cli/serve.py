@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
                      "%d redeliveries dropped", name, s["messages"], s["rows"],
                      s["dead_letters"], s["duplicates"])
     finally:
-        pipe.store.close()  # a shared-memory store is unlinked
+        pipe.close()  # model worker processes end; a shared-memory store is unlinked
     return 0

@@ -27,10 +27,11 @@ import numpy as np
 from heimdall.errors import ConfigError, ModelError
 from heimdall.metrics import Histogram
 from heimdall.models._tracker import ChangeTracker, Key
+from heimdall.models._workers import Scored, WorkerPool, score_batch
 from heimdall.models.adapters import ModelFn
 from heimdall.models.predictions import Prediction, Predictions
 from heimdall.sinks.base import Sink
-from heimdall.window import WindowBatch, WindowStore
+from heimdall.window import WindowStore
 
 log = logging.getLogger("heimdall.models")
 
@@ -48,6 +49,9 @@ class ModelSpec:
     max_batch: int = 512
     min_rows: int = 1
     sinks: list[Sink] = field(default_factory=list)
+    processes: int = 1
+    # with processes > 1: (model object, features, method), adapted in each worker
+    source: tuple[Any, Any, Any] | None = None
 
     def __post_init__(self) -> None:
         if (self.every is None) == (self.interval_s is None):
@@ -68,6 +72,10 @@ class ModelSpec:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"model {self.name!r}: {what} must be a whole number >= 1; "
                                   f"received {v!r}")
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int) \
+                or self.processes < 1:
+            raise ConfigError(f"model {self.name!r}: processes must be a whole number >= 1; "
+                              f"received {self.processes!r}")
         if not callable(self.fn):
             raise ConfigError(f"model {self.name!r}: {self.fn!r} is not callable")
 
@@ -129,6 +137,19 @@ class ModelRunner:
         self.stats = ModelStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool: WorkerPool | None = None
+        if spec.processes > 1:
+            segment = getattr(store, "segment", None)
+            if segment is None:
+                raise ConfigError(
+                    f"model {spec.name!r}: processes={spec.processes} needs the store in "
+                    f"shared memory (WindowStore(..., shared_memory=NAME) or "
+                    f"[store] shared_memory)")
+            if spec.source is None:
+                raise ConfigError(f"model {spec.name!r}: processes > 1 needs the model "
+                                  f"object (ModelSpec.source)")
+            self._pool = WorkerPool(spec.processes, segment.name, spec.stream, spec.source,
+                                    spec.min_rows, spec.name)
 
     @property
     def name(self) -> str:
@@ -163,6 +184,13 @@ class ModelRunner:
             self._thread.join(timeout_s)
             self._thread = None
 
+    def close(self) -> None:
+        """Stop, and end the worker processes (if any)."""
+        self.stop()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
     def _loop(self) -> None:
         interval = self.spec.interval_s
         next_tick = time.monotonic() + (interval or 0.0)
@@ -181,42 +209,48 @@ class ModelRunner:
     # ---- one batch -------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Score up to ``max_batch`` due keys now; returns how many were scored."""
-        spec, st = self.spec, self.stats
-        keys = self.tracker.take(spec.max_batch)
-        if not keys:
-            return 0
-        batch = self.store.windows(spec.stream, keys)
-        ok = batch.found & (batch.lengths >= spec.min_rows)
-        if not ok.all():
-            gone = [k for k, f in zip(keys, batch.found.tolist(), strict=True) if not f]
-            if gone:
-                self.tracker.forget(gone)
-            st.too_short += int((batch.found & ~ok).sum())
-            if not ok.any():
+        """Score up to ``max_batch`` due keys now (with worker processes, up to one batch per
+        process, in parallel); returns how many were scored."""
+        spec = self.spec
+        pool = self._pool
+        if pool is None:
+            keys = self.tracker.take(spec.max_batch)
+            if not keys:
                 return 0
-            idx = np.flatnonzero(ok)
-            keys = [keys[i] for i in idx.tolist()]
-            batch = WindowBatch(batch.stream, keys, batch.fields,
-                                batch.values[idx], batch.ts_ns[idx], batch.lengths[idx],
-                                batch.found[idx])
-        n = len(batch)
-        t0 = time.perf_counter()
-        try:
-            out = spec.fn(batch)
-        except Exception:
-            st.failed += 1
-            log.exception("model %r (version %s) failed on a batch of %d keys; skipped",
-                          spec.name, spec.version, n)
+            return self._finish(score_batch(self.store, spec.stream, spec.fn, spec.min_rows,
+                                            keys))
+        batches = []
+        for _ in range(pool.size):
+            keys = self.tracker.take(spec.max_batch)
+            if not keys:
+                break
+            batches.append(keys)
+        if not batches:
             return 0
-        st.model_s.observe(time.perf_counter() - t0)
+        return sum(self._finish(r) for r in pool.map(batches))
+
+    def _finish(self, r: Scored) -> int:
+        """Check a scored batch, record its predictions and hand them to the sinks."""
+        spec, st = self.spec, self.stats
+        if r.gone:
+            self.tracker.forget(r.gone)
+        st.too_short += r.too_short
+        n = len(r.keys)
+        if not n:
+            return 0
+        if r.error is not None:
+            st.failed += 1
+            log.error("model %r (version %s) failed on a batch of %d keys; skipped:\n%s",
+                      spec.name, spec.version, n, r.error)
+            return 0
+        st.model_s.observe(r.model_s)
         try:
-            scores = check_output(spec.name, out, n)
+            scores = check_output(spec.name, r.out, n)
         except ModelError as exc:
             st.wrong_output += 1
             log.error("%s; batch skipped", exc)
             return 0
-        preds = self._predictions(keys, batch, scores)
+        preds = self._predictions(r.keys, r.newest_ts, scores)
         st.scored += n
         st.batches += 1
         self.predictions.record(spec.name, preds)
@@ -230,11 +264,10 @@ class ModelRunner:
         st.latency_s.observe_many(np.array([p.latency_ms for p in preds]) / 1e3)
         return n
 
-    def _predictions(self, keys: list[Key], batch: WindowBatch,
+    def _predictions(self, keys: list[Key], newest: list[int],
                      scores: np.ndarray) -> list[Prediction]:
         spec = self.spec
         triggers = self.tracker.triggers_of(keys)
-        newest = batch.ts_ns[:, -1].tolist()
         values = scores.astype(np.float64, copy=False).tolist()
         now_ns = time.time_ns()
         now_ms = now_ns / 1e6

@@ -219,8 +219,9 @@ class RemoteStore:
                   timeout_s: float | None = None) -> RemoteSubscription:
         """Window updates of ``stream`` (or predictions of ``model``) for ``keys`` (all keys
         if empty), as they happen: iterate it; ``close()`` ends it. Named keys' current
-        windows come first. A slow reader gets each key's newest state, never an older one
-        after a newer one. ``timeout_s``: end the stream after that long (default: never)."""
+        windows (newest predictions) come first. A slow reader gets each key's newest state,
+        never an older one after a newer one. ``timeout_s``: end the stream after that long
+        (default: never)."""
         if (stream is None) == (model is None):
             raise ConfigError("subscribe to a stream or a model (one of them)")
         check_rows(rows)

@@ -329,8 +329,12 @@ class _Servicer(pb_grpc.HeimdallServicer):  # type: ignore[misc]
                  context: grpc.ServicerContext) -> Iterator[Any]:
         seq = 0
         stream = sub.name
-        if sub.kind == "window":  # the named keys' current windows first
+        if sub.kind == "window":  # the named keys' current state first
             sub.offer([k for k in keys if (stream, k) in self.store])
+        elif self.s.predictions is not None and keys:
+            have = self.s.predictions.snapshot(stream)
+            known = [k for k in keys if k in have]
+            sub.offer(known, [have[k] for k in known])
         while context.is_active() and not self.s.stopping:
             left = context.time_remaining()
             changes = sub.take(_POLL_S if left is None else max(0.0, min(_POLL_S, left)))

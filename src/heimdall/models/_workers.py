@@ -1,0 +1,137 @@
+"""Model worker processes: each attaches to the shared-memory store, reads the windows of the
+keys it is given itself, runs the model, and sends back only the scores.
+
+``score_batch`` is the one way a batch is scored, on the runner's thread or in a worker: read
+the windows (a consistent copy), leave out keys gone or too short, call the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import pickle
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from heimdall.errors import ConfigError
+from heimdall.window import WindowBatch, WindowStore
+
+
+@dataclass
+class Scored:
+    """What became of one batch of keys."""
+
+    keys: list[Any]          # the keys scored, in the order of ``out``
+    gone: list[Any]          # keys the store no longer holds
+    too_short: int           # keys left out for min_rows
+    newest_ts: list[int]     # each scored key's newest event time
+    out: Any = None          # the model's output (checked by the runner)
+    model_s: float = 0.0
+    error: str | None = None  # the model raised: its traceback
+
+
+def score_batch(store: WindowStore, stream: str, fn: Any, min_rows: int,
+                keys: list[Any]) -> Scored:
+    batch = store.windows(stream, keys)
+    ok = batch.found & (batch.lengths >= min_rows)
+    gone: list[Any] = []
+    too_short = 0
+    if not ok.all():
+        gone = [k for k, f in zip(keys, batch.found.tolist(), strict=True) if not f]
+        too_short = int((batch.found & ~ok).sum())
+        idx = np.flatnonzero(ok)
+        keys = [keys[i] for i in idx.tolist()]
+        batch = WindowBatch(batch.stream, keys, batch.fields, batch.values[idx],
+                            batch.ts_ns[idx], batch.lengths[idx], batch.found[idx])
+    scored = Scored(keys, gone, too_short, batch.ts_ns[:, -1].tolist())
+    if not keys:
+        return scored
+    t0 = time.perf_counter()
+    try:
+        scored.out = fn(batch)
+    except Exception:
+        scored.error = traceback.format_exc(limit=8)
+    scored.model_s = time.perf_counter() - t0
+    return scored
+
+
+def _worker(conn: Any, shm_name: str, stream: str, model: bytes, min_rows: int) -> None:
+    from heimdall.models.adapters import adapt
+    from heimdall.window.attach import attach
+
+    obj, features, method = pickle.loads(model)
+    fn = adapt(obj, features=features, method=method)
+    store = attach(shm_name)
+    conn.send("ready")
+    while True:
+        try:
+            keys = conn.recv()
+        except EOFError:
+            return
+        if keys is None:
+            return
+        try:
+            result = score_batch(store, stream, fn, min_rows, keys)
+            if result.out is not None:
+                result.out = np.asarray(result.out)
+        except Exception:  # e.g. the writer is gone
+            result = Scored([], [], 0, [], error=traceback.format_exc(limit=8))
+        conn.send(result)
+
+
+class WorkerPool:
+    """``n`` spawned processes scoring batches of one model from a shared-memory store."""
+
+    def __init__(self, n: int, shm_name: str, stream: str, model: tuple[Any, Any, Any],
+                 min_rows: int, name: str) -> None:
+        try:
+            blob = pickle.dumps(model)
+        except Exception as exc:
+            raise ConfigError(
+                f"model {name!r}: processes=N sends the model to worker processes, but it "
+                f"cannot be pickled ({exc}); define it at module level") from exc
+        ctx = mp.get_context("spawn")
+        self._procs = []
+        self._conns = []
+        for i in range(n):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(child, shm_name, stream, blob, min_rows),
+                            daemon=True, name=f"heimdall-model-{name}-{i}")
+            p.start()
+            child.close()
+            self._procs.append(p)
+            self._conns.append(parent)
+        for i, conn in enumerate(self._conns):
+            if not conn.poll(120):
+                self.close()
+                raise ConfigError(f"model {name!r}: worker process {i} did not start")
+            msg = conn.recv()
+            if msg != "ready":  # pragma: no cover
+                self.close()
+                raise ConfigError(f"model {name!r}: worker process {i}: {msg!r}")
+
+    @property
+    def size(self) -> int:
+        return len(self._conns)
+
+    def map(self, batches: list[list[Any]]) -> list[Scored]:
+        """Score up to ``size`` batches at once, one per worker; results in order."""
+        for conn, keys in zip(self._conns, batches, strict=False):
+            conn.send(keys)
+        return [conn.recv() for conn, _ in zip(self._conns, batches, strict=False)]
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(Exception):
+                conn.send(None)
+        for p in self._procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+        for conn in self._conns:
+            conn.close()
+        self._procs, self._conns = [], []
