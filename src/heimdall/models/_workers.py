@@ -12,7 +12,9 @@ import multiprocessing as mp
 import pickle
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
@@ -118,11 +120,34 @@ class WorkerPool:
     def size(self) -> int:
         return len(self._conns)
 
-    def map(self, batches: list[list[Any]]) -> list[Scored]:
-        """Score up to ``size`` batches at once, one per worker; results in order."""
-        for conn, keys in zip(self._conns, batches, strict=False):
-            conn.send(keys)
-        return [conn.recv() for conn, _ in zip(self._conns, batches, strict=False)]
+    def drain(self, take: Callable[[], list[Any] | None],
+              finish: Callable[[Scored], int]) -> int:
+        """Score batches from ``take`` until it returns None, each worker one batch at a time;
+        ``finish`` each result (after its worker got its next batch). Returns the sum."""
+        idle = list(self._conns)
+        busy: list[Any] = []
+        total = 0
+        while True:
+            while idle:
+                keys = take()
+                if keys is None:
+                    break
+                conn = idle.pop()
+                conn.send(keys)
+                busy.append(conn)
+            if not busy:
+                return total
+            for ready in wait(busy):
+                done: Any = ready
+                busy.remove(done)
+                result = done.recv()
+                idle.append(done)
+                keys = take()
+                if keys is not None:
+                    idle.remove(done)
+                    done.send(keys)
+                    busy.append(done)
+                total += finish(result)
 
     def close(self) -> None:
         for conn in self._conns:

@@ -209,8 +209,8 @@ class ModelRunner:
     # ---- one batch -------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Score up to ``max_batch`` due keys now (with worker processes, up to one batch per
-        process, in parallel); returns how many were scored."""
+        """Score up to ``max_batch`` due keys now (with worker processes: every due key, in
+        batches of ``max_batch``, one per process at a time); returns how many were scored."""
         spec = self.spec
         pool = self._pool
         if pool is None:
@@ -219,15 +219,10 @@ class ModelRunner:
                 return 0
             return self._finish(score_batch(self.store, spec.stream, spec.fn, spec.min_rows,
                                             keys))
-        batches = []
-        for _ in range(pool.size):
-            keys = self.tracker.take(spec.max_batch)
-            if not keys:
-                break
-            batches.append(keys)
-        if not batches:
-            return 0
-        return sum(self._finish(r) for r in pool.map(batches))
+        # keep every worker busy: a worker that hands back a batch gets the next one before
+        # its result is recorded here
+        return pool.drain(lambda: None if self._stop.is_set()
+                          else self.tracker.take(spec.max_batch) or None, self._finish)
 
     def _finish(self, r: Scored) -> int:
         """Check a scored batch, record its predictions and hand them to the sinks."""
