@@ -236,3 +236,20 @@ grpc = "127.0.0.1:0"
     proc.stdout.close()  # type: ignore[union-attr]
     assert proc.returncode == 0, "".join(lines)
     assert "Traceback" not in "".join(lines)
+
+
+def test_demo_with_the_model_in_worker_processes(tmp_path: Path) -> None:
+    proc = subprocess.run([*HEIMDALL, "demo", "--duration", "8", "--rate", "4000",
+                           "--model-processes", "2"],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert "anomaly detector in 2 worker processes" in out
+    scored = re.search(r"anomaly detector: ([\d,]+) windows scored", out)
+    assert scored is not None, out
+    assert int(scored.group(1).replace(",", "")) > 5_000
+    pr = re.search(r"precision ([\d.]+)", out)
+    assert pr is not None
+    assert float(pr.group(1)) == 1.0
+    assert "Traceback" not in proc.stderr
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("heimdall-demo-")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -56,6 +57,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--metrics", default="", metavar="HOST:PORT",
                    help="also serve Prometheus metrics there")
     p.add_argument("--seed", type=int, default=7, help="random seed")
+    p.add_argument("--model-processes", type=int, default=1, metavar="N",
+                   help="run the anomaly detector in N worker processes that read the windows "
+                   "from shared memory (default 1: on a thread of this process)")
     p.add_argument("--in-process", action="store_true",
                    help="no broker: a one-shot tour of the store's read API")
     p.add_argument("--events", type=int, default=500_000,
@@ -65,8 +69,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
-    if args.machines < 1 or args.window < 1 or args.rate <= 0 or args.workers < 1:
-        console.print("[red]--machines, --window, --workers must be >= 1 and --rate > 0[/red]")
+    if (args.machines < 1 or args.window < 1 or args.rate <= 0 or args.workers < 1
+            or args.model_processes < 1):
+        console.print("[red]--machines, --window, --workers, --model-processes must be >= 1 "
+                      "and --rate > 0[/red]")
         return 2
     if args.in_process:
         return run_in_process(args, console)
@@ -74,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="heimdall-demo-")
     cfg = build_config({
         "source": {"data_dir": data_dir, "workers": args.workers},
-        "store": {"max_keys": args.machines},
+        "store": {"max_keys": args.machines,
+                  "shared_memory": (f"heimdall-demo-{os.getpid()}"
+                                    if args.model_processes > 1 else None)},
         "server": {"metrics": args.metrics},
         "streams": [{
             "name": "sensors", "topic": TOPIC, "format": "json", "key": "machine_id",
@@ -96,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
                                              seed=args.seed)
                 detector = ZScoreDetector(FIELDS).fit(producer.normal_sample())
                 pipe.add_model(detector, "sensors", every=1, max_batch=512, min_rows=16,
-                               name=MODEL)
+                               name=MODEL, processes=args.model_processes)
+                if args.model_processes > 1:
+                    console.print(f"anomaly detector in {args.model_processes} worker "
+                                  f"processes, reading windows from shared memory "
+                                  f"{cfg.store.shared_memory!r}")
                 producer.start()
                 console.print(
                     f"broker {pipe.url}; producing ~{args.rate:,.0f} events/s from "
@@ -112,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
                 client.close()
             summary = _summary(pipe, producer, time.monotonic() - t_start)
     finally:
+        pipe.close()  # worker processes end; shared memory is unlinked
         if args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
     console.print(summary)
