@@ -117,3 +117,17 @@ def drain(url: str, topic: str, subscription: str, timeout_ms: int = 3000) -> li
     finally:
         c.close()
     return out
+
+
+def assert_nothing_left(url: str, topic: str, subscription: str, wait_ms: int = 3000) -> None:
+    """Everything applied was acknowledged: the subscription has nothing left to deliver."""
+    c = client(url)
+    try:
+        cons = c.subscribe(topic, subscription, consumer_type=pulsar.ConsumerType.KeyShared)
+        try:
+            m = cons.receive(wait_ms)
+            raise AssertionError(f"redelivered after a clean stop: {m.data()!r}")
+        except pulsar.Timeout:
+            pass
+    finally:
+        c.close()

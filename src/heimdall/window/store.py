@@ -346,7 +346,8 @@ class WindowStore:
         that changed hands meanwhile (the key evicted and its slot reused: the kernel's read
         was consistent, but of another key's rows). Each slot's KEYGEN is read before the
         kernel and compared after it, so even a slot that went to another key and back is
-        seen. ``reset(i)`` clears row i before a re-read."""
+        seen; the slot's key is compared after it too. ``reset(i)`` clears row i before a
+        re-read."""
         meta, slot_keys, index = ring.meta, ring.slot_keys, ring.index
         gens = np.zeros(len(slots), dtype=np.int64)
 
@@ -365,14 +366,17 @@ class WindowStore:
 
         found = slots >= 0
         gens[found] = meta[slots[found], k.KEYGEN]
-        for i in np.flatnonzero(found).tolist():
-            if slot_keys[slots[i]] != keys[i]:
-                pin(i)
         run(slots, ok)
         for _ in range(_MAX_RETRIES):
-            done = ok & (slots >= 0)
-            moved = done.copy()
+            # a read stands if its slot kept its owner throughout (KEYGEN unchanged) and that
+            # owner is the key asked for (the slot may have changed hands before the KEYGEN
+            # was read)
+            done = np.flatnonzero(ok & (slots >= 0))
+            moved = np.zeros(len(slots), dtype=np.bool_)
             moved[done] = meta[slots[done], k.KEYGEN] != gens[done]
+            for i in done.tolist():
+                if not moved[i] and slot_keys[slots[i]] != keys[i]:
+                    moved[i] = True
             ok &= ~moved
             if ok.all():
                 return
