@@ -104,21 +104,26 @@ def bare_drain(url: str, topic: str, n: int, t0: int) -> float:
     return n / dt
 
 
-def heimdall_cfg(url: str, topic: str, keys: int, data_dir: str, workers: int = 1) -> Pipeline:
-    cfg = build_config({
+def heimdall_cfg(url: str, topic: str, keys: int, data_dir: str, workers: int = 1,
+                 checkpoint: dict[str, object] | None = None) -> Pipeline:
+    """The benchmarks' pipeline; ``checkpoint``: a ``[checkpoint]`` section (None: off)."""
+    data: dict[str, object] = {
         "source": {"url": url, "subscription": f"heimdall-{uuid.uuid4().hex[:6]}",
                    "subscription_type": "failover", "workers": workers, "data_dir": data_dir},
         "store": {"max_keys": keys},
         "server": {"metrics": ""},
         "streams": [{"name": "s", "topic": topic, "key": "id", "time": "ts", "fields": FIELDS,
                      "dtype": "float64", "window": {"count": 64}}],
-    })
-    return Pipeline(cfg)
+    }
+    if checkpoint is not None:
+        data["checkpoint"] = checkpoint
+    return Pipeline(build_config(data))
 
 
-def heimdall_drain(url: str, topic: str, n: int, keys: int, data_dir: str) -> tuple[float, int]:
+def heimdall_drain(url: str, topic: str, n: int, keys: int, data_dir: str,
+                   checkpoint: dict[str, object] | None = None) -> tuple[float, int]:
     """Events/s, and how many duplicate deliveries the pipeline dropped on the way."""
-    pipe = heimdall_cfg(url, topic, keys, data_dir)
+    pipe = heimdall_cfg(url, topic, keys, data_dir, checkpoint=checkpoint)
     c = pipe.counters["s"]
     with pipe:  # timed from subscribed, as the bare loop is
         t = time.perf_counter()

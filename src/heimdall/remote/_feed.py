@@ -14,9 +14,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from heimdall.models.predictions import Prediction, Predictions
-
-# the ingest listener signature: (keys, message ids, send times in ms)
-Listener = Any
+from heimdall.sources._ingest import Listener
 
 
 class Subscription:

@@ -43,7 +43,7 @@ from heimdall.remote import _convert as cv
 from heimdall.remote._feed import Feed, Subscription
 from heimdall.remote._pb import heimdall_pb2 as pb
 from heimdall.remote._pb import heimdall_pb2_grpc as pb_grpc
-from heimdall.sources._ingest import StreamIngest
+from heimdall.sources._ingest import Listener, StreamIngest, notify_pushed
 from heimdall.window import WindowStore
 from heimdall.window.store import check_rows
 
@@ -130,7 +130,7 @@ class GrpcServer:
         self.max_message_bytes = max_message_bytes
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self._ingests = {i.name: i for i in ingests}
-        self._listeners: dict[str, list[Any]] = {
+        self._listeners: dict[str, list[Listener]] = {
             name: (self._ingests[name].listeners if name in self._ingests else [])
             for name in store.streams
         }
@@ -233,10 +233,7 @@ class GrpcServer:
         if ingest is not None:
             return ingest.push(keys, values, ts_ns)
         self.store.append_batch(stream, keys, values, ts_ns)
-        listeners = self._listeners.get(stream, [])
-        if listeners and keys:
-            for fn in tuple(listeners):
-                fn(keys, [None] * len(keys), [time.time() * 1e3] * len(keys))
+        notify_pushed(self._listeners.get(stream, []), keys)
         return len(keys)
 
     def stats_json(self) -> str:

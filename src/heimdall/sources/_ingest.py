@@ -28,6 +28,15 @@ from heimdall.window import WindowStore
 Listener = Callable[[list[Any], list[Hashable], list[float]], None]
 
 
+def notify_pushed(listeners: Sequence[Listener], keys: Sequence[Any]) -> None:
+    """Tell ``listeners`` about rows that came without a message (no id; sent now)."""
+    if listeners and keys:
+        n = len(keys)
+        sent = [time.time() * 1e3] * n
+        for fn in tuple(listeners):  # tuple: a subscriber may (un)register meanwhile
+            fn(list(keys), [None] * n, sent)
+
+
 @dataclass
 class Applied:
     """What became of a batch: ``bad`` (message index, reason), ``duplicates`` (indices)."""
@@ -150,10 +159,7 @@ class StreamIngest:
             n = len(keys)
             self.counters.rows += n
             self.counters.pushed += n
-            if self.listeners and n:
-                sent = [time.time() * 1e3] * n
-                for fn in tuple(self.listeners):
-                    fn(list(keys), [None] * n, sent)
+            notify_pushed(self.listeners, keys)
         return n
 
     def dead_lettered(self, ids: Sequence[Hashable]) -> None:

@@ -383,6 +383,14 @@ class Ring:
             )
         return int(value * NS_PER_UNIT[self.spec.time_unit])
 
+    def totals(self) -> tuple[int, int, int]:
+        """(events, evictions, expired keys). A shared-memory ring reads the copies the
+        writer keeps in the segment, so a reader in another process sees the writer's."""
+        st = self.shared_stats
+        if st is not None:
+            return int(st[0]), int(st[1]), int(st[2])
+        return self.events, self.evictions, self.expired
+
     def nbytes(self) -> int:
         """Bytes of the preallocated arrays."""
         return int(self.data.nbytes + self.ts.nbytes + self.meta.nbytes + self.live.nbytes)

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from heimdall.errors import HeimdallError, KeyNotFoundError, SchemaError, SharedMemoryError
-from heimdall.window import _kernels as k
 from heimdall.window._ring import Ring
 from heimdall.window._shared import (
     STATE_LIVE,
@@ -172,24 +171,9 @@ class AttachedStore(WindowStore):
         return super().__contains__(item)
 
     def stats(self) -> dict[str, Any]:
-        """As ``WindowStore.stats``, read from the writer's counters in shared memory."""
+        """As ``WindowStore.stats``, from the writer's counters in shared memory."""
         self.check()
-        streams = {}
-        total = 0
-        for name, r in self._rings.items():
-            st = r.shared_stats
-            assert st is not None
-            nbytes = r.nbytes()
-            total += nbytes
-            streams[name] = {
-                "keys": int(np.count_nonzero(r.live)), "max_keys": r.max_keys,
-                "window": r.describe_window(), "events": int(st[0]),
-                "late_rejected": int(r.counters[k.C_LATE]),
-                "out_of_order": int(r.counters[k.C_OOO]),
-                "expired_on_arrival": int(r.counters[k.C_EXPIRED]),
-                "evictions": int(st[1]), "expired_keys": int(st[2]), "memory_bytes": nbytes,
-            }
-        return {"streams": streams, "memory_bytes": total}
+        return super().stats()
 
     # ---- not for readers -------------------------------------------------------------------
 

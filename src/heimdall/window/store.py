@@ -481,16 +481,17 @@ class WindowStore:
         for name, r in self._rings.items():
             nbytes = r.nbytes()
             total += nbytes
+            events, evictions, expired = r.totals()
             streams[name] = {
                 "keys": len(r.index),
                 "max_keys": r.max_keys,
                 "window": r.describe_window(),
-                "events": r.events,
+                "events": events,
                 "late_rejected": int(r.counters[k.C_LATE]),
                 "out_of_order": int(r.counters[k.C_OOO]),
                 "expired_on_arrival": int(r.counters[k.C_EXPIRED]),
-                "evictions": r.evictions,
-                "expired_keys": r.expired,
+                "evictions": evictions,
+                "expired_keys": expired,
                 "memory_bytes": nbytes,
             }
         return {"streams": streams, "memory_bytes": total}
