@@ -87,6 +87,10 @@ class Ring:
         self.data_mv = self.data.data.cast("B")
         self.ts_mv = self.ts.data.cast("B").cast("q")
         self.meta_mv = self.meta.data.cast("B").cast("q")
+        # POS, FILL, WSEQ, CSEQ of a slot in one C call (at byte slot << 6). In-process that
+        # read is atomic: every writer (Python or a numba kernel) holds the GIL throughout.
+        self.meta_bytes = self.meta.data.cast("B")
+        self.read_bounds = struct.Struct("<4q").unpack_from
         row_struct = struct.Struct("<" + _STRUCT_CODE[self.dtype.name] * self.F)
         self.pack_row = row_struct.pack_into
         self.scratch_row = bytearray(row_struct.size)

@@ -97,6 +97,8 @@ class AttachedStore(WindowStore):
             rings[spec.name] = ring
         self._rings = rings
         self._shared = {n: SharedIndex(seg.arrays[n]) for n in rings}
+        # key -> (slot, KEYGEN) per stream, as last found (see window)
+        self._slots: dict[str, dict[Any, tuple[int, int]]] = {n: {} for n in rings}
         self._state = seg.header.data.cast("B").cast("q")
         self._closed = False
         self.name = name
@@ -126,26 +128,52 @@ class AttachedStore(WindowStore):
     # ---- reads: WindowStore's, after the check ---------------------------------------------
 
     def window(self, stream: str, key: str | int) -> Window:
-        """As ``WindowStore.window``: a zero-copy view, here of the shared ring. The key's
-        bytes are checked again after the bounds are read, so a slot reused for another
-        key is never returned under this one."""
+        """As ``WindowStore.window``: a zero-copy view, here of the shared ring.
+
+        A key's slot is remembered with the slot's KEYGEN, which the writer bumps whenever
+        the slot loses its key: while it reads the same, the slot still holds this key and
+        no probe of the shared index is needed. Otherwise the index is probed and the key's
+        bytes are checked again after the bounds are read, so a slot reused for another key
+        is never returned under this one."""
         self.check()
+        try:
+            ring = self._rings[stream]
+            slot, gen = self._slots[stream][key]
+        except (KeyError, TypeError):
+            return self._window_probe(stream, key)
+        mv = ring.meta_mv
+        m = slot << 3  # meta row: POS 0, FILL 1, WSEQ 2, CSEQ 3, KEYGEN 7
+        c0 = mv[m + 3]
+        b = mv[m]
+        n = mv[m + 1]
+        if mv[m + 2] == c0 and mv[m + 7] == gen:
+            return Window(stream, key, ring.fields, ring, slot, b - n, b, c0)
+        return self._window_probe(stream, key)
+
+    def _window_probe(self, stream: str, key: str | int) -> Window:
         try:
             ring = self._rings[stream]
             shared = self._shared[stream]
             kb = encode_key(key)
         except (KeyError, SchemaError):
             return super().window(stream, key)  # raises what WindowStore raises
+        slots = self._slots[stream]
         mv = ring.meta_mv
         for _ in range(1000):
             slot = shared.lookup_encoded(kb)
             if slot is None:
+                slots.pop(key, None)
                 raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r}")
-            m = slot << 3  # meta row: POS 0, FILL 1, WSEQ 2, CSEQ 3
+            m = slot << 3
             c0 = mv[m + 3]
             b = mv[m]
             n = mv[m + 1]
-            if mv[m + 2] == c0 and shared.holds(slot, kb):
+            w = mv[m + 2]
+            gen = mv[m + 7]  # before the key check: a KEYGEN read later may be a new owner's
+            if w == c0 and shared.holds(slot, kb):
+                if len(slots) >= self.max_keys:
+                    slots.clear()  # keys come and go: the memo stays bounded
+                slots[key] = (slot, gen)
                 return Window(stream, key, ring.fields, ring, slot, b - n, b, c0)
             time.sleep(0)  # the writer is mid-append, or the slot changed hands
         raise HeimdallError(f"stream {stream!r}, key {key!r}: no consistent read")
@@ -190,6 +218,7 @@ class AttachedStore(WindowStore):
             self._closed = True
             self._state = memoryview(bytearray(32)).cast("q")
             self._shared = {}
+            self._slots = {}
             self._seg.close()
 
     def __repr__(self) -> str:
