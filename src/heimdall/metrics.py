@@ -7,6 +7,7 @@ exporter reads them when Prometheus scrapes. Labels are per stream, never per ke
 
 from __future__ import annotations
 
+import bisect
 import gc
 import threading
 import time
@@ -45,16 +46,24 @@ class Histogram:
         counts = np.bincount(idx, minlength=len(self._counts))
         size = len(self._recent)
         tail = seconds[-size:]
+        total = float(seconds.sum())
         with self._lock:
             self._counts += counts
-            self._sum += float(seconds.sum())
-            pos = np.arange(self._n, self._n + len(tail)) % size
-            self._recent[pos] = tail
+            self._sum += total
+            start = (self._n + len(seconds) - len(tail)) % size
+            first = min(len(tail), size - start)  # up to the ring's end, then from its start
+            self._recent[start:start + first] = tail[:first]
+            self._recent[:len(tail) - first] = tail[first:]
             self._n += len(seconds)
 
     def observe(self, seconds: float) -> None:
-        """Record one sample (seconds)."""
-        self.observe_many(np.array([seconds]))
+        """Record one sample (seconds): no numpy call but two scalar writes."""
+        i = bisect.bisect_left(BUCKETS_S, seconds)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += seconds
+            self._recent[self._n % len(self._recent)] = seconds
+            self._n += 1
 
     @property
     def count(self) -> int:

@@ -216,7 +216,18 @@ def test_eviction_and_key_reuse_seen_from_a_reader() -> None:
             reader.window("s", "a")
         assert reader.window("s", "c").values.tolist() == [[3.0, 1.0]]
         assert sorted(reader.keys("s")) == ["b", "c"]
-        assert reader.stats()["streams"]["s"]["evictions"] == 1
+        # the reader remembers where "c" was; "c" evicted and back in another slot is found
+        store.append("s", "b", {"key_id": 2, "seq": 2})
+        store.append("s", "a", {"key_id": 1, "seq": 2})  # evicts "c"
+        store.append("s", "c", {"key_id": 3, "seq": 2})  # evicts "b"; "c" is in b's old slot
+        assert reader.window("s", "c").values.tolist() == [[3.0, 2.0]]
+        assert reader.window("s", "a").values.tolist() == [[1.0, 2.0]]
+        store.append("s", "b", {"key_id": 2, "seq": 3})  # evicts "a"
+        store.append("s", "c", {"key_id": 3, "seq": 3})
+        assert sorted(reader.keys("s")) == ["b", "c"]
+        assert reader.stats()["streams"]["s"]["evictions"] == 4
+        with pytest.raises(hd.KeyNotFoundError):
+            reader.window("s", "a")
         with pytest.raises(hd.HeimdallError, match="read-only"):
             reader.append("s", "x", {"key_id": 0, "seq": 0})
         del view

@@ -80,3 +80,26 @@ def test_checkpoint_metrics(tmp_path: object) -> None:
     assert "heimdall_checkpoint_pending_messages 0.0" in lines
     size = next(x for x in lines if x.startswith("heimdall_checkpoint_bytes "))
     assert float(size.split()[-1]) > 0
+
+
+def test_histogram_one_sample_and_many_samples_agree() -> None:
+    from heimdall.metrics import BUCKETS_S, Histogram
+
+    rng = np.random.default_rng(1)
+    many, one = Histogram(recent=100), Histogram(recent=100)
+    seen: list[float] = []
+    for n in (1, 5, 99, 100, 150, 3, 250, 7):  # batches past the ring's size, and wrapping
+        v = rng.exponential(0.01, size=n)
+        v[0] = BUCKETS_S[n % len(BUCKETS_S)]  # a sample on a bucket's bound
+        seen.extend(v.tolist())
+        many.observe_many(v)
+        for x in v.tolist():
+            one.observe(x)
+    (b_many, sum_many), (b_one, sum_one) = many.buckets(), one.buckets()
+    assert b_many == b_one
+    assert abs(sum_many - sum_one) < 1e-9
+    assert many.count == one.count == len(seen)
+    last = sorted(seen[-100:])  # the ring holds the newest samples
+    assert sorted(many._recent.tolist()) == last
+    assert sorted(one._recent.tolist()) == last
+    assert many.quantiles() == one.quantiles()

@@ -283,15 +283,46 @@ def test_spec_errors_are_clear() -> None:
 def test_predictions_keep_the_newest_per_key_within_max_keys() -> None:
     from heimdall.models import Prediction
 
-    preds = Predictions(max_keys=2)
-    mk = [Prediction("m", "1", k, float(i), i, None, 0.0, i) for i, k in enumerate("abcb")]
-    preds.record("m", mk)
-    assert preds.latest("m", "b").score == 3.0
+    def mk(keys: str, start: int) -> list[Prediction]:
+        return [Prediction("m", "1", k, float(start + i), start + i, None, 0.0, 0)
+                for i, k in enumerate(keys)]
+
+    preds = Predictions(max_keys=3)
+    preds.record("m", mk("ab", 0))
+    preds.record("m", mk("cb", 2))  # a full young generation becomes the old one
+    assert preds.latest("m", "b").score == 3.0  # the newest wins
     assert preds.latest("m", "c").score == 2.0
+    preds.record("m", mk("d", 4))
+    assert preds.latest("m", "a").score == 0.0  # still held (old generation)
+    assert len(preds) == 4  # between max_keys and 2 x max_keys
     with pytest.raises(KeyNotFoundError, match="models with predictions: \\['m'\\]"):
         preds.latest("other", "a")
+    preds.record("m", mk("ef", 5))  # {d, e, f} becomes the old generation: a, b, c are gone
     with pytest.raises(KeyNotFoundError):
-        preds.latest("m", "a")  # dropped: least recently predicted past max_keys
+        preds.latest("m", "a")
+    for key in "def":  # the max_keys most recently predicted keys are always held
+        preds.latest("m", key)
+    assert sorted(preds.snapshot("m")) == ["d", "e", "f"]
+
+
+def test_a_prediction_batch_builds_predictions_when_read() -> None:
+    from heimdall.models.predictions import PredictionBatch
+
+    seen: list[object] = []
+    batch = PredictionBatch("m", "2", ["a", "b"], np.array([[1.0, 2.0], [3.0, 4.0]]),
+                            [10, 20], [b"x", None], np.array([1.5, 2.5]), 99,
+                            lambda mid: seen.append(mid) or (None if mid is None else "id"))
+    assert len(batch) == 2
+    assert seen == []
+    p = batch[1]
+    assert (p.model, p.version, p.key, p.score, p.event_time_ns, p.message_id,
+            p.latency_ms, p.predicted_at_ns) == ("m", "2", "b", [3.0, 4.0], 20, None, 2.5, 99)
+    assert [q.key for q in batch] == ["a", "b"]
+    assert batch[0].message_id == "id"
+    assert [q.key for q in batch[::-1]] == ["b", "a"]
+    preds = Predictions()
+    preds.record("m", batch)
+    assert preds.latest("m", "a") == batch[0]
 
 
 # ---- adapters ------------------------------------------------------------------------------

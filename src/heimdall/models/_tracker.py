@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 Key = str | int
@@ -133,10 +134,9 @@ class ChangeTracker:
 
     def triggers_of(self, keys: Sequence[Key]) -> list[tuple[Any, float]]:
         """``trigger_of`` for many keys under one lock."""
-        now = time.time() * 1e3
+        unknown = (None, time.time() * 1e3)
         with self.cond:
-            get = self._trigger.get
-            return [get(k, (None, now)) for k in keys]
+            return list(map(self._trigger.get, keys, repeat(unknown)))
 
     def forget(self, keys: Sequence[Key]) -> None:
         """Drop what is held for keys the store no longer has."""

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from heimdall.metrics import Histogram
 from heimdall.models._tracker import ChangeTracker, Key
 from heimdall.models._workers import Scored, WorkerPool, score_batch
 from heimdall.models.adapters import ModelFn
-from heimdall.models.predictions import Prediction, Predictions
+from heimdall.models.predictions import PredictionBatch, Predictions
 from heimdall.sinks.base import Sink
 from heimdall.window import WindowStore
 
@@ -109,6 +110,9 @@ def check_output(model: str, out: Any, n: int) -> np.ndarray:
         raise ModelError(f"model {model!r} returned shape {arr.shape} for a batch of {n} keys; "
                          f"expected ({n},) or ({n}, K)")
     return arr
+
+
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 def _id_text(mid: Any) -> str | None:
@@ -256,20 +260,17 @@ class ModelRunner:
                 st.sink_errors += 1
                 log.exception("model %r: sink %s failed on %d predictions", spec.name,
                               type(sink).__name__, n)
-        st.latency_s.observe_many(np.array([p.latency_ms for p in preds]) / 1e3)
+        st.latency_s.observe_many(preds.latency_ms / 1e3)
         return n
 
     def _predictions(self, keys: list[Key], newest: list[int],
-                     scores: np.ndarray) -> list[Prediction]:
+                     scores: np.ndarray) -> PredictionBatch:
         spec = self.spec
         triggers = self.tracker.triggers_of(keys)
-        values = scores.astype(np.float64, copy=False).tolist()
+        mids = list(map(_first, triggers))
+        sent = np.fromiter(map(_second, triggers), np.float64, len(triggers))
         now_ns = time.time_ns()
-        now_ms = now_ns / 1e6
-        id_text = self.id_text
-        return [
-            Prediction(spec.name, spec.version, key, score, ts, id_text(mid), now_ms - sent,
-                       now_ns)
-            for key, score, ts, (mid, sent) in zip(keys, values, newest, triggers,
-                                                  strict=True)
-        ]
+        latency = now_ns / 1e6 - sent
+        return PredictionBatch(spec.name, spec.version, keys,
+                               scores.astype(np.float64, copy=False), newest, mids, latency,
+                               now_ns, self.id_text)

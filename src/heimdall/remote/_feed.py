@@ -13,7 +13,7 @@ import threading
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from heimdall.models.predictions import Prediction, Predictions
+from heimdall.models.predictions import Prediction, PredictionBatch, Predictions
 from heimdall.sources._ingest import Listener
 
 
@@ -38,11 +38,11 @@ class Subscription:
                     if wanted is None or key in wanted:
                         pending.pop(key, None)  # re-insert: the order is the order of change
                         pending[key] = None
-            else:
-                for key, item in zip(keys, items, strict=True):
+            else:  # items may build each Prediction when read: read only those wanted
+                for i, key in enumerate(keys):
                     if wanted is None or key in wanted:
                         pending.pop(key, None)
-                        pending[key] = item
+                        pending[key] = items[i]
             if pending:
                 self._ready.set()
 
@@ -108,7 +108,8 @@ class Feed:
         elif self._predictions is not None:
             def on_predictions(model: str, preds: Sequence[Prediction]) -> None:
                 if model == name:
-                    keys = [p.key for p in preds]
+                    keys = preds.keys if isinstance(preds, PredictionBatch) else [
+                        p.key for p in preds]
                     for sub in tuple(subs):
                         sub.offer(keys, preds)
 
