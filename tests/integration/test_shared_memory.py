@@ -106,7 +106,7 @@ def test_readers_in_other_processes_never_see_a_torn_window_or_a_wrong_key() -> 
         writer = threading.Thread(target=lambda: written.append(write_forever(store, stop)))
         writer.start()
         out = ctx.Queue()
-        readers = [ctx.Process(target=check_reader, args=(name, 4.0, out)) for _ in range(2)]
+        readers = [ctx.Process(target=check_reader, args=(name, 8.0, out)) for _ in range(2)]
         for p in readers:
             p.start()
         results = [out.get(timeout=60) for _ in readers]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import pickle
 import time
 import traceback
@@ -65,6 +66,8 @@ def _worker(conn: Any, shm_name: str, stream: str, model: bytes, min_rows: int) 
     from heimdall.models.adapters import adapt
     from heimdall.window.attach import attach
 
+    with contextlib.suppress(OSError):
+        os.nice(int(os.environ.get("HD_NICE", "0")))
     obj, features, method = pickle.loads(model)
     fn = adapt(obj, features=features, method=method)
     store = attach(shm_name)
@@ -83,6 +86,9 @@ def _worker(conn: Any, shm_name: str, stream: str, model: bytes, min_rows: int) 
         except Exception:  # e.g. the writer is gone
             result = Scored([], [], 0, [], error=traceback.format_exc(limit=8))
         conn.send(result)
+
+
+DEPTH = 2  # batches handed to a worker ahead of its results
 
 
 class WorkerPool:
@@ -122,31 +128,35 @@ class WorkerPool:
 
     def drain(self, take: Callable[[], list[Any] | None],
               finish: Callable[[Scored], int]) -> int:
-        """Score batches from ``take`` until it returns None, each worker one batch at a time;
-        ``finish`` each result (after its worker got its next batch). Returns the sum."""
-        idle = list(self._conns)
-        busy: list[Any] = []
-        total = 0
-        while True:
-            while idle:
+        """Score batches from ``take`` until it returns None; ``finish`` each result. Returns
+        the sum. Each worker holds up to ``DEPTH`` batches: the next one waits in its pipe
+        while it scores, so it never idles while this process records a result (on a machine
+        whose cores the workers fill, this process runs only when it preempts one)."""
+        inflight = dict.fromkeys(self._conns, 0)
+        exhausted = False
+
+        def feed(conn: Any) -> None:
+            nonlocal exhausted
+            while not exhausted and inflight[conn] < DEPTH:
                 keys = take()
                 if keys is None:
-                    break
-                conn = idle.pop()
+                    exhausted = True
+                    return
                 conn.send(keys)
-                busy.append(conn)
+                inflight[conn] += 1
+
+        for conn in self._conns:
+            feed(conn)
+        total = 0
+        while True:
+            busy = [c for c, n in inflight.items() if n]
             if not busy:
                 return total
             for ready in wait(busy):
                 done: Any = ready
-                busy.remove(done)
                 result = done.recv()
-                idle.append(done)
-                keys = take()
-                if keys is not None:
-                    idle.remove(done)
-                    done.send(keys)
-                    busy.append(done)
+                inflight[done] -= 1
+                feed(done)
                 total += finish(result)
 
     def close(self) -> None:

@@ -35,24 +35,49 @@ from heimdall.window.view import Window, WindowBatch
 _CHECK_EVERY_S = 0.25
 
 
+class _Memo:
+    """What a reader learnt of one stream's slots, checked against each slot's KEYGEN (which the
+    writer bumps whenever a slot loses its key) before it is used: key -> (slot, KEYGEN) and
+    slot -> (KEYGEN, key). An entry is made from a KEYGEN read *before* the key was read, so
+    it can only be too old (a miss), never vouch for another owner: the writer clears a
+    slot's key bytes before it bumps KEYGEN and writes the next key's bytes after."""
+
+    def __init__(self, shared: SharedIndex, meta_mv: memoryview, max_keys: int) -> None:
+        self.shared = shared
+        self.mv = meta_mv
+        self.max_keys = max_keys
+        self.slot_of: dict[Any, tuple[int, int]] = {}
+        self.key_of: dict[int, tuple[int, Any]] = {}
+
+    def remember(self, key: Any, slot: int, gen: int) -> None:
+        if len(self.slot_of) >= self.max_keys:
+            self.slot_of.clear()  # keys come and go: the memo stays bounded
+        self.slot_of[key] = (slot, gen)
+        self.key_of[slot] = (gen, key)
+
+
 class _Index:
     """The shared hash index, as the mapping the store's read paths expect."""
 
-    def __init__(self, shared: SharedIndex) -> None:
-        self._s = shared
+    def __init__(self, memo: _Memo) -> None:
+        self._m = memo
+        self._s = memo.shared
 
     def __getitem__(self, key: Any) -> int:
-        slot = self._s.lookup(key)
+        slot: int | None = self.get(key)
         if slot is None:
             raise KeyError(key)
         return slot
 
     def get(self, key: Any, default: Any = None) -> Any:
+        hit = self._m.slot_of.get(key)
+        if hit is not None and self._m.mv[(hit[0] << 3) + 7] == hit[1]:
+            return hit[0]
         slot = self._s.lookup(key)
         return default if slot is None else slot
 
     def __contains__(self, key: Any) -> bool:
-        return self._s.lookup(key) is not None
+        return self.get(key) is not None
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._s)
@@ -62,11 +87,20 @@ class _Index:
 
 
 class _SlotKeys:
-    def __init__(self, shared: SharedIndex) -> None:
-        self._s = shared
+    def __init__(self, memo: _Memo) -> None:
+        self._m = memo
 
     def __getitem__(self, slot: int) -> Any:
-        return self._s.key_at(int(slot))
+        m = self._m
+        slot = int(slot)
+        gen = m.mv[(slot << 3) + 7]  # before the key: see _Memo
+        hit = m.key_of.get(slot)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        key = m.shared.key_at(slot)
+        if key is not None:
+            m.remember(key, slot, gen)
+        return key
 
 
 class AttachedStore(WindowStore):
@@ -83,6 +117,7 @@ class AttachedStore(WindowStore):
         self._clock_ns = time.time_ns
         self._ttl_ns = 0
         rings: dict[str, Ring] = {}
+        memos: dict[str, _Memo] = {}
         for s in seg.layout["streams"]:
             spec = spec_from_json(s["spec"])
             W = spec.window.rows
@@ -91,14 +126,13 @@ class AttachedStore(WindowStore):
                         slack_fraction=(s["cap"] - W - 0.5) / W, shared=arrays)
             if ring.cap != s["cap"]:  # pragma: no cover - the arithmetic above guarantees it
                 raise SharedMemoryError(f"stream {spec.name!r}: ring geometry mismatch")
-            shared = SharedIndex(arrays)
-            ring.index = _Index(shared)  # type: ignore[assignment]
-            ring.slot_keys = _SlotKeys(shared)  # type: ignore[assignment]
+            memo = _Memo(SharedIndex(arrays), ring.meta_mv, self.max_keys)
+            ring.index = _Index(memo)  # type: ignore[assignment]
+            ring.slot_keys = _SlotKeys(memo)  # type: ignore[assignment]
             rings[spec.name] = ring
+            memos[spec.name] = memo
         self._rings = rings
-        self._shared = {n: SharedIndex(seg.arrays[n]) for n in rings}
-        # key -> (slot, KEYGEN) per stream, as last found (see window)
-        self._slots: dict[str, dict[Any, tuple[int, int]]] = {n: {} for n in rings}
+        self._memos = memos
         self._state = seg.header.data.cast("B").cast("q")
         self._closed = False
         self.name = name
@@ -138,7 +172,7 @@ class AttachedStore(WindowStore):
         self.check()
         try:
             ring = self._rings[stream]
-            slot, gen = self._slots[stream][key]
+            slot, gen = self._memos[stream].slot_of[key]
         except (KeyError, TypeError):
             return self._window_probe(stream, key)
         mv = ring.meta_mv
@@ -153,16 +187,16 @@ class AttachedStore(WindowStore):
     def _window_probe(self, stream: str, key: str | int) -> Window:
         try:
             ring = self._rings[stream]
-            shared = self._shared[stream]
+            memo = self._memos[stream]
             kb = encode_key(key)
         except (KeyError, SchemaError):
             return super().window(stream, key)  # raises what WindowStore raises
-        slots = self._slots[stream]
+        shared = memo.shared
         mv = ring.meta_mv
         for _ in range(1000):
             slot = shared.lookup_encoded(kb)
             if slot is None:
-                slots.pop(key, None)
+                memo.slot_of.pop(key, None)
                 raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r}")
             m = slot << 3
             c0 = mv[m + 3]
@@ -171,9 +205,7 @@ class AttachedStore(WindowStore):
             w = mv[m + 2]
             gen = mv[m + 7]  # before the key check: a KEYGEN read later may be a new owner's
             if w == c0 and shared.holds(slot, kb):
-                if len(slots) >= self.max_keys:
-                    slots.clear()  # keys come and go: the memo stays bounded
-                slots[key] = (slot, gen)
+                memo.remember(key, slot, gen)
                 return Window(stream, key, ring.fields, ring, slot, b - n, b, c0)
             time.sleep(0)  # the writer is mid-append, or the slot changed hands
         raise HeimdallError(f"stream {stream!r}, key {key!r}: no consistent read")
@@ -217,8 +249,7 @@ class AttachedStore(WindowStore):
         if not self._closed:
             self._closed = True
             self._state = memoryview(bytearray(32)).cast("q")
-            self._shared = {}
-            self._slots = {}
+            self._memos = {}
             self._seg.close()
 
     def __repr__(self) -> str:

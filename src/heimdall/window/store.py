@@ -338,9 +338,10 @@ class WindowStore:
         """Run a read kernel over all slots; then again over those a writer was changing, or
         that changed hands meanwhile (the key evicted and its slot reused: the kernel's read
         was consistent, but of another key's rows). Each slot's KEYGEN is read before the
-        kernel and compared after it, so even a slot that went to another key and back is
-        seen; the slot's key is compared after it too. The kernel writes every output of a
-        row it reads (a re-read overwrites all of it)."""
+        kernel; after it, the slot's owner is read and then its KEYGEN again: unchanged, the
+        slot had that owner from before the kernel until after the owner was read, so even
+        a slot that went to another key and back is seen. The kernel writes every output of
+        a row it reads (a re-read overwrites all of it)."""
         meta, slot_keys, index = ring.meta, ring.slot_keys, ring.index
         gens = np.zeros(len(slots), dtype=np.int64)
 
@@ -366,8 +367,11 @@ class WindowStore:
             # was read)
             done = np.flatnonzero(ok & (slots >= 0))
             moved = np.zeros(len(slots), dtype=np.bool_)
-            moved[done] = meta[slots[done], k.KEYGEN] != gens[done]
+            # owners first, KEYGEN after: an unchanged KEYGEN then proves the owner read was
+            # the owner all along (read the other way round, the slot could change hands in
+            # between and come back to the key asked for, after the kernel read another's rows)
             owners = list(map(slot_keys.__getitem__, slots[done].tolist()))
+            moved[done] = meta[slots[done], k.KEYGEN] != gens[done]
             asked = keys if len(done) == len(keys) else list(map(keys.__getitem__, done.tolist()))
             if owners != asked:  # one C-level pass; a key by key look only when one differs
                 moved[done] |= np.fromiter(map(operator.ne, owners, asked), np.bool_, len(done))
