@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import pickle
 import time
 import traceback
@@ -66,8 +65,6 @@ def _worker(conn: Any, shm_name: str, stream: str, model: bytes, min_rows: int) 
     from heimdall.models.adapters import adapt
     from heimdall.window.attach import attach
 
-    with contextlib.suppress(OSError):
-        os.nice(int(os.environ.get("HD_NICE", "0")))
     obj, features, method = pickle.loads(model)
     fn = adapt(obj, features=features, method=method)
     store = attach(shm_name)
