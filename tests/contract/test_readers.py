@@ -3,12 +3,14 @@
 Each test writes through a ``WindowStore`` and reads through ``reader``, which is the store
 itself or ``hd.connect`` to a ``GrpcServer`` serving it; both must give the same answers and
 raise the same exceptions. ``shared``: the store in shared memory, read through
-``hd.attach`` (its own mapping, as from another process; tests/integration/
-test_shared_memory.py reads from real other processes).
+``hd.attach`` in this process (its own mapping); ``other process``: read through
+``hd.attach`` in a spawned process, each call made there and its answer (or exception) sent
+back (a window as a consistent copy of the view read there).
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 
 import heimdall as hd
+from heimdall.window import Window
 
 W = 8
 FIELDS = ["a", "b", "c"]
@@ -34,7 +37,83 @@ def make_store(dtype: str = "float64", shared_memory: str | None = None) -> hd.W
     )
 
 
-@pytest.fixture(params=["local", "remote", "shared"])
+def _serve_reads(conn: Any) -> None:
+    """In a spawned process: attach to stores and answer read calls on them."""
+    reader: Any = None
+    while True:
+        try:
+            method, args, kwargs = conn.recv()
+        except EOFError:
+            return
+        try:
+            if method == "attach":
+                reader, value = hd.attach(*args), None
+            elif method == "detach":
+                reader.close()
+                reader, value = None, None
+            else:
+                value = getattr(reader, method)(*args, **kwargs)
+                if isinstance(value, Window):  # the view read here, as a consistent copy
+                    c = value.copy()
+                    value = (c.stream, c.key, c.fields, c.values, c.ts_ns)
+            conn.send((True, value))
+        except Exception as exc:
+            conn.send((False, exc))
+
+
+class OtherProcessReader:
+    """``hd.attach`` in another process, behind the reader calls the suite makes."""
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve_reads, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.conn.send((method, args, kwargs))
+        ok, value = self.conn.recv()
+        if not ok:
+            raise value
+        return value
+
+    def window(self, stream: str, key: Any) -> Window:
+        st, k, fields, values, ts = self._call("window", stream, key)
+        values.flags.writeable = False
+        ts.flags.writeable = False
+        return Window(st, k, fields, None, -1, 0, len(values), 0, values, ts)
+
+    def windows(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("windows", *args, **kwargs)
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("aggregate", *args, **kwargs)
+
+    def keys(self, stream: str) -> Any:
+        return self._call("keys", stream)
+
+    def stats(self) -> Any:
+        return self._call("stats")
+
+    def __contains__(self, item: Any) -> bool:
+        return bool(self._call("__contains__", item))
+
+    def close(self) -> None:
+        self.conn.close()
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def other_process() -> Iterator[OtherProcessReader]:
+    reader = OtherProcessReader()
+    yield reader
+    reader.close()
+
+
+@pytest.fixture(params=["local", "remote", "shared", "other process"])
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[hd.WindowStore, Any]]:
     """(the store written to, the reader under test)."""
     if request.param == "shared":  # hd.attach maps the segment as another process does
@@ -44,6 +123,16 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[hd.WindowStore, Any]]
             yield store, reader
         finally:
             reader.close()
+            store.close()
+        return
+    if request.param == "other process":
+        store = make_store(shared_memory=f"hd-contract-{uuid.uuid4().hex[:10]}")
+        far: OtherProcessReader = request.getfixturevalue("other_process")
+        far._call("attach", store.segment.name)  # type: ignore[union-attr]
+        try:
+            yield store, far
+        finally:
+            far._call("detach")
             store.close()
         return
     store = make_store()
