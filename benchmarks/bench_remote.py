@@ -7,7 +7,9 @@ share its GIL), serving a store whose key holds a full window of 256 x 4 float64
 (Debian's ``redis-server``, started here on a free port; install it with
 ``apt-get install redis-server``) holds the same window as a list of 256 packed rows
 (LRANGE + one ``np.frombuffer``) and as a stream of 256 entries with one field per value
-(XREVRANGE + a float per value: what a stream processor's sink writes).
+(XREVRANGE + a float per value: what a stream processor's sink writes), read through
+redis-py with hiredis, its C reply parser (``pip install -e '.[bench]'``; without hiredis
+redis-py parses replies in Python and the Redis reads are several times slower).
 
 1. GetWindow (``hd.connect(...).window``) p50/p99 and calls/s with 1 and ``--clients``
    concurrent client threads, beside the Redis list and stream reads in the same run, and
@@ -181,6 +183,13 @@ def main() -> None:
     if red is None:
         console.print("[yellow]redis-server not found (apt-get install redis-server): Redis "
                       "baselines left out[/]")
+    else:
+        try:
+            import hiredis  # noqa: F401
+        except ImportError:
+            console.print("[yellow]hiredis is not installed (pip install -e '.[bench]'): "
+                          "redis-py parses in Python and the Redis baselines are slower "
+                          "than users see[/]")
     try:
         def heimdall_fn() -> Callable[[], Any]:
             remote = hd.connect(address)
