@@ -1,8 +1,8 @@
 """The sink interface, and the callback sink for user code.
 
 A runner calls ``emit`` from its own thread, once per scored batch, with that batch's
-predictions; a sink must not keep the list. ``open`` gets the pipeline's broker URL before
-the first ``emit``; ``close`` flushes. An exception from ``emit`` is logged and counted by
+predictions (a ``PredictionBatch``); a sink must not keep it. ``open`` gets the pipeline's
+broker URL before the first ``emit``; ``close`` flushes. An exception from ``emit`` is logged and counted by
 the runner, and the flow goes on.
 """
 
