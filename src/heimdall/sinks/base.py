@@ -2,8 +2,8 @@
 
 A runner calls ``emit`` from its own thread, once per scored batch, with that batch's
 predictions (a ``PredictionBatch``); a sink must not keep it. ``open`` gets the pipeline's
-broker URL before the first ``emit``; ``close`` flushes. An exception from ``emit`` is logged and counted by
-the runner, and the flow goes on.
+broker URL before the first ``emit``; ``close`` flushes. An exception from ``emit`` is
+logged and counted by the runner, and the flow goes on.
 """
 
 from __future__ import annotations
