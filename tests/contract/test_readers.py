@@ -82,7 +82,7 @@ class OtherProcessReader:
         st, k, fields, values, ts = self._call("window", stream, key)
         values.flags.writeable = False
         ts.flags.writeable = False
-        return Window(st, k, fields, None, -1, 0, len(values), 0, values, ts)
+        return Window(st, k, fields, values, ts)
 
     def windows(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("windows", *args, **kwargs)

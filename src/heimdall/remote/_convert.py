@@ -98,7 +98,7 @@ def window_from(msg: Any) -> Window:
     values = from_array(msg.values, "values")
     ts = from_array(msg.ts_ns, "ts_ns")
     fields = tuple(msg.fields)
-    return Window(msg.stream, from_key(msg.key), fields, None, -1, 0, len(values), 0, values, ts)
+    return Window(msg.stream, from_key(msg.key), fields, values, ts)
 
 
 def batch_reply(b: WindowBatch) -> Any:

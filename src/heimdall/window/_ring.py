@@ -53,6 +53,7 @@ class Ring:
         """``shared``: the stream's arrays in a shared-memory segment (``_shared.views``);
         the ring then lives there and keeps the shared key index and stats up to date."""
         self.spec = spec
+        self.name = spec.name
         self.max_keys = max_keys
         self.evict = evict
         self.ttl_ns = ttl_ns
@@ -80,10 +81,12 @@ class Ring:
             self.data = np.zeros((max_keys, self.cap, self.F), dtype=self.dtype)
             self.ts = np.zeros((max_keys, self.cap), dtype=np.int64)
             self.meta = np.zeros((max_keys, k.META_COLS), dtype=np.int64)
-        self.values_ro = self.data.view()
-        self.values_ro.flags.writeable = False
-        self.ts_ro = self.ts.view()
-        self.ts_ro.flags.writeable = False
+        # read-only views with the slots laid end to end: a key's rows [a, b) are the rows
+        # [slot * cap + a, slot * cap + b), one slice (cheaper than indexing slot and rows)
+        self.values_flat = self.data.reshape(-1, self.F).view()
+        self.values_flat.flags.writeable = False
+        self.ts_flat = self.ts.reshape(-1).view()
+        self.ts_flat.flags.writeable = False
         self.data_mv = self.data.data.cast("B")
         self.ts_mv = self.ts.data.cast("B").cast("q")
         self.meta_mv = self.meta.data.cast("B").cast("q")

@@ -30,7 +30,7 @@ from heimdall.window._shared import (
     spec_from_json,
 )
 from heimdall.window.store import WindowStore
-from heimdall.window.view import Window, WindowBatch
+from heimdall.window.view import Window, WindowBatch, view
 
 _CHECK_EVERY_S = 0.25
 
@@ -181,7 +181,7 @@ class AttachedStore(WindowStore):
         b = mv[m]
         n = mv[m + 1]
         if mv[m + 2] == c0 and mv[m + 7] == gen:
-            return Window(stream, key, ring.fields, ring, slot, b - n, b, c0)
+            return view(ring, key, slot, b - n, b, c0)
         return self._window_probe(stream, key)
 
     def _window_probe(self, stream: str, key: str | int) -> Window:
@@ -206,7 +206,7 @@ class AttachedStore(WindowStore):
             gen = mv[m + 7]  # before the key check: a KEYGEN read later may be a new owner's
             if w == c0 and shared.holds(slot, kb):
                 memo.remember(key, slot, gen)
-                return Window(stream, key, ring.fields, ring, slot, b - n, b, c0)
+                return view(ring, key, slot, b - n, b, c0)
             time.sleep(0)  # the writer is mid-append, or the slot changed hands
         raise HeimdallError(f"stream {stream!r}, key {key!r}: no consistent read")
 

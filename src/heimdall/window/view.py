@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,7 +14,19 @@ if TYPE_CHECKING:
     from heimdall.window._ring import Ring
 
 
-class Window:
+try:  # the C accessor namedtuple fields use; it reads the tuple item, not __getitem__
+    from _collections import _tuplegetter  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - not CPython
+    def _tuplegetter(index: int, doc: str) -> Any:
+        return property(lambda self: tuple.__getitem__(self, index), doc=doc)
+
+# A Window is a tuple underneath (built by one C call: ``window()`` is the hot path of every
+# read), of: values, ring (None for a copy), slot, a, b, CSEQ c0, key, stream, fields,
+# ts_ns (a copy's; None for a view, which slices it from the ring when asked).
+_new_tuple = tuple.__new__
+
+
+class Window(tuple[Any, ...]):
     """One key's window: ``values`` (n, F) and ``ts_ns`` (n,), oldest row first.
 
     From ``WindowStore.window`` it is a zero-copy, read-only view into the store. It stays
@@ -23,42 +35,32 @@ class Window:
     view is taken; an out-of-order insert, eviction or expiry of the key ends it at once.
     ``valid`` says whether it is still intact; a view never changes what it shows, it goes
     stale (newer rows are not in it) and later invalid. ``copy()`` returns an owned Window
-    that is always valid.
+    that is always valid. Iterating a Window yields its rows.
     """
 
-    __slots__ = ("_a", "_b", "_c0", "_fields", "_ring", "_slot", "_ts", "_values", "key", "stream")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        stream: str,
-        key: Hashable,
-        fields: tuple[str, ...],
-        ring: Ring | None,
-        slot: int,
-        a: int,
-        b: int,
-        c0: int,
-        values: np.ndarray | None = None,
-        ts_ns: np.ndarray | None = None,
-    ) -> None:
-        self.stream = stream
-        self.key = key
-        self._fields = fields
-        self._ring = ring
-        self._slot = slot
-        self._a = a
-        self._b = b
-        self._c0 = c0
-        self._values = values
-        self._ts = ts_ns
+    def __new__(cls, stream: str, key: Hashable, fields: tuple[str, ...], values: np.ndarray,
+                ts_ns: np.ndarray) -> Window:
+        """An owned window of ``values`` (n, F) and ``ts_ns`` (n,) (views come from
+        ``WindowStore.window``)."""
+        return _new_tuple(cls, (values, None, -1, 0, len(values), 0, key, stream, fields, ts_ns))
 
-    @property
-    def values(self) -> np.ndarray:
-        """(n, F) read-only array; a view into the store unless this Window is a copy."""
-        r = self._ring
-        if r is None:
-            return self._values  # type: ignore[return-value]
-        return r.values_ro[self._slot, self._a : self._b]
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        c = self.copy()  # pickled as an owned copy
+        return c.stream, c.key, c.fields, c.values, c._ts
+
+    values: np.ndarray = _tuplegetter(
+        0, "(n, F) read-only array; a view into the store unless a copy.")
+    _ring: Ring | None = _tuplegetter(1, "the ring of a view; None for a copy")
+    _slot: int = _tuplegetter(2, "the view's slot")
+    _a: int = _tuplegetter(3, "first row of the view in its slot")
+    _b: int = _tuplegetter(4, "row after the last")
+    _c0: int = _tuplegetter(5, "the slot's CSEQ when the view was taken")
+    key: Hashable = _tuplegetter(6, "The key.")
+    stream: str = _tuplegetter(7, "The stream.")
+    fields: tuple[str, ...] = _tuplegetter(8, "The stream's field names, in column order.")
+    _ts: np.ndarray | None = _tuplegetter(9, "a copy's event times")
 
     @property
     def ts_ns(self) -> np.ndarray:
@@ -66,12 +68,8 @@ class Window:
         r = self._ring
         if r is None:
             return self._ts  # type: ignore[return-value]
-        return r.ts_ro[self._slot, self._a : self._b]
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """The stream's field names, in column order."""
-        return self._fields
+        base = self._slot * r.cap
+        return r.ts_flat[base + self._a: base + self._b]
 
     @property
     def valid(self) -> bool:
@@ -81,12 +79,12 @@ class Window:
             return True
         wseq = r.meta_mv[self._slot * k.META_COLS + k.WSEQ]
         headroom = (r.cap - self._b) + max(0, self._a - (r.W - 1))
-        return wseq - self._c0 <= headroom
+        return bool(wseq - self._c0 <= headroom)
 
     def __len__(self) -> int:
         return self._b - self._a
 
-    def __getitem__(self, field: str) -> np.ndarray:
+    def __getitem__(self, field: str) -> np.ndarray:  # type: ignore[override]
         """(n,) view of one field."""
         fields = self.fields
         try:
@@ -96,6 +94,17 @@ class Window:
                 f"stream {self.stream!r} has no field {field!r}; fields are {list(fields)}"
             ) from None
         return self.values[:, j]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.values)
+
+    def __contains__(self, field: object) -> bool:
+        return field in self.fields
+
+    # identity, as any object: not the tuple's element-wise compare
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
 
     def copy(self) -> Window:
         """An owned, consistent copy. Raises StaleWindowError if the view was overwritten."""
@@ -110,11 +119,19 @@ class Window:
             )
         values.flags.writeable = False
         ts.flags.writeable = False
-        return Window(self.stream, self.key, self._fields, None, -1, 0, len(values), 0, values, ts)
+        return Window(self.stream, self.key, self.fields, values, ts)
 
     def __repr__(self) -> str:
         kind = "view" if self._ring is not None else "copy"
         return f"<Window {self.stream}/{self.key!r} rows={len(self)} {kind}>"
+
+
+def view(ring: Ring, key: Hashable, slot: int, a: int, b: int, c0: int) -> Window:
+    """A view of rows [a, b) of ``slot``, read at CSEQ ``c0`` (``WindowStore.window``
+    inlines this)."""
+    base = slot * ring.cap
+    return _new_tuple(Window, (ring.values_flat[base + a: base + b], ring, slot, a, b, c0,
+                               key, ring.name, ring.fields, None))
 
 
 class WindowBatch:
