@@ -27,7 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 import heimdall as hd
-from bench_ingest import client, heimdall_cfg, publish_steady, steady
+from bench_ingest import client, heimdall_cfg, publish_steady, skip_warmup, steady
+from heimdall.metrics import Histogram
 from heimdall.models import ModelRunner, ModelSpec, Predictions
 from heimdall.sources._embedded import EmbeddedPulsar
 
@@ -93,6 +94,9 @@ def latency(url: str, rate: float, seconds: float, data_dir: str) -> tuple[float
     topic = f"persistent://public/default/infer-{uuid.uuid4().hex[:8]}"
     pipe = heimdall_cfg(url, topic, 10_000, data_dir)
     runner = pipe.add_model(mean_model, "s", every=1, max_batch=B, name="mean")
+    # hold every sample (the live view keeps the last 8,192), to read the same span as the
+    # bare consumer's
+    runner.stats.latency_s = Histogram(recent=4 * int(rate * seconds))
     pipe.start()
     c = client(url)
     try:
@@ -101,8 +105,7 @@ def latency(url: str, rate: float, seconds: float, data_dir: str) -> tuple[float
         deadline = time.monotonic() + 10
         while runner.tracker.pending and time.monotonic() < deadline:
             done.wait(0.05)
-        p50, p99 = runner.stats.latency_s.quantiles()
-        return p50 * 1e3, p99 * 1e3, runner.stats.scored
+        return skip_warmup((runner.stats.latency_s.recent() * 1e3).tolist())
     finally:
         pipe.stop()
         c.close()

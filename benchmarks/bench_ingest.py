@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from heimdall.config import build_config
+from heimdall.metrics import Histogram
 from heimdall.pipeline import Pipeline
 from heimdall.sources._embedded import EmbeddedPulsar
 
@@ -181,24 +182,28 @@ def steady(url: str, rate: float, seconds: float, keys: int, data_dir: str,
         th = threading.Thread(target=consume)
         th.start()
     else:
-        pipe = heimdall_cfg(url, topic, keys, data_dir).start()
+        pipe = heimdall_cfg(url, topic, keys, data_dir)
+        # hold every sample (the live view keeps the last 8,192), to read the same span
+        pipe.counters["s"].latency_s = Histogram(recent=4 * int(rate * seconds))
+        pipe.start()
     publish_steady(c, topic, rate, seconds, keys)
     time.sleep(0.5)
     if mode == "bare":
         stop.set()
         th.join()
-        arr = np.array(lat[len(lat) // 10:])  # skip the warm-up tenth
-        n = len(lat)
     else:
         assert pipe is not None
-        hist = pipe.counters["s"].latency_s
-        n = hist.count
-        p50, p99 = hist.quantiles()
         pipe.stop()
-        c.close()
-        return p50 * 1e3, p99 * 1e3, n
+        lat = (pipe.counters["s"].latency_s.recent() * 1e3).tolist()
     c.close()
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), n
+    return skip_warmup(lat)
+
+
+def skip_warmup(lat_ms: list[float]) -> tuple[float, float, int]:
+    """p50, p99 (ms) and count of latency samples, the first tenth (the warm-up) left out:
+    both sides of a comparison are read over the same span."""
+    arr = np.array(lat_ms[len(lat_ms) // 10:])
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(arr)
 
 
 def decoders(items: list[tuple[bytes, str]]) -> tuple[float, float]:

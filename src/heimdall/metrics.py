@@ -70,6 +70,15 @@ class Histogram:
         """How many samples were recorded."""
         return self._n
 
+    def recent(self) -> np.ndarray:
+        """The samples held (the most recent ``recent`` of them), oldest first."""
+        with self._lock:
+            n, size = self._n, len(self._recent)
+            if n <= size:
+                return self._recent[:n].copy()
+            start = n % size
+            return np.concatenate([self._recent[start:], self._recent[:start]])
+
     def quantiles(self, qs: Iterable[float] = (0.5, 0.99)) -> list[float]:
         """Quantiles of the recent samples, in seconds (NaN before the first)."""
         with self._lock:
