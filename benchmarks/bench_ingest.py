@@ -6,8 +6,9 @@
    backlog twice on separate subscriptions: a bare loop (receive + batch_receive, decode with
    the same msgspec decoder, acknowledge cumulatively) and the Heimdall pipeline (one worker,
    failover subscription, as on the embedded broker). Prints events/s and the ratio.
-2. Steady load: ``--rate`` events/s for ``--seconds``; publish-to-receive of a bare consumer
-   (``receive()`` one message at a time) against Heimdall's publish-to-window, p50/p99.
+2. Steady load: ``--rate`` events/s for ``--seconds``, published from another process;
+   publish-to-receive of a bare consumer (``receive()`` one message at a time) against
+   Heimdall's publish-to-window, p50/p99 over the run after its first tenth.
 3. The decoders on the same payloads: msgspec (typed struct) against orjson (dict).
 
 The broker is the embedded pulsar-lite unless ``--url`` names another.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing as mp
 import operator
 import tempfile
 import threading
@@ -140,9 +142,20 @@ def heimdall_drain(url: str, topic: str, n: int, keys: int, data_dir: str,
     return n / dt, c.duplicates
 
 
-def publish_steady(c: pulsar.Client, topic: str, rate: float, seconds: float,
-                   keys: int) -> None:
-    """Publish ``rate`` events/s for ``seconds``, in 5 ms ticks, then flush."""
+def publish_steady(url: str, topic: str, rate: float, seconds: float, keys: int) -> None:
+    """Publish ``rate`` events/s for ``seconds``, from another process (as producers are:
+    in this one, the publisher's Python would take GIL time from the consumer measured)."""
+    p = mp.get_context("spawn").Process(target=_publish_steady,
+                                        args=(url, topic, rate, seconds, keys))
+    p.start()
+    p.join()
+    if p.exitcode != 0:
+        raise SystemExit(f"the publisher process failed (exit code {p.exitcode})")
+
+
+def _publish_steady(url: str, topic: str, rate: float, seconds: float, keys: int) -> None:
+    """In 5 ms ticks, then flush."""
+    c = client(url)
     p = c.create_producer(topic, block_if_queue_full=True, batching_enabled=True,
                           batching_max_publish_delay_ms=1)
     items = payloads(int(rate * seconds), keys)
@@ -156,6 +169,7 @@ def publish_steady(c: pulsar.Client, topic: str, rate: float, seconds: float,
             time.sleep(delay)
     p.flush()
     p.close()
+    c.close()
 
 
 def steady(url: str, rate: float, seconds: float, keys: int, data_dir: str,
@@ -186,7 +200,7 @@ def steady(url: str, rate: float, seconds: float, keys: int, data_dir: str,
         # hold every sample (the live view keeps the last 8,192), to read the same span
         pipe.counters["s"].latency_s = Histogram(recent=4 * int(rate * seconds))
         pipe.start()
-    publish_steady(c, topic, rate, seconds, keys)
+    publish_steady(url, topic, rate, seconds, keys)
     time.sleep(0.5)
     if mode == "bare":
         stop.set()

@@ -335,9 +335,11 @@ class PulsarSource(Source):
                 consumer.acknowledge(m)
 
     def _observe_latency(self, ingest: StreamIngest, msgs: list[Any]) -> None:
+        from _pulsar import Message
+
         now_ms = time.time_ns() / 1e6
         step = max(1, len(msgs) // _SAMPLE)
-        pub = np.fromiter((m.publish_timestamp() for m in msgs[::step]), np.float64)
+        pub = np.fromiter(map(Message.publish_timestamp, msgs[::step]), np.float64)
         lat = np.maximum(now_ms - pub, 0.0) / 1e3
         ingest.counters.latency_s.observe_many(lat)
         ingest.counters.lag_s = float(lat[-1])
