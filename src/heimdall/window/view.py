@@ -26,6 +26,16 @@ except ImportError:  # pragma: no cover - not CPython
 _new_tuple = tuple.__new__
 
 
+class _NotAWindowMethod:
+    """Hides a tuple method a Window does not have (``hasattr`` is False)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        raise AttributeError(f"'Window' object has no attribute {self.name!r}")
+
+
 class Window(tuple[Any, ...]):
     """One key's window: ``values`` (n, F) and ``ts_ns`` (n,), oldest row first.
 
@@ -101,7 +111,9 @@ class Window(tuple[Any, ...]):
     def __contains__(self, field: object) -> bool:
         return field in self.fields
 
-    # identity, as any object: not the tuple's element-wise compare
+    # not a sequence of its parts: no tuple count/index, and identity, as any object, not
+    # the tuple's element-wise compare
+    count = index = _NotAWindowMethod()
     __eq__ = object.__eq__
     __ne__ = object.__ne__
     __hash__ = object.__hash__
