@@ -29,6 +29,9 @@ def test_a_view_shows_the_rows_of_its_key_and_is_read_only() -> None:
     assert not w.ts_ns.flags.writeable
     assert np.shares_memory(w.values, store.window("s", "a").values)  # no copy
     assert [r.tolist() for r in w] == w.values.tolist()  # iterating yields rows
+    assert np.shares_memory(np.asarray(w), w.values)  # as an array: the view itself
+    assert np.asarray(w, dtype=np.float32).dtype == np.float32
+    assert not np.shares_memory(np.array(w), w.values)  # np.array copies, as for any array
     assert "x" in w
     assert "z" not in w
     with pytest.raises(hd.FieldNotFoundError, match="no field 'z'"):

@@ -108,6 +108,13 @@ class Window(tuple[Any, ...]):
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.values)
 
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(window)`` is ``values``: the view itself, no copy."""
+        v = self.values
+        if dtype is not None and np.dtype(dtype) != v.dtype:
+            return v.astype(dtype)
+        return v.copy() if copy else v
+
     def __contains__(self, field: object) -> bool:
         return field in self.fields
 
