@@ -30,11 +30,11 @@ from heimdall.window import _kernels as k
 from heimdall.window._ring import Ring
 from heimdall.window._shared import Segment, plan
 from heimdall.window.view import Window, WindowBatch, view
+from heimdall.window.view import _new_tuple as _new_view
 
 AGGREGATES = ("count", "sum", "mean", "std", "min", "max", "last")
 _AGG_INDEX = {name: i for i, name in enumerate(AGGREGATES)}
 _MAX_RETRIES = 10_000
-_new_view = tuple.__new__
 
 
 class WindowStore:

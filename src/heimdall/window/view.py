@@ -20,11 +20,6 @@ except ImportError:  # pragma: no cover - not CPython
     def _tuplegetter(index: int, doc: str) -> Any:
         return property(lambda self: tuple.__getitem__(self, index), doc=doc)
 
-# A Window is a tuple underneath (built by one C call: ``window()`` is the hot path of every
-# read), of: values, ring (None for a copy), slot, a, b, CSEQ c0, key, stream, fields,
-# ts_ns (a copy's; None for a view, which slices it from the ring when asked).
-_new_tuple = tuple.__new__
-
 
 class _NotAWindowMethod:
     """Hides a tuple method a Window does not have (``hasattr`` is False)."""
@@ -34,6 +29,12 @@ class _NotAWindowMethod:
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
         raise AttributeError(f"'Window' object has no attribute {self.name!r}")
+
+
+# A Window is a tuple underneath (built by one C call: ``window()`` is the hot path of every
+# read), of: values, ring (None for a copy), slot, a, b, CSEQ c0, key, stream, fields,
+# ts_ns (a copy's; None for a view, which slices it from the ring when asked).
+_new_tuple = tuple.__new__
 
 
 class Window(tuple[Any, ...]):
