@@ -103,3 +103,17 @@ def test_histogram_one_sample_and_many_samples_agree() -> None:
     assert sorted(many._recent.tolist()) == last
     assert sorted(one._recent.tolist()) == last
     assert many.quantiles() == one.quantiles()
+
+
+def test_histogram_recent_is_the_newest_samples_oldest_first() -> None:
+    from heimdall.metrics import Histogram
+
+    h = Histogram(recent=8)
+    assert h.recent().tolist() == []
+    h.observe_many(np.arange(5.0))
+    assert h.recent().tolist() == [0, 1, 2, 3, 4]  # not yet full
+    h.observe(5.0)
+    h.observe_many(np.arange(6.0, 11.0))  # wraps the ring
+    assert h.recent().tolist() == [3, 4, 5, 6, 7, 8, 9, 10]
+    h.observe_many(np.arange(11.0, 31.0))  # more than the ring holds in one call
+    assert h.recent().tolist() == list(range(23, 31))
