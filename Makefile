@@ -10,8 +10,10 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# setup.py generates the gRPC modules from proto/ at install time: a .proto edit reinstalls
-$(STAMP): pyproject.toml setup.py $(wildcard proto/heimdall/v1/*.proto) | $(BIN)/python
+# setup.py generates the gRPC modules from proto/ and compiles the C paths at install time:
+# a .proto or .c edit reinstalls
+$(STAMP): pyproject.toml setup.py $(wildcard proto/heimdall/v1/*.proto) \
+		$(wildcard src/heimdall/*/*.c) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -39,4 +41,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \
-		src/heimdall/remote/_pb
+		src/heimdall/remote/_pb src/heimdall/*/*.so

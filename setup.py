@@ -1,4 +1,5 @@
-"""Build hook: generate the gRPC modules from proto/heimdall/v1/*.proto.
+"""Build hooks: generate the gRPC modules from proto/heimdall/v1/*.proto, and compile the
+window store's C paths (src/heimdall/window/_native.c, against numpy's C API).
 
 The generated code is never committed: ``pip install`` (editable or not) runs grpcio-tools'
 protoc here, into ``heimdall/remote/_pb/`` (the source tree for an editable install, the
@@ -10,7 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from setuptools import setup
+import numpy
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
@@ -55,4 +57,12 @@ class BuildPyWithProto(build_py):
         return [*super().get_outputs(include_bytecode), *getattr(self, "_generated", [])]
 
 
-setup(cmdclass={"build_py": BuildPyWithProto})
+native = Extension(
+    "heimdall.window._native",
+    ["src/heimdall/window/_native.c"],
+    include_dirs=[numpy.get_include()],
+    define_macros=[("NPY_TARGET_VERSION", "NPY_1_26_API_VERSION")],  # runs on numpy >= 1.26
+    extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
+)
+
+setup(cmdclass={"build_py": BuildPyWithProto}, ext_modules=[native])

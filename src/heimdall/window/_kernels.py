@@ -19,18 +19,9 @@ META_COLS = 8  # one 64-byte line per key; _ring.append_one addresses a row as s
 ABSENT = -1  # a key the store does not hold: length 0, count 0, NaN
 SKIP = -2  # already read: the kernel leaves its outputs as they are
 
-# counters written by scatter
+# counters written by the scatter (_native.c)
 C_LATE, C_OOO, C_EXPIRED = 0, 1, 2
 N_COUNTERS = 3
-
-
-@njit(cache=True)
-def compact(data, ts, meta, slot, keep):
-    """Move the newest ``keep`` rows of ``slot`` to the front of its ring."""
-    pos = meta[slot, POS]
-    _copy(ts[slot, pos - keep:pos], ts[slot, :keep])
-    _copy(data[slot, pos - keep:pos].reshape(-1), data[slot, :keep].reshape(-1))
-    meta[slot, POS] = keep
 
 
 @njit(cache=True)
@@ -42,97 +33,6 @@ def _copy(src, dst):
     """
     for x in range(src.shape[0]):
         dst[x] = src[x]
-
-
-@njit(cache=True)
-def _trim_span(ts, meta, slot, span_ns):
-    if span_ns <= 0:
-        return
-    pos = meta[slot, POS]
-    fill = meta[slot, FILL]
-    lo = meta[slot, NEWEST] - span_ns
-    while fill > 1 and ts[slot, pos - fill] < lo:
-        fill -= 1
-    meta[slot, FILL] = fill
-
-
-@njit(cache=True)
-def scatter(
-    data,
-    ts,
-    meta,
-    slots,
-    values,
-    ts_in,
-    W,
-    span_ns,
-    lateness_ns,
-    time_ordered,
-    now_ns,
-    tick0,
-    counters,
-):
-    """Append row i of ``values`` to slot ``slots[i]``, in order; returns nothing.
-
-    Per row: WSEQ goes up before any slot memory is written and CSEQ is set equal after,
-    so a reader can tell a view that was overwritten (see store.py).
-    """
-    cap = data.shape[1]
-    F = data.shape[2]
-    invalidate = cap + 1
-    for i in range(slots.shape[0]):
-        s = slots[i]
-        t = ts_in[i]
-        pos = meta[s, POS]
-        fill = meta[s, FILL]
-        if time_ordered and fill > 0 and t < meta[s, NEWEST]:
-            newest = meta[s, NEWEST]
-            if t < newest - lateness_ns:
-                counters[C_LATE] += 1
-                continue
-            if span_ns > 0 and t < newest - span_ns:
-                counters[C_EXPIRED] += 1
-                continue
-            counters[C_OOO] += 1
-            meta[s, WSEQ] += invalidate
-            if pos == cap:
-                compact(data, ts, meta, s, fill)
-                pos = fill
-            start = pos - fill
-            ins = pos
-            while ins > start and ts[s, ins - 1] > t:
-                ins -= 1
-            k = pos
-            while k > ins:
-                ts[s, k] = ts[s, k - 1]
-                for j in range(F):
-                    data[s, k, j] = data[s, k - 1, j]
-                k -= 1
-            ts[s, ins] = t
-            for j in range(F):
-                data[s, ins, j] = values[i, j]
-            pos += 1
-            fill = min(fill + 1, W)
-            meta[s, POS] = pos
-            meta[s, FILL] = fill
-        else:
-            meta[s, WSEQ] += 1
-            if pos == cap:
-                compact(data, ts, meta, s, min(fill, W - 1))
-                pos = meta[s, POS]
-            ts[s, pos] = t
-            for j in range(F):
-                data[s, pos, j] = values[i, j]
-            meta[s, POS] = pos + 1
-            meta[s, FILL] = min(fill + 1, W)
-            if time_ordered:
-                meta[s, NEWEST] = t
-            else:
-                meta[s, NEWEST] = max(t, meta[s, NEWEST]) if fill > 0 else t
-            _trim_span(ts, meta, s, span_ns)
-        meta[s, TOUCH] = now_ns
-        meta[s, TICK] = tick0 + i
-        meta[s, CSEQ] = meta[s, WSEQ]
 
 
 @njit(cache=True)

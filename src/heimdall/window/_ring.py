@@ -32,13 +32,18 @@ import numpy as np
 from heimdall.errors import CapacityError, SchemaError
 from heimdall.schema import NS_PER_UNIT, CountWindow, StreamSpec, TimeWindow
 from heimdall.window import _kernels as k
+from heimdall.window._native import RingCore
 from heimdall.window._shared import SharedIndex, encode_key
 
 _STRUCT_CODE = {"float32": "f", "float64": "d", "int32": "i", "int64": "q"}
 
 
-class Ring:
-    """Storage, key index and counters of one stream. Writers hold ``lock``; readers never do."""
+class Ring(RingCore):
+    """Storage, key index and counters of one stream. Writers hold ``lock``; readers never do.
+
+    The fields the C paths read (``_native.RingCore``: sizes, index, counters) are C fields
+    underneath; ``bind`` points those paths at the arrays.
+    """
 
     def __init__(
         self,
@@ -87,8 +92,6 @@ class Ring:
         self.values_flat.flags.writeable = False
         self.ts_flat = self.ts.reshape(-1).view()
         self.ts_flat.flags.writeable = False
-        self.data_mv = self.data.data.cast("B")
-        self.ts_mv = self.ts.data.cast("B").cast("q")
         self.meta_mv = self.meta.data.cast("B").cast("q")
         # POS, FILL, WSEQ, CSEQ of a slot in one C call (at byte slot << 6). In-process that
         # read is atomic: every writer (Python or a numba kernel) holds the GIL throughout.
@@ -116,6 +119,7 @@ class Ring:
         self.events = 0
         self.evictions = 0
         self.expired = 0
+        self.bind(self.data, self.ts, self.meta, self.shared_stats, self.counters)
 
     # ---- keys ----------------------------------------------------------------------------
 
@@ -226,76 +230,18 @@ class Ring:
     # ---- one event -----------------------------------------------------------------------
 
     def append_one(self, slot: int, row: tuple[Any, ...], t: int, now_ns: int) -> None:
-        """Append one row (lock held). Pure Python over memoryviews: no numpy call per event.
-
-        Meta offsets are literals (POS 0, FILL 1, WSEQ 2, CSEQ 3, NEWEST 4, TOUCH 5, TICK 6):
-        a module attribute lookup per field costs more than the write itself.
-        """
-        mv = self.meta_mv
-        m = slot << 3
-        fill = mv[m + 1]
-        if self.time_ordered and fill and t < mv[m + 4]:
-            self._append_slow(slot, row, t, now_ns)
-            return
-        w = mv[m + 2] + 1
-        mv[m + 2] = w
-        pos = mv[m]
+        """Append one row (lock held): packed here (a bad value raises SchemaError, nothing
+        written), written by the C path ``write_row``."""
         try:
-            if pos == self.cap:
-                k.compact(self.data, self.ts, self.meta, slot, min(fill, self.W - 1))
-                pos = mv[m]
-            base = slot * self.cap + pos
-            self.pack_row(self.data_mv, base * self.row_bytes, *row)
+            self.pack_row(self.scratch_row, 0, *row)
         except (struct.error, TypeError, OverflowError) as exc:
-            mv[m + 3] = w  # nothing the window shows has changed
             raise self._row_error(row, exc) from exc
-        self.ts_mv[base] = t
-        mv[m] = pos + 1
-        if fill < self.W:
-            fill += 1
-            mv[m + 1] = fill
-        if self.time_ordered or fill == 1 or t > mv[m + 4]:
-            mv[m + 4] = t
-        if self.span_ns:
-            k._trim_span(self.ts, self.meta, slot, self.span_ns)
-        mv[m + 5] = now_ns
-        tick = self.tick
-        mv[m + 6] = tick
-        self.tick = tick + 1
-        self.events += 1
-        if self.shared_stats is not None:
-            self.shared_stats[0] = self.events
-        mv[m + 3] = w
+        if not self.write_row(slot, self.scratch_row, t, now_ns):
+            self._append_slow(slot, row, t, now_ns)
 
     def _append_slow(self, slot: int, row: tuple[Any, ...], t: int, now_ns: int) -> None:
         values = np.asarray([row], dtype=self.dtype)
         self.scatter(np.array([slot], np.int64), values, np.array([t], np.int64), now_ns)
-
-    # ---- many events ---------------------------------------------------------------------
-
-    def scatter(
-        self, slots: np.ndarray, values: np.ndarray, ts_ns: np.ndarray, now_ns: int
-    ) -> None:
-        """Append validated rows (lock held)."""
-        k.scatter(
-            self.data,
-            self.ts,
-            self.meta,
-            slots,
-            values,
-            ts_ns,
-            self.W,
-            self.span_ns,
-            self.lateness_ns,
-            self.time_ordered,
-            now_ns,
-            self.tick,
-            self.counters,
-        )
-        self.tick += len(slots)
-        self.events += len(slots)
-        if self.shared_stats is not None:
-            self.shared_stats[0] = self.events
 
     # ---- checkpoints ---------------------------------------------------------------------
 

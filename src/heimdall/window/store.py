@@ -27,17 +27,19 @@ from heimdall.errors import (
 )
 from heimdall.schema import StreamSpec
 from heimdall.window import _kernels as k
+from heimdall.window import _native
+from heimdall.window._native import StoreCore
 from heimdall.window._ring import Ring
 from heimdall.window._shared import Segment, plan
 from heimdall.window.view import Window, WindowBatch, view
-from heimdall.window.view import _new_tuple as _new_view
 
 AGGREGATES = ("count", "sum", "mean", "std", "min", "max", "last")
 _AGG_INDEX = {name: i for i, name in enumerate(AGGREGATES)}
 _MAX_RETRIES = 10_000
+_native.setup(Window)  # the class the C window() builds
 
 
-class WindowStore:
+class WindowStore(StoreCore):
     """Windows of every key of every stream, in preallocated ring buffers.
 
     >>> import heimdall as hd
@@ -115,19 +117,15 @@ class WindowStore:
 
     # ---- writes --------------------------------------------------------------------------
 
-    def append(
+    def _append_py(
         self,
         stream: str,
         key: str | int,
         values: Mapping[str, Any] | Sequence[Any] | np.ndarray,
         ts_ns: int | None = None,
     ) -> None:
-        """Append one event. Blocks only on other writers of the same stream.
-
-        ``values`` is a mapping holding every field (other entries are ignored) or a sequence
-        of F numbers in field order. Event time: ``ts_ns``, else the spec's time field in a
-        mapping, else arrival time. Raises SchemaError (nothing is written) on bad input.
-        """
+        """``append`` (implemented in _native.c) when its C path does not apply: a mapping,
+        a new key, a value to convert or to reject, a writer holding the lock, ..."""
         try:
             ring = self._rings[stream]
         except (KeyError, TypeError):
@@ -160,7 +158,7 @@ class WindowStore:
         if ring.reject_nan:
             try:
                 finite = math.isfinite(sum(row))
-            except TypeError:
+            except (TypeError, OverflowError):
                 finite = True  # the dtype check below names the bad value
             if not finite and not all(_finite(v) for v in row):
                 bad = [f for f, v in zip(ring.spec.fields, row, strict=True) if not _finite(v)]
@@ -207,13 +205,7 @@ class WindowStore:
         if n == 0:
             return
         with ring.lock:
-            index = ring.index
-            try:
-                # itemgetter looks every key up in one C call: ~25% faster than a map
-                found = operator.itemgetter(*key_list)(index) if n > 1 else (index[key_list[0]],)
-                slots = np.fromiter(found, np.int64, n)
-            except (KeyError, TypeError):
-                slots = None
+            slots = ring.lookup(key_list)  # C; None if a key is new (or unhashable)
             if slots is not None:
                 ring.scatter(slots, arr, ts, now)
                 return
@@ -266,24 +258,11 @@ class WindowStore:
 
     # ---- reads ---------------------------------------------------------------------------
 
-    def window(self, stream: str, key: str | int) -> Window:
-        """The key's window as a zero-copy read-only view. O(1); never blocks the writer."""
-        try:
-            ring = self._rings[stream]
-            slot = ring.index[key]
-        except (KeyError, TypeError):
-            return self._window_slow(stream, key)
-        b, n, w, c0 = ring.read_bounds(ring.meta_bytes, slot << 6)  # POS, FILL, WSEQ, CSEQ
-        if w == c0 and ring.slot_keys[slot] == key:
-            # view.view() inlined (a call costs ~10% of this read); same tuple layout
-            base = slot * ring.cap
-            return _new_view(Window, (ring.values_flat[base + b - n: base + b], ring, slot,
-                                      b - n, b, c0, key, stream, ring.fields, None))
-        return self._window_slow(stream, key)
-
     def _window_slow(self, stream: str, key: str | int) -> Window:
-        """window() when the key is absent, was just replaced, or a writer is mid-append."""
+        """``window`` (implemented in _native.c) when the key is absent, was just replaced,
+        or a writer is mid-append."""
         ring = self._ring(stream)
+        _check_key(stream, key)
         for _ in range(_MAX_RETRIES):
             slot = ring.index.get(key)
             if slot is None:
@@ -541,7 +520,7 @@ def warm_up(specs: Sequence[StreamSpec]) -> None:
 def _finite(v: Any) -> bool:
     try:
         return math.isfinite(v)
-    except TypeError:
+    except (TypeError, OverflowError):
         return True
 
 

@@ -1,0 +1,52 @@
+"""Types of the window store's C paths (_native.c)."""
+
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from heimdall.window._ring import Ring
+from heimdall.window.view import Window
+
+class RingCore:
+    index: dict[Hashable, int]
+    slot_keys: list[Any]
+    lock: threading.Lock
+    values_flat: np.ndarray
+    fields: tuple[str, ...]
+    name: str
+    cap: int
+    W: int
+    F: int
+    row_bytes: int
+    span_ns: int
+    lateness_ns: int
+    ttl_ns: int
+    next_sweep_ns: int
+    tick: int
+    events: int
+    time_ordered: bool
+    reject_nan: bool
+    def bind(self, data: np.ndarray, ts: np.ndarray, meta: np.ndarray,
+             stats: np.ndarray | None, counters: np.ndarray, /) -> None: ...
+    def write_row(self, slot: int, row: bytes | bytearray | memoryview, ts_ns: int,
+                  now_ns: int, /) -> bool: ...
+    def lookup(self, keys: list[Any], /) -> np.ndarray | None: ...
+    def scatter(self, slots: np.ndarray, values: np.ndarray, ts_ns: np.ndarray,
+                now_ns: int, /) -> None: ...
+
+class StoreCore:
+    _rings: dict[str, Ring]
+    _clock_ns: Callable[[], int]
+    _ttl_ns: int
+    def append(
+        self,
+        stream: str,
+        key: str | int,
+        values: Mapping[str, Any] | Sequence[Any] | np.ndarray,
+        ts_ns: int | None = None,
+    ) -> None: ...
+    def window(self, stream: str, key: str | int) -> Window: ...
+
+def setup(window_type: type, /) -> None: ...

@@ -1,0 +1,170 @@
+"""The C paths (_native.c) against the Python ones they stand in for.
+
+``append`` and ``window`` are C methods that hand every case they do not handle whole to
+``_append_py`` / ``_window_slow``; these tests pin that the two give the same bytes, that
+each hand-over case still gets the Python path's answer, and that the C scatter checks what
+it is given.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import heimdall as hd
+from heimdall.window._native import RingCore, StoreCore
+
+DTYPES = ["float64", "float32", "int64", "int32"]
+
+
+def _store(dtype: str = "float64", n: int = 4, **kw: object) -> hd.WindowStore:
+    spec = hd.StreamSpec("s", key="id", fields=["x", "y"], window=hd.CountWindow(n), dtype=dtype,
+                         **kw)
+    return hd.WindowStore([spec], max_keys=4)
+
+
+def _state(store: hd.WindowStore) -> tuple[bytes, bytes, bytes]:
+    r = store._rings["s"]
+    meta = r.meta.copy()
+    meta[:, 5] = 0  # TOUCH: arrival time, differs between the two stores
+    return r.data.tobytes(), r.ts.tobytes(), meta.tobytes()
+
+
+values = st.one_of(st.integers(-(2**31), 2**31 - 1), st.floats(-1e6, 1e6, allow_nan=False),
+                   st.booleans())
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from(DTYPES), n=st.integers(1, 6),
+       events=st.lists(st.tuples(st.sampled_from(["a", "b", 7, 9, 11]), values, values,
+                                 st.booleans()), max_size=60))
+def test_c_append_writes_what_the_python_path_writes(
+        dtype: str, n: int, events: list[tuple[object, object, object, bool]]) -> None:
+    c, py = _store(dtype, n), _store(dtype, n)
+    for i, (key, x, y, as_list) in enumerate(events):
+        row = [x, y] if as_list else (x, y)
+        outcomes = []
+        for append in (c.append, py._append_py):
+            try:
+                append("s", key, row, ts_ns=i)
+                outcomes.append("ok")
+            except hd.SchemaError as exc:
+                outcomes.append(type(exc).__name__)
+        assert outcomes[0] == outcomes[1]
+        assert _state(c) == _state(py)
+    for key in c.keys("s"):
+        assert c.window("s", key).values.tolist() == py._window_slow("s", key).values.tolist()
+
+
+@pytest.mark.parametrize(("dtype", "row", "match"), [
+    ("float32", (1e39, 0.0), "do not fit dtype float32"),
+    ("float64", (float("nan"), 0.0), "non-finite value"),
+    ("float64", (2**1100, 0.0), "do not fit dtype float64"),
+    ("int64", (1.5, 0), "do not fit dtype int64"),
+    ("int32", (2**31, 0), "do not fit dtype int32"),
+    ("int64", (2**63, 0), "do not fit dtype int64"),
+    ("float64", ("1", 0.0), "do not fit dtype float64"),
+])
+def test_values_the_c_path_hands_over_get_the_python_error(
+        dtype: str, row: tuple[object, ...], match: str) -> None:
+    store = _store(dtype)
+    store.append("s", "a", (1, 2), ts_ns=1)
+    before = _state(store)
+    with pytest.raises(hd.SchemaError, match=match):
+        store.append("s", "a", row, ts_ns=2)
+    assert _state(store) == before
+
+
+def test_values_the_c_path_hands_over_are_still_appended() -> None:
+    store = _store()
+    store.append("s", "a", {"x": 1, "y": 2}, ts_ns=1)  # a mapping
+    store.append("s", "a", np.array([3.0, 4.0]), ts_ns=2)  # an array
+    store.append("s", "a", (np.float32(5), True), ts_ns=np.int64(3))  # numpy scalars, a bool
+    store.append("s", "a", [7, 8])  # arrival time
+    store.append(stream="s", key="a", values=(9, 10), ts_ns=5)  # keywords
+    w = store.window("s", "a")
+    assert w.values.tolist() == [[3, 4], [5, 1], [7, 8], [9, 10]]
+    assert w.ts_ns.tolist()[:2] == [2, 3]
+    assert w.ts_ns[-1] == 5
+
+
+def test_append_waits_for_a_writer_holding_the_lock() -> None:
+    store = _store()
+    store.append("s", "a", (0, 0), ts_ns=0)
+    lock = store._rings["s"].lock
+    done = threading.Event()
+
+    def write() -> None:
+        store.append("s", "a", (1, 1), ts_ns=1)
+        done.set()
+
+    with lock:
+        t = threading.Thread(target=write)
+        t.start()
+        assert not done.wait(0.2)  # the C path saw the lock held and went to the Python path
+        assert store.window("s", "a").values.tolist() == [[0, 0]]
+    t.join(10)
+    assert done.is_set()
+    assert store.window("s", "a").values.tolist() == [[0, 0], [1, 1]]
+
+
+def test_window_hands_over_what_it_does_not_read_itself() -> None:
+    store = _store()
+
+    class Key(str):
+        pass
+
+    store.append("s", "a", (1, 2), ts_ns=1)
+    assert store.window("s", Key("a")).values.tolist() == [[1, 2]]  # a str subclass
+    assert store.window(stream="s", key="a").key == "a"  # keywords
+    with pytest.raises(hd.KeyNotFoundError, match="no key 'zz'"):
+        store.window("s", "zz")
+    with pytest.raises(hd.StreamNotFoundError):
+        store.window("nope", "a")
+    with pytest.raises(hd.SchemaError, match="a key must be str or int"):
+        store.window("s", ["unhashable"])  # type: ignore[arg-type]
+
+
+def test_window_of_a_key_that_replaced_an_evicted_one() -> None:
+    store = _store()
+    for i in range(5):
+        store.append("s", f"k{i}", (i, i), ts_ns=i)  # max_keys=4: k0 is evicted
+    assert ("s", "k0") not in store
+    assert store.window("s", "k4").values.tolist() == [[4, 4]]
+    assert store.window("s", "k4").key == "k4"
+
+
+def test_c_methods_keep_their_signatures_and_docs() -> None:
+    assert issubclass(hd.WindowStore, StoreCore)
+    assert list(inspect.signature(hd.WindowStore.append).parameters) == [
+        "self", "stream", "key", "values", "ts_ns"]
+    assert list(inspect.signature(hd.WindowStore.window).parameters) == ["self", "stream", "key"]
+    assert "zero-copy" in (hd.WindowStore.window.__doc__ or "")
+
+
+def test_the_c_scatter_checks_its_arguments_before_writing() -> None:
+    store = _store()
+    store.append("s", "a", (1, 2), ts_ns=1)
+    ring = store._rings["s"]
+    assert isinstance(ring, RingCore)
+    before = _state(store)
+    one = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="ring's dtype"):
+        ring.scatter(one, np.zeros((1, 2), np.float32), one, 0)
+    with pytest.raises(ValueError, match="ring's dtype"):
+        ring.scatter(one, np.zeros((1, 3)), one, 0)
+    with pytest.raises(ValueError, match="int64"):
+        ring.scatter(one.astype(np.int32), np.zeros((1, 2)), one, 0)
+    with pytest.raises(IndexError, match="out of range"):
+        ring.scatter(np.array([0, 99]), np.zeros((2, 2)), np.zeros(2, np.int64), 0)
+    with pytest.raises(ValueError, match="a row is 16 bytes"):
+        ring.write_row(0, b"short", 0, 0)
+    assert _state(store) == before
+    assert ring.lookup(["a"]).tolist() == [0]
+    assert ring.lookup(["a", "zz"]) is None
+    assert ring.lookup([["unhashable"]]) is None
