@@ -233,6 +233,15 @@ class WindowStore(StoreCore):
                     f"(max_keys={ring.max_keys}) and eviction is off"
                 )
         ring.maybe_expire(now)
+        if len(new) <= len(ring.free) + ring.max_keys - ring.high_water:
+            # room for every new key without evicting: the slots they get in order of first
+            # appearance are the ones the row-by-row loop below would give them
+            for key in new:
+                ring.new_slot(key)
+            slots = ring.lookup(key_list)
+            if slots is not None:
+                ring.scatter(slots, arr, ts, now)
+                return
         slots = np.empty(len(key_list), dtype=np.int64)
         start = 0
         for i, key in enumerate(key_list):
