@@ -13,7 +13,7 @@ from numba import njit
 
 POS, FILL, WSEQ, CSEQ, NEWEST, TOUCH, TICK = 0, 1, 2, 3, 4, 5, 6
 KEYGEN = 7  # bumped each time the slot loses its key: a read can tell the slot changed hands
-META_COLS = 8  # one 64-byte line per key; _ring.append_one addresses a row as slot << 3
+META_COLS = 8  # one 64-byte line per key (as in _native.c)
 
 # slot values in the read kernels' input besides real slots
 ABSENT = -1  # a key the store does not hold: length 0, count 0, NaN
