@@ -476,15 +476,55 @@ ring_scatter(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* lookup() over an index that is a mapping but not a dict: one __getitem__ per key. */
+static PyObject *
+lookup_mapping(PyObject *index, PyObject *keys, int strict, long long absent,
+               PyArrayObject *out)
+{
+    long long *slots = (long long *)PyArray_DATA(out);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *slot = PyObject_GetItem(index, PyList_GET_ITEM(keys, i));
+        if (slot == NULL) {
+            if (!strict && PyErr_ExceptionMatches(PyExc_KeyError)) {
+                PyErr_Clear();
+                slots[i] = absent;
+                continue;
+            }
+            Py_DECREF(out);
+            if (!strict)
+                return NULL;
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        slots[i] = PyLong_AsLongLong(slot);
+        Py_DECREF(slot);
+        if (slots[i] == -1 && PyErr_Occurred()) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return (PyObject *)out;
+}
+
 PyDoc_STRVAR(ring_lookup_doc,
-"lookup($self, keys, /)\n--\n\n"
-"Each key's slot as an int64 array, or None if ``keys`` (a list) holds a key the index "
-"does not.");
+"lookup($self, keys, absent=None, /)\n--\n\n"
+"Each key's slot as an int64 array. A key the index does not hold: ``absent`` (an int) in\n"
+"its place, or, when ``absent`` is None, the whole answer is None (an unhashable key too).\n"
+"With an int ``absent`` an unhashable key raises the dict's TypeError.");
 
 static PyObject *
-ring_lookup(RingCore *self, PyObject *keys)
+ring_lookup(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyList_CheckExact(keys) || self->index == NULL || !PyDict_CheckExact(self->index)) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "lookup() takes keys and an optional absent");
+        return NULL;
+    }
+    PyObject *keys = args[0];
+    long long absent = 0;
+    int strict = nargs < 2 || args[1] == Py_None; /* a missing key answers None */
+    if (!strict && (absent = PyLong_AsLongLong(args[1])) == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_CheckExact(keys) || self->index == NULL) {
         PyErr_SetString(PyExc_TypeError, "lookup() takes a list (and a bound ring)");
         return NULL;
     }
@@ -494,15 +534,23 @@ ring_lookup(RingCore *self, PyObject *keys)
     if (out == NULL)
         return NULL;
     long long *slots = (long long *)PyArray_DATA(out);
+    if (!PyDict_CheckExact(self->index)) /* an attached reader's index over shared memory */
+        return lookup_mapping(self->index, keys, strict, absent, out);
     PyObject **found = (PyObject **)slots; /* the same 8 bytes per key, read in place below */
     PyObject *index = self->index;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i + PREFETCH < n) /* its hash is read from the key object */
             __builtin_prefetch(PyList_GET_ITEM(keys, i + PREFETCH), 0);
         PyObject *slot = PyDict_GetItemWithError(index, PyList_GET_ITEM(keys, i));
+        if (slot == NULL && !strict && !PyErr_Occurred()) {
+            found[i] = NULL;
+            continue;
+        }
         if (slot == NULL || !PyLong_CheckExact(slot)) {
-            PyErr_Clear(); /* unhashable: the Python path names it */
             Py_DECREF(out);
+            if (!strict)
+                return NULL; /* unhashable: the dict's TypeError */
+            PyErr_Clear(); /* unhashable: the Python path names it */
             Py_RETURN_NONE;
         }
         /* the int is read in a second pass: its memory is fetched meanwhile */
@@ -510,7 +558,7 @@ ring_lookup(RingCore *self, PyObject *keys)
         found[i] = slot;
     }
     for (Py_ssize_t i = 0; i < n; i++)
-        slots[i] = PyLong_AsLongLong(found[i]);
+        slots[i] = found[i] ? PyLong_AsLongLong(found[i]) : absent;
     return (PyObject *)out;
 }
 
@@ -518,7 +566,7 @@ static PyMethodDef ring_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))ring_bind, METH_FASTCALL, ring_bind_doc},
     {"write_row", (PyCFunction)(void (*)(void))ring_write_row, METH_FASTCALL,
      ring_write_row_doc},
-    {"lookup", (PyCFunction)ring_lookup, METH_O, ring_lookup_doc},
+    {"lookup", (PyCFunction)(void (*)(void))ring_lookup, METH_FASTCALL, ring_lookup_doc},
     {"scatter", (PyCFunction)(void (*)(void))ring_scatter, METH_FASTCALL, ring_scatter_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -571,7 +619,6 @@ typedef struct {
     PyObject_HEAD
     PyObject *rings;    /* dict: stream -> Ring */
     PyObject *clock_ns; /* callable -> int nanoseconds */
-    long long ttl_ns;
 } StoreCore;
 
 static int
@@ -682,7 +729,7 @@ store_append(StoreCore *self, PyObject *const *args, size_t nargsf, PyObject *kw
     if (r == NULL)
         goto python;
     long long now = 0, t;
-    if (ts_obj == Py_None || self->ttl_ns) {
+    if (ts_obj == Py_None || r->ttl_ns) {
         /* the clock is Python code: read it before the lock is checked */
         PyObject *clock = self->clock_ns ? PyObject_CallNoArgs(self->clock_ns) : NULL;
         if (clock == NULL || !PyLong_CheckExact(clock)) {
@@ -815,7 +862,6 @@ static PyMethodDef store_methods[] = {
 static PyMemberDef store_members[] = {
     {"_rings", T_OBJECT, offsetof(StoreCore, rings), 0, "stream -> Ring"},
     {"_clock_ns", T_OBJECT, offsetof(StoreCore, clock_ns), 0, "the clock"},
-    {"_ttl_ns", T_LONGLONG, offsetof(StoreCore, ttl_ns), 0, "idle TTL (0: none)"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -2,7 +2,7 @@
 
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -32,14 +32,16 @@ class RingCore:
              stats: np.ndarray | None, counters: np.ndarray, /) -> None: ...
     def write_row(self, slot: int, row: bytes | bytearray | memoryview, ts_ns: int,
                   now_ns: int, /) -> bool: ...
-    def lookup(self, keys: list[Any], /) -> np.ndarray | None: ...
+    @overload
+    def lookup(self, keys: list[Any], absent: None = None, /) -> np.ndarray | None: ...
+    @overload
+    def lookup(self, keys: list[Any], absent: int, /) -> np.ndarray: ...
     def scatter(self, slots: np.ndarray, values: np.ndarray, ts_ns: np.ndarray,
                 now_ns: int, /) -> None: ...
 
 class StoreCore:
     _rings: dict[str, Ring]
     _clock_ns: Callable[[], int]
-    _ttl_ns: int
     def append(
         self,
         stream: str,

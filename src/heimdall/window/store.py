@@ -12,7 +12,6 @@ import math
 import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -299,7 +298,7 @@ class WindowStore(StoreCore):
         W = _rows_arg(ring, rows)
         span = _span_arg(seconds)
         key_list = list(keys)
-        slots = _slots_of(ring, key_list)
+        slots = ring.lookup(key_list, k.ABSENT)
         B = len(key_list)
         values = np.empty((B, W, ring.F), dtype=ring.dtype)  # the kernel writes every row
         ts = np.empty((B, W), dtype=np.int64)
@@ -411,7 +410,7 @@ class WindowStore(StoreCore):
                 raise SchemaError(f"unknown aggregate {name!r}; choose from {list(AGGREGATES)}")
         single = isinstance(keys, (str, int))
         key_list: list[Any] = [keys] if single else list(keys)  # type: ignore[arg-type]
-        slots = _slots_of(ring, key_list)
+        slots = ring.lookup(key_list, k.ABSENT)
         if single and slots[0] < 0:
             raise KeyNotFoundError(f"stream {stream!r} holds no key {keys!r}")
         R = 0 if rows is None else _rows_arg(ring, rows)
@@ -592,11 +591,6 @@ def _as_ts(stream: str, ts_ns: Any, n: int) -> np.ndarray:
             f"stream {stream!r}: ts_ns must be int64 nanoseconds; received {ts.dtype}"
         )
     return np.ascontiguousarray(ts, dtype=np.int64)
-
-
-def _slots_of(ring: Ring, keys: list[Any]) -> np.ndarray:
-    """Each key's slot, or ABSENT (the lookups run in C: no Python frame per key)."""
-    return np.fromiter(map(ring.index.get, keys, repeat(k.ABSENT)), np.int64, len(keys))
 
 
 def check_rows(rows: int | None) -> None:
