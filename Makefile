@@ -11,9 +11,9 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # setup.py generates the gRPC modules from proto/ and compiles the C paths at install time:
-# a .proto or .c edit reinstalls
+# a .proto, .c or .h edit reinstalls
 $(STAMP): pyproject.toml setup.py $(wildcard proto/heimdall/v1/*.proto) \
-		$(wildcard src/heimdall/*/*.c) | $(BIN)/python
+		$(wildcard src/heimdall/*/*.c) $(wildcard src/heimdall/*/*.h) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -1,5 +1,6 @@
 """Build hooks: generate the gRPC modules from proto/heimdall/v1/*.proto, and compile the
-window store's C paths (src/heimdall/window/_native.c, against numpy's C API).
+window store's C paths (src/heimdall/window/_native.c with its key table _keys.h, against
+numpy's C API).
 
 The generated code is never committed: ``pip install`` (editable or not) runs grpcio-tools'
 protoc here, into ``heimdall/remote/_pb/`` (the source tree for an editable install, the
@@ -60,6 +61,7 @@ class BuildPyWithProto(build_py):
 native = Extension(
     "heimdall.window._native",
     ["src/heimdall/window/_native.c"],
+    depends=["src/heimdall/window/_keys.h"],
     include_dirs=[numpy.get_include()],
     define_macros=[("NPY_TARGET_VERSION", "NPY_1_26_API_VERSION")],  # runs on numpy >= 1.26
     extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],

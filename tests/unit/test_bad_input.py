@@ -34,7 +34,7 @@ def test_unknown_key_and_field(store: hd.WindowStore) -> None:
         store.append("sensors", "m-1", {"temp": 1.0})
 
 
-@pytest.mark.parametrize("key", [1.5, None, (1, 2), b"x", True])
+@pytest.mark.parametrize("key", [1.5, None, (1, 2), b"x", True, ["m-1"], {}])
 def test_key_type(store: hd.WindowStore, key: object) -> None:
     with pytest.raises(hd.SchemaError, match="str or int"):
         store.append("sensors", key, (1, 2))  # type: ignore[arg-type]

@@ -24,6 +24,8 @@
 #define NPY_NO_DEPRECATED_API NPY_1_22_API_VERSION
 #include <numpy/arrayobject.h>
 
+#include "_keys.h"
+
 /* meta columns, as in _kernels.py */
 enum { POS = 0, FILL = 1, WSEQ = 2, CSEQ = 3, NEWEST = 4, TOUCH = 5, TICK = 6, META_COLS = 8 };
 
@@ -50,6 +52,7 @@ typedef struct {
     char *data;
     long long *ts, *meta, *stats, *counters; /* counters: late, out of order, expired */
     char *scratch; /* one row */
+    KeyTable keys; /* the index mirrored for the batch lookups (_keys.h) */
 } RingCore;
 
 static int
@@ -78,6 +81,7 @@ ring_clear(RingCore *self)
     Py_CLEAR(self->name);
     Py_CLEAR(self->buffers);
     Py_CLEAR(self->locked);
+    keys_free(&self->keys);
     self->kind = 0;
     return 0;
 }
@@ -103,6 +107,37 @@ array_bytes(PyObject *obj, const char *what, Py_ssize_t min_bytes)
         return NULL;
     }
     return PyArray_BYTES((PyArrayObject *)obj);
+}
+
+/* The key table from the dict index: empty, sized for the ring's slots, then every key. */
+static int
+keys_rebuild(RingCore *self, Py_ssize_t max_keys)
+{
+    if (keys_init(&self->keys, max_keys) < 0)
+        return -1;
+    if (self->index == NULL || !PyDict_CheckExact(self->index))
+        return 0; /* an attached reader's index: lookups read it, not the table */
+    PyObject *key, *slot;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(self->index, &pos, &key, &slot)) {
+        if (!keys_plain(key)) {
+            self->keys.exotic += 1;
+            continue;
+        }
+        Py_ssize_t s = PyLong_AsSsize_t(slot);
+        if ((s == -1 && PyErr_Occurred()) || keys_put(&self->keys, key, s) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The table answers for the dict: it holds every key of it, and only plain ones. */
+static inline int
+keys_in_step(RingCore *self)
+{
+    return self->keys.entries != NULL && self->keys.exotic == 0
+           && PyDict_CheckExact(self->index)
+           && self->keys.count == PyDict_GET_SIZE(self->index);
 }
 
 PyDoc_STRVAR(ring_bind_doc,
@@ -157,6 +192,11 @@ ring_bind(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *buffers = PyTuple_Pack(5, args[0], args[1], args[2], args[3], args[4]);
     if (buffers == NULL) {
         Py_DECREF(locked);
+        return NULL;
+    }
+    if (keys_rebuild(self, slots) < 0) {
+        Py_DECREF(locked);
+        Py_DECREF(buffers);
         return NULL;
     }
     Py_XSETREF(self->locked, locked);
@@ -506,6 +546,43 @@ lookup_mapping(PyObject *index, PyObject *keys, int strict, long long absent,
     return (PyObject *)out;
 }
 
+/* lookup() through the key table. Each key's hash is taken LOOKAHEAD keys ahead of its
+ * probe, and its home bucket prefetched then (its key object LOOKAHEAD keys before that), so
+ * a batch's misses overlap. 1: every slot written (``absent`` for a key not held); 0: a key
+ * not held under ``strict``; -1: a key that is not an exact str or int (no error set). */
+#define LOOKAHEAD 8
+static int
+lookup_table(RingCore *self, PyObject *keys, int strict, long long absent, long long *slots)
+{
+    const KeyTable *t = &self->keys;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    PyObject **items = PySequence_Fast_ITEMS(keys);
+    Py_hash_t *hs = (Py_hash_t *)slots; /* the hash of key i, until its slot replaces it */
+    for (Py_ssize_t j = 0; j < n + LOOKAHEAD; j++) {
+        if (j < n) {
+            if (j + LOOKAHEAD < n)
+                __builtin_prefetch(items[j + LOOKAHEAD], 0);
+            PyObject *key = items[j];
+            if (!keys_plain(key))
+                return -1;
+            Py_hash_t h = keys_hash(key);
+            hs[j] = h;
+            __builtin_prefetch(&t->entries[keys_home(t, h)], 0);
+        }
+        Py_ssize_t i = j - LOOKAHEAD;
+        if (i < 0)
+            continue;
+        KeyEntry *e = keys_find(t, items[i], hs[i]);
+        if (e != NULL)
+            slots[i] = e->slot;
+        else if (strict)
+            return 0;
+        else
+            slots[i] = absent;
+    }
+    return 1;
+}
+
 PyDoc_STRVAR(ring_lookup_doc,
 "lookup($self, keys, absent=None, /)\n--\n\n"
 "Each key's slot as an int64 array. A key the index does not hold: ``absent`` (an int) in\n"
@@ -536,6 +613,16 @@ ring_lookup(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     long long *slots = (long long *)PyArray_DATA(out);
     if (!PyDict_CheckExact(self->index)) /* an attached reader's index over shared memory */
         return lookup_mapping(self->index, keys, strict, absent, out);
+    if (keys_in_step(self)) {
+        int r = lookup_table(self, keys, strict, absent, slots);
+        if (r == 1)
+            return (PyObject *)out;
+        if (r == 0) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        /* r == -1: a key of another type; the dict decides */
+    }
     PyObject **found = (PyObject **)slots; /* the same 8 bytes per key, read in place below */
     PyObject *index = self->index;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -562,12 +649,124 @@ ring_lookup(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)out;
 }
 
+PyDoc_STRVAR(ring_index_put_doc,
+"index_put($self, key, slot, /)\n--\n\n"
+"``index[key] = slot``, in the dict and in the C key table.");
+
+static PyObject *
+ring_index_put(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "index_put() takes a key and an int slot");
+        return NULL;
+    }
+    PyObject *key = args[0];
+    if (self->index == NULL || !PyDict_CheckExact(self->index)) {
+        PyErr_SetString(PyExc_TypeError, "index_put: the ring's index is not a dict");
+        return NULL;
+    }
+    Py_ssize_t slot = PyLong_AsSsize_t(args[1]);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    int held = PyDict_Contains(self->index, key);
+    if (held < 0 || PyDict_SetItem(self->index, key, args[1]) < 0)
+        return NULL;
+    if (!keys_plain(key)) {
+        self->keys.exotic += !held;
+        Py_RETURN_NONE;
+    }
+    if (keys_put(&self->keys, key, slot) < 0) {
+        if (!held) { /* as it was */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyDict_DelItem(self->index, key);
+            PyErr_Restore(type, value, tb);
+        }
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ring_index_remove_doc,
+"index_remove($self, key, /)\n--\n\n"
+"``index.pop(key, None)``, in the dict and in the C key table.");
+
+static PyObject *
+ring_index_remove(RingCore *self, PyObject *key)
+{
+    if (self->index == NULL || !PyDict_CheckExact(self->index)) {
+        PyErr_SetString(PyExc_TypeError, "index_remove: the ring's index is not a dict");
+        return NULL;
+    }
+    int held = PyDict_Contains(self->index, key);
+    if (held < 0)
+        return NULL;
+    if (!held)
+        Py_RETURN_NONE;
+    if (keys_plain(key) ? keys_remove(&self->keys, key) < 0 : (self->keys.exotic -= 1, 0))
+        return NULL;
+    if (PyDict_DelItem(self->index, key) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ring_index_rebuild_doc,
+"index_rebuild($self, /)\n--\n\n"
+"Rebuild the C key table from ``index`` (after ``index`` was replaced).");
+
+static PyObject *
+ring_index_rebuild(RingCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->kind == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "index_rebuild: the ring is not bound");
+        return NULL;
+    }
+    Py_ssize_t slots = PyArray_DIM((PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 2), 0);
+    if (keys_rebuild(self, slots) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ring_index_check_doc,
+"index_check($self, /)\n--\n\n"
+"Whether the C key table answers for ``index``: it holds exactly the dict's keys, each with\n"
+"the dict's slot, and every entry can be found from its home bucket (for tests).");
+
+static PyObject *
+ring_index_check(RingCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!keys_in_step(self))
+        Py_RETURN_FALSE;
+    const KeyTable *t = &self->keys;
+    Py_ssize_t seen = 0;
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        KeyEntry *e = &t->entries[i];
+        if (e->key == NULL)
+            continue;
+        seen += 1;
+        Py_hash_t h = keys_hash(e->key);
+        PyObject *slot = PyDict_GetItemWithError(self->index, e->key);
+        if (slot == NULL || keys_find(t, e->key, h) != e || (uint32_t)h != e->hash
+            || PyLong_AsSsize_t(slot) != e->slot) {
+            if (PyErr_Occurred())
+                return NULL;
+            Py_RETURN_FALSE;
+        }
+    }
+    return PyBool_FromLong(seen == t->count);
+}
+
 static PyMethodDef ring_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))ring_bind, METH_FASTCALL, ring_bind_doc},
     {"write_row", (PyCFunction)(void (*)(void))ring_write_row, METH_FASTCALL,
      ring_write_row_doc},
     {"lookup", (PyCFunction)(void (*)(void))ring_lookup, METH_FASTCALL, ring_lookup_doc},
     {"scatter", (PyCFunction)(void (*)(void))ring_scatter, METH_FASTCALL, ring_scatter_doc},
+    {"index_put", (PyCFunction)(void (*)(void))ring_index_put, METH_FASTCALL,
+     ring_index_put_doc},
+    {"index_remove", (PyCFunction)ring_index_remove, METH_O, ring_index_remove_doc},
+    {"index_rebuild", (PyCFunction)ring_index_rebuild, METH_NOARGS, ring_index_rebuild_doc},
+    {"index_check", (PyCFunction)ring_index_check, METH_NOARGS, ring_index_check_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -648,13 +847,6 @@ store_dealloc(StoreCore *self)
     Py_DECREF(tp);
 }
 
-static inline int
-plain_key(PyObject *key)
-{
-    /* exact str and int hash and compare in C: a lookup runs no Python code */
-    return PyUnicode_CheckExact(key) || PyLong_CheckExact(key);
-}
-
 static RingCore *
 ring_of(StoreCore *self, PyObject *stream)
 {
@@ -675,8 +867,12 @@ ring_of(StoreCore *self, PyObject *stream)
 static Py_ssize_t
 slot_of(RingCore *r, PyObject *key)
 {
-    if (!plain_key(key))
+    if (!keys_plain(key)) /* exact str and int hash and compare in C: no Python code runs */
         return -1;
+    if (keys_in_step(r)) {
+        KeyEntry *e = keys_find(&r->keys, key, keys_hash(key));
+        return e != NULL ? e->slot : -1;
+    }
     PyObject *slot = PyDict_GetItemWithError(r->index, key);
     if (slot == NULL || !PyLong_CheckExact(slot)) {
         PyErr_Clear();
@@ -898,8 +1094,46 @@ setup(PyObject *module, PyObject *tp)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(first_nonfinite_doc,
+"first_nonfinite(values, /)\n--\n\n"
+"The flat index of the first NaN or infinity in a C-contiguous float64 or float32 array,\n"
+"or -1 if there is none; None for another array (the caller checks it in numpy).");
+
+#define SCAN_NONFINITE(T)                                                                  \
+    do {                                                                                   \
+        const T *x = (const T *)PyArray_DATA(a);                                           \
+        for (Py_ssize_t i = 0; i < n; i += 64) { /* blocks: the test vectorizes */         \
+            Py_ssize_t end = i + 64 < n ? i + 64 : n;                                      \
+            int bad = 0;                                                                   \
+            for (Py_ssize_t j = i; j < end; j++)                                           \
+                bad |= !(x[j] - x[j] == 0); /* NaN or inf: x - x is NaN */                 \
+            if (bad)                                                                       \
+                for (Py_ssize_t j = i; j < end; j++)                                       \
+                    if (!(x[j] - x[j] == 0))                                               \
+                        return PyLong_FromSsize_t(j);                                      \
+        }                                                                                  \
+    } while (0)
+
+static PyObject *
+first_nonfinite(PyObject *module, PyObject *arr)
+{
+    if (!PyArray_Check(arr) || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)arr)
+        || !PyDataType_ISNOTSWAPPED(PyArray_DESCR((PyArrayObject *)arr)))
+        Py_RETURN_NONE;
+    PyArrayObject *a = (PyArrayObject *)arr;
+    Py_ssize_t n = PyArray_SIZE(a);
+    if (PyArray_TYPE(a) == NPY_FLOAT64)
+        SCAN_NONFINITE(double);
+    else if (PyArray_TYPE(a) == NPY_FLOAT32)
+        SCAN_NONFINITE(float);
+    else
+        Py_RETURN_NONE;
+    return PyLong_FromLong(-1);
+}
+
 static PyMethodDef module_methods[] = {
     {"setup", setup, METH_O, setup_doc},
+    {"first_nonfinite", first_nonfinite, METH_O, first_nonfinite_doc},
     {NULL, NULL, 0, NULL},
 };
 

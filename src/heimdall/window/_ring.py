@@ -153,7 +153,7 @@ class Ring(RingCore):
         self.live[slot] = True
         if self.shared_index is not None:
             self.shared_index.put(key, slot)  # key bytes first, then the index entry
-        self.index[key] = slot
+        self.index_put(key, slot)  # the dict and the C key table
         return slot
 
     def _victim(self) -> int:
@@ -186,7 +186,7 @@ class Ring(RingCore):
             self.shared_index.remove(self.slot_keys[slot], slot)
         mv[m + k.WSEQ] += self.cap + 1
         mv[m + k.KEYGEN] += 1
-        self.index.pop(self.slot_keys[slot], None)
+        self.index_remove(self.slot_keys[slot])
         self.slot_keys[slot] = None
         self.slot_keyid[slot] = -1
         self.live[slot] = False
@@ -308,6 +308,7 @@ class Ring(RingCore):
         self.slot_keys[:hw] = state["slot_keys"]
         self.index = {key: slot for slot, key in enumerate(state["slot_keys"])
                       if self.live[slot]}
+        self.index_rebuild()
         self.slot_keyid[:hw] = [i if self.live[i] else -1 for i in range(hw)]
         self.next_keyid = hw
         self.lru_heap = None

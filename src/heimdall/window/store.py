@@ -169,10 +169,10 @@ class WindowStore(StoreCore):
             ts_ns = now
         elif type(ts_ns) is not int:
             ts_ns = _check_ts(stream, key, ts_ns)
+        _check_key(stream, key)  # before the index reads it: an unhashable key too
         with ring.lock:
             slot = ring.index.get(key)
             if slot is None:
-                _check_key(stream, key)
                 ring.check_row(row)  # before new_slot, which may evict a key
                 ring.maybe_expire(now)
                 slot = ring.new_slot(key)
@@ -194,7 +194,9 @@ class WindowStore(StoreCore):
         """
         ring = self._ring(stream)
         now = self._clock_ns()
-        key_list = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
+        # a list is read as given: the C lookup reads it whole, before any other thread runs
+        key_list = (keys if type(keys) is list else
+                    keys.tolist() if isinstance(keys, np.ndarray) else list(keys))
         n = len(key_list)
         arr = _as_values(ring, stream, values, n)
         if ts_ns is None:
@@ -221,7 +223,13 @@ class WindowStore(StoreCore):
     ) -> None:
         """The batch holds keys not yet in the store: create them, in row order."""
         index = ring.index
-        new = [key for key in dict.fromkeys(key_list) if key not in index]
+        try:
+            held = ring.lookup(key_list, k.ABSENT)  # C: which rows' keys are new
+        except TypeError:  # an unhashable key
+            for key in key_list:
+                _check_key(stream, key)
+            raise
+        new = list(dict.fromkeys([key_list[i] for i in np.flatnonzero(held < 0).tolist()]))
         for key in new:
             _check_key(stream, key)
         if not ring.evict:
@@ -567,15 +575,19 @@ def _as_values(ring: Ring, stream: str, values: Any, n: int) -> np.ndarray:
                 f"stream {stream!r}: values of dtype {arr.dtype} cannot be stored as {ring.dtype}"
             )
         arr = arr.astype(ring.dtype)
+    arr = np.ascontiguousarray(arr)
     if ring.reject_nan and n:
-        finite = np.isfinite(arr)
-        if not finite.all():
-            r, j = np.argwhere(~finite)[0]
+        at = _native.first_nonfinite(arr)  # C: one pass, no temporary
+        if at is None:
+            bad = np.flatnonzero(~np.isfinite(arr))
+            at = int(bad[0]) if len(bad) else -1
+        if at >= 0:
+            r, j = divmod(at, ring.F)
             raise SchemaError(
                 f"stream {stream!r}: row {int(r)} field {ring.spec.fields[int(j)]!r} is "
                 f"{arr[r, j]!r} (nan='reject'); nothing was written"
             )
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def _as_ts(stream: str, ts_ns: Any, n: int) -> np.ndarray:
