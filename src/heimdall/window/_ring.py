@@ -156,6 +156,30 @@ class Ring(RingCore):
         self.index_put(key, slot)  # the dict and the C key table
         return slot
 
+    def new_slots(self, keys: list[Hashable]) -> None:
+        """``new_slot`` for each of ``keys`` (none in the index, no two equal) when there is
+        room for all of them without evicting (lock held): the same slots, in one pass."""
+        n = len(keys)
+        if self.shared_index is not None or self.lru_heap is not None \
+                or n > len(self.free) + self.max_keys - self.high_water:
+            for key in keys:
+                self.new_slot(key)
+            return
+        reuse = min(n, len(self.free))
+        slots = self.free[len(self.free) - reuse:][::-1]  # the order of free.pop()
+        del self.free[len(self.free) - reuse:]
+        hw = self.high_water
+        slots.extend(range(hw, hw + n - reuse))
+        self.high_water = hw + n - reuse
+        keyid = self.next_keyid
+        self.next_keyid = keyid + n
+        slot_keys, slot_keyid, put = self.slot_keys, self.slot_keyid, self.index_put
+        for i, (slot, key) in enumerate(zip(slots, keys, strict=True)):
+            slot_keys[slot] = key
+            slot_keyid[slot] = keyid + i
+            put(key, slot)
+        self.live[slots] = True
+
     def _victim(self) -> int:
         """The least recently updated live slot. Amortized O(log max_keys) per eviction."""
         heap = self.lru_heap

@@ -243,8 +243,7 @@ class WindowStore(StoreCore):
         if len(new) <= len(ring.free) + ring.max_keys - ring.high_water:
             # room for every new key without evicting: the slots they get in order of first
             # appearance are the ones the row-by-row loop below would give them
-            for key in new:
-                ring.new_slot(key)
+            ring.new_slots(new)
             slots = ring.lookup(key_list)
             if slots is not None:
                 ring.scatter(slots, arr, ts, now)
