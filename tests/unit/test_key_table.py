@@ -4,7 +4,8 @@ Every change of the index goes through ``index_put`` / ``index_remove`` / ``inde
 ``index_check`` says whether the table holds exactly the dict's keys and slots, each
 reachable from its home bucket. These tests drive the table through puts, removes (the
 backward shift of linear probing), colliding hashes, equal keys that are distinct objects,
-and keys of other types, and compare every lookup with the dict's answer.
+and keys of other types, and compare every lookup with the dict's answer; and pin that a
+batch's new keys get the slots one ``new_slot`` each would give them.
 """
 
 from __future__ import annotations
@@ -117,3 +118,25 @@ def test_the_table_follows_eviction_and_restore() -> None:
     assert ring.index_check()
     assert ring.lookup(store.keys("s")).tolist() == [  # type: ignore[union-attr]
         store._rings["s"].index[k] for k in store.keys("s")]
+
+
+def test_new_slots_gives_the_slots_new_slot_would() -> None:
+    """A batch's new keys get their slots in one pass: the same slots, key ids, free list and
+    high-water mark as one ``new_slot`` each, also with freed slots to reuse."""
+    rings = [_ring(12), _ring(12)]
+    for ring in rings:
+        for i in range(8):
+            ring.new_slot(f"k{i}")
+        for slot in (5, 1, 6):
+            ring._clear(slot)
+            ring.free.append(slot)
+    new = ["n0", 3, "n1", "n2", 4, "n5"]  # three freed slots, then three above the mark
+    for key in new:
+        rings[0].new_slot(key)
+    rings[1].new_slots(new)
+    a, b = rings
+    assert b.index == a.index
+    assert b.index_check()
+    assert (b.slot_keys, b.slot_keyid, b.free, b.high_water, b.next_keyid) == (
+        a.slot_keys, a.slot_keyid, a.free, a.high_water, a.next_keyid)
+    assert (b.live == a.live).all()
