@@ -547,8 +547,10 @@ lookup_mapping(PyObject *index, PyObject *keys, int strict, long long absent,
 }
 
 /* lookup() through the key table. Each key's hash is taken LOOKAHEAD keys ahead of its
- * probe, and its home bucket prefetched then (its key object LOOKAHEAD keys before that), so
- * a batch's misses overlap. 1: every slot written (``absent`` for a key not held); 0: a key
+ * probe, and its home bucket prefetched then (its key object LOOKAHEAD keys before that);
+ * half way, the key held in that bucket is prefetched when it is another object than the
+ * one looked up (an equal key made afresh, as by a decoder, is compared byte by byte). So a
+ * batch's misses overlap. 1: every slot written (``absent`` for a key not held); 0: a key
  * not held under ``strict``; -1: a key that is not an exact str or int (no error set). */
 #define LOOKAHEAD 8
 static int
@@ -568,6 +570,14 @@ lookup_table(RingCore *self, PyObject *keys, int strict, long long absent, long 
             Py_hash_t h = keys_hash(key);
             hs[j] = h;
             __builtin_prefetch(&t->entries[keys_home(t, h)], 0);
+        }
+        Py_ssize_t m = j - LOOKAHEAD / 2;
+        if (m >= 0 && m < n) {
+            PyObject *held = t->entries[keys_home(t, hs[m])].key;
+            if (held != NULL && held != items[m]) {
+                __builtin_prefetch(held, 0);
+                __builtin_prefetch((char *)held + 64, 0); /* a str's characters */
+            }
         }
         Py_ssize_t i = j - LOOKAHEAD;
         if (i < 0)
