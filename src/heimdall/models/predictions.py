@@ -41,8 +41,11 @@ def to_json(p: Prediction) -> bytes:
 
 
 # What Predictions keeps per key: (score, event_time_ns, raw message id, latency_ms,
-# predicted_at_ns, version, id_text): made by zip in C, a Prediction only when one is read.
-_Row = tuple[Any, int, Any, float, int, str, Callable[[Any], "str | None"]]
+# predicted_at_ns, version, which id_text): made by zip in C, a Prediction only when one is
+# read. Every item is a number, str, bytes or None (the id_text function is named by its
+# index), so the garbage collector untracks a row the first time it sees it: rows of
+# thousands of keys never make its collections longer.
+_Row = tuple[Any, int, Any, float, int, str, int]
 
 
 class PredictionBatch(Sequence[Prediction]):
@@ -90,18 +93,20 @@ class PredictionBatch(Sequence[Prediction]):
         for i in range(len(self.keys)):
             yield self[i]
 
-    def rows(self) -> Iterator[_Row]:
-        """What ``Predictions`` keeps per key, in key order (made in C)."""
+    def rows(self, id_text_at: int) -> Iterator[_Row]:
+        """What ``Predictions`` keeps per key, in key order (made in C); ``id_text_at``: the
+        index under which ``Predictions`` holds this batch's ``id_text``."""
         return zip(self._scores, self.event_time_ns, self._ids, self._lat,
-                   repeat(self.predicted_at_ns), repeat(self.version), repeat(self.id_text))
+                   repeat(self.predicted_at_ns), repeat(self.version), repeat(id_text_at))
 
     def __repr__(self) -> str:
         return f"<PredictionBatch {self.model!r} v{self.version} of {len(self)} keys>"
 
 
-def _build(model: str, key: Any, row: _Row) -> Prediction:
-    score, ts, mid, lat, at, version, id_text = row
-    return Prediction(model, version, key, score, ts, id_text(mid), lat, at)
+def _build(model: str, key: Any, row: _Row, id_texts: list[Callable[[Any], Any]]
+           ) -> Prediction:
+    score, ts, mid, lat, at, version, id_text_at = row
+    return Prediction(model, version, key, score, ts, id_texts[id_text_at](mid), lat, at)
 
 
 class Predictions:
@@ -121,6 +126,8 @@ class Predictions:
         self._by_model: dict[str, tuple[dict[Any, _Row], dict[Any, _Row]]] = {}
         self._lock = threading.Lock()
         self.listeners: list[Callable[[str, Sequence[Prediction]], None]] = []
+        # the rows' id_text functions, named in a row by their index here
+        self._id_texts: list[Callable[[Any], Any]] = [_same]
 
     def latest(self, model: str, key: str | int) -> Prediction:
         """The newest prediction of ``model`` for ``key``.
@@ -136,17 +143,21 @@ class Predictions:
                 f"no prediction of model {model!r} for key {key!r}"
                 + ("" if model in self._by_model else f"; models with predictions: {known}")
             )
-        return _build(model, key, row)
+        return _build(model, key, row, self._id_texts)
 
     def record(self, model: str, predictions: Sequence[Prediction]) -> None:
         """Keep the newest of each key (the runner calls this with a ``PredictionBatch``)."""
-        if isinstance(predictions, PredictionBatch):
-            keys, rows = predictions.keys, predictions.rows()
-        else:
-            keys = [p.key for p in predictions]
-            rows = ((p.score, p.event_time_ns, p.message_id, p.latency_ms, p.predicted_at_ns,
-                     p.version, _same) for p in predictions)
         with self._lock:
+            if isinstance(predictions, PredictionBatch):
+                id_text = predictions.id_text
+                if id_text not in self._id_texts:
+                    self._id_texts.append(id_text)
+                keys = predictions.keys
+                rows = predictions.rows(self._id_texts.index(id_text))
+            else:
+                keys = [p.key for p in predictions]
+                rows = ((p.score, p.event_time_ns, p.message_id, p.latency_ms,
+                         p.predicted_at_ns, p.version, 0) for p in predictions)
             gens = self._by_model.get(model)
             if gens is None:
                 gens = self._by_model[model] = ({}, {})
@@ -162,7 +173,8 @@ class Predictions:
         with self._lock:
             young, old = self._by_model.get(model, ({}, {}))
             rows = {**old, **young}
-        return {key: _build(model, key, row) for key, row in rows.items()}
+            id_texts = list(self._id_texts)
+        return {key: _build(model, key, row, id_texts) for key, row in rows.items()}
 
     def models(self) -> list[str]:
         """Models that have predicted at least once."""

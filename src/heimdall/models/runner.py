@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -110,9 +109,6 @@ def check_output(model: str, out: Any, n: int) -> np.ndarray:
         raise ModelError(f"model {model!r} returned shape {arr.shape} for a batch of {n} keys; "
                          f"expected ({n},) or ({n}, K)")
     return arr
-
-
-_first, _second = itemgetter(0), itemgetter(1)
 
 
 def _id_text(mid: Any) -> str | None:
@@ -266,9 +262,8 @@ class ModelRunner:
     def _predictions(self, keys: list[Key], newest: list[int],
                      scores: np.ndarray) -> PredictionBatch:
         spec = self.spec
-        triggers = self.tracker.triggers_of(keys)
-        mids = list(map(_first, triggers))
-        sent = np.fromiter(map(_second, triggers), np.float64, len(triggers))
+        mids, sent_ms = self.tracker.triggers_of(keys)
+        sent = np.array(sent_ms, dtype=np.float64)
         now_ns = time.time_ns()
         latency = now_ns / 1e6 - sent
         return PredictionBatch(spec.name, spec.version, keys,
