@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import time
 import tracemalloc
 from collections import deque
@@ -53,11 +54,42 @@ def bare_scatter(slots, values, ts, data, ring_ts, pos):  # type: ignore[no-unty
         pos[s] = (p + 1) % W
 
 
+def batch_parts(store: hd.WindowStore, keys: list[str], values: np.ndarray, ts: np.ndarray,
+                n: int) -> list[tuple[str, str, str, str]]:
+    """ns/row of append_batch in the steady state and of its C parts over the same chunks:
+    the key lookup of the keys the store holds (the same objects), of equal keys decoded
+    afresh (new objects, hash not computed), and the scatter with the slots known."""
+    ring = store._rings["s"]
+    chunk = 10_000
+    spans = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+
+    def per_row(fn) -> float:  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        for a, b in spans:
+            fn(a, b)
+        return (time.perf_counter() - t0) / n * 1e9
+
+    off = 2 * n
+    full = per_row(lambda a, b: store.append_batch("s", keys[a:b], values[a:b], ts[a:b] + off))
+    same = per_row(lambda a, b: ring.lookup(keys[a:b]))
+    slots = [ring.lookup(keys[a:b]) for a, b in spans]
+    fresh_keys = json.loads(json.dumps(keys))  # equal strings, new objects
+
+    fresh = per_row(lambda a, b: ring.lookup(fresh_keys[a:b]))
+    at = {a: s for (a, _), s in zip(spans, slots, strict=True)}
+    scatter = per_row(lambda a, b: ring.scatter(at[a], values[a:b], ts[a:b] + 2 * off, 0))
+    return [("append_batch() parts, steady, ns/row", f"{full:.0f} in all",
+             f"lookup {same:.0f} (decoded keys {fresh:.0f}); scatter {scatter:.0f}",
+             f"rest {full - same - scatter:.0f}")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=2_000_000)
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--reads", type=int, default=20_000)
+    ap.add_argument("--parts", action="store_true",
+                    help="also time append_batch's parts (key lookup, scatter) in ns/row")
     args = ap.parse_args()
     N, K = args.events, args.keys
     rng = np.random.default_rng(0)
@@ -245,6 +277,8 @@ def main() -> None:
         )
     )
 
+    if args.parts:
+        results.extend(batch_parts(store, keys, values, ts, N))
     table = Table(
         title=f"bench_store: {K:,} keys, CountWindow({W}), 4 float64 fields, {N:,} events"
     )
