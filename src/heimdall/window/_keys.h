@@ -119,17 +119,14 @@ keys_find(const KeyTable *t, PyObject *key, Py_hash_t h)
     }
 }
 
-/* key -> slot (a key the table holds: its slot changes). 0, or -1 with an error set. */
+/* key -> slot for an exact str or int (a key the table holds: its slot changes); the
+ * caller counts other keys in ``exotic``. 0, or -1 with an error set. */
 static int
 keys_put(KeyTable *t, PyObject *key, Py_ssize_t slot)
 {
     if (t->entries == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the ring's key table is not bound");
         return -1;
-    }
-    if (!keys_plain(key)) {
-        t->exotic += 1;
-        return 0;
     }
     Py_hash_t h = keys_hash(key);
     if (h == -1)
@@ -152,17 +149,12 @@ keys_put(KeyTable *t, PyObject *key, Py_ssize_t slot)
     return 0;
 }
 
-/* Drop ``key`` if held. 0, or -1 with an error set. */
+/* Drop an exact str or int ``key`` if held. 0, or -1 with an error set. */
 static int
 keys_remove(KeyTable *t, PyObject *key)
 {
     if (t->entries == NULL)
         return 0;
-    if (!keys_plain(key)) {
-        if (t->exotic > 0)
-            t->exotic -= 1;
-        return 0;
-    }
     Py_hash_t h = keys_hash(key);
     if (h == -1)
         return -1;
