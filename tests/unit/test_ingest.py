@@ -64,3 +64,16 @@ def test_applied_ids_forget_after_two_generations() -> None:
     seen.add(list(range(1000, 2000)))  # and the second: the first is dropped
     assert seen.duplicates([5, 1500]) == [1]
     assert len(seen) <= 2000
+
+
+def test_listeners_hear_each_applied_row_with_its_message() -> None:
+    """A model's runner is told each row's key, message id and send time: every message's
+    when all are good, and with a bad, a duplicate or a refused one only the rows applied."""
+    ing = _ingest(evict=False, max_keys=2)
+    heard: list[tuple[list[object], list[object], list[float]]] = []
+    ing.listeners.append(lambda keys, ids, sent: heard.append((keys, ids, sent)))
+    ing.apply([_p("a", 1, 1.0), _p("b", 1, 2.0)], [b"1", b"2"], sent_ms=[10.0, 11.0])
+    ing.apply([_p("a", 2, 1.0), b"nope", _p("b", 1, 2.0), _p("c", 1, 3.0), _p("b", 2, 4.0)],
+              [b"3", b"4", b"2", b"5", b"6"], sent_ms=[12.0, 13.0, 11.0, 14.0, 15.0])
+    assert heard == [(["a", "b"], [b"1", b"2"], [10.0, 11.0]),
+                     (["a", "b"], [b"3", b"6"], [12.0, 15.0])]  # "c": no room, refused

@@ -141,10 +141,15 @@ class StreamIngest:
             keep = ~np.isin(rows, [i for i, _ in refused])
             keys = [k for k, ok in zip(keys, keep.tolist(), strict=True) if ok]
             rows = rows[keep]
-        at = rows.tolist()
-        row_ids = [ids[i] for i in at]
+        if len(rows) == len(ids) and (rows == np.arange(len(ids))).all():
+            row_ids, at = list(ids), None  # a row per message, in order: the common case
+        else:
+            at = rows.tolist()
+            row_ids = [ids[i] for i in at]
         if sent_ms is None:
-            sent = [time.time() * 1e3] * len(at)
+            sent = [time.time() * 1e3] * len(row_ids)
+        elif at is None:
+            sent = list(sent_ms)
         else:
             sent = [sent_ms[i] for i in at]
         for fn in tuple(self.listeners):  # tuple: a subscriber may (un)register meanwhile

@@ -266,7 +266,7 @@ class PulsarSource(Source):
         sent = list(map(Message.publish_timestamp, msgs)) if ingest.listeners else None
         result = ingest.apply(payloads, ids, keys, times, sent,
                               defer=(w, msgs) if ingest.defer_acks else None)
-        self._observe_latency(ingest, msgs)
+        self._observe_latency(ingest, msgs, sent)
         if w.crash_after_apply:
             consumer.close()  # unacknowledged: Pulsar redelivers to another consumer
             return
@@ -334,12 +334,16 @@ class PulsarSource(Source):
             for m in msgs:
                 consumer.acknowledge(m)
 
-    def _observe_latency(self, ingest: StreamIngest, msgs: list[Any]) -> None:
+    def _observe_latency(self, ingest: StreamIngest, msgs: list[Any],
+                         sent: list[float] | None) -> None:
+        """Publish-to-window latency of a sample of the batch (``sent``: every message's
+        publish time, when already read for the listeners)."""
         from _pulsar import Message
 
         now_ms = time.time_ns() / 1e6
         step = max(1, len(msgs) // _SAMPLE)
-        pub = np.fromiter(map(Message.publish_timestamp, msgs[::step]), np.float64)
+        pub = (np.array(sent[::step], np.float64) if sent is not None
+               else np.fromiter(map(Message.publish_timestamp, msgs[::step]), np.float64))
         lat = np.maximum(now_ms - pub, 0.0) / 1e3
         ingest.counters.latency_s.observe_many(lat)
         ingest.counters.lag_s = float(lat[-1])
