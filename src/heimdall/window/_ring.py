@@ -173,12 +173,12 @@ class Ring(RingCore):
         self.high_water = hw + n - reuse
         keyid = self.next_keyid
         self.next_keyid = keyid + n
+        self.live[slots] = True  # as new_slot: live and owner before the index entry
         slot_keys, slot_keyid, put = self.slot_keys, self.slot_keyid, self.index_put
         for i, (slot, key) in enumerate(zip(slots, keys, strict=True)):
             slot_keys[slot] = key
             slot_keyid[slot] = keyid + i
             put(key, slot)
-        self.live[slots] = True
 
     def _victim(self) -> int:
         """The least recently updated live slot. Amortized O(log max_keys) per eviction."""
