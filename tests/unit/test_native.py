@@ -3,13 +3,15 @@
 ``append`` and ``window`` are C methods that hand every case they do not handle whole to
 ``_append_py`` / ``_window_slow``; these tests pin that the two give the same bytes, that
 each hand-over case still gets the Python path's answer, and that the C scatter checks what
-it is given.
+it is given. ``windows()`` reads through the C gather, which must equal the numba kernel it
+stands in for and hand over (None) whatever it cannot vouch for.
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import heimdall as hd
+from heimdall.window import _kernels as k
 from heimdall.window._native import RingCore, StoreCore
+from heimdall.window._ring import Ring
 
 DTYPES = ["float64", "float32", "int64", "int32"]
 
@@ -168,3 +172,67 @@ def test_the_c_scatter_checks_its_arguments_before_writing() -> None:
     assert ring.lookup(["a"]).tolist() == [0]
     assert ring.lookup(["a", "zz"]) is None
     assert ring.lookup([["unhashable"]]) is None
+
+
+def _numba_gather(ring: Ring, slots: np.ndarray, rows: int, span: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The numba kernel's read of the same slots: what the C gather must equal."""
+    n = len(slots)
+    values = np.empty((n, rows, ring.F), ring.dtype)
+    ts = np.empty((n, rows), np.int64)
+    lengths = np.zeros(n, np.int64)
+    ok = np.zeros(n, np.bool_)
+    k.gather(ring.data, ring.ts, ring.meta, slots, rows, span, values, ts, lengths, ok)
+    assert ok.all()
+    return values, ts, lengths
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(DTYPES),
+    timed=st.booleans(),
+    events=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), max_size=80),
+    asked=st.lists(st.integers(0, 7), max_size=12),
+    rows=st.integers(1, 6),
+    span=st.sampled_from([0, 3, 10]),
+)
+def test_c_gather_reads_what_the_numba_kernel_reads(
+    dtype: str, timed: bool, events: list[tuple[int, int]], asked: list[int], rows: int,
+    span: int,
+) -> None:
+    window = hd.TimeWindow(20e-9, max_rows=6) if timed else hd.CountWindow(6)
+    spec = hd.StreamSpec("s", key="id", fields=["x", "y"], window=window, dtype=dtype,
+                         allowed_lateness_s=5e-9)
+    store = hd.WindowStore([spec], max_keys=4)  # 6 keys: eviction too
+    for key, t in events:
+        store.append("s", key, (t, -t), ts_ns=t)
+    ring = store._rings["s"]
+    keys: list[Any] = list(asked)  # 6 and 7 are never written: absent
+    slots = ring.lookup(keys, k.ABSENT)
+    got = ring.gather(slots, keys, rows, span)
+    assert got is not None
+    for a, b in zip(got, _numba_gather(ring, slots, rows, span), strict=True):
+        assert a.dtype == b.dtype
+        assert a.tobytes() == b.tobytes()
+    batch = store.windows("s", keys, rows=rows, seconds=span * 1e-9 if span else None)
+    assert batch.values.tobytes() == got[0].tobytes()
+
+
+def test_c_gather_hands_over_what_it_cannot_vouch_for() -> None:
+    store = _store()
+    for key in ("a", "b"):
+        store.append("s", key, (1, 2), ts_ns=1)
+    ring = store._rings["s"]
+    slots = ring.lookup(["a", "b"], k.ABSENT)
+    assert ring.gather(slots, ["a", "b"], 4, 0) is not None
+    assert ring.gather(slots, ["b", "a"], 4, 0) is None  # not the slots' owners
+    ring.meta[slots[1], k.WSEQ] += 1  # a writer mid-append
+    assert ring.gather(slots, ["a", "b"], 4, 0) is None
+    ring.meta[slots[1], k.WSEQ] -= 1
+    with pytest.raises(IndexError, match="out of range"):
+        ring.gather(np.array([0, 99]), ["a", "b"], 4, 0)
+    with pytest.raises(ValueError, match="rows"):
+        ring.gather(slots, ["a", "b"], 5, 0)
+    # the windows() answer when a key moved between lookup and read: the Python path's
+    store.append("s", "a", (3, 4), ts_ns=2)
+    assert store.windows("s", ["a", "b"]).lengths.tolist() == [2, 1]

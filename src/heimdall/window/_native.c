@@ -27,7 +27,8 @@
 #include "_keys.h"
 
 /* meta columns, as in _kernels.py */
-enum { POS = 0, FILL = 1, WSEQ = 2, CSEQ = 3, NEWEST = 4, TOUCH = 5, TICK = 6, META_COLS = 8 };
+enum { POS = 0, FILL = 1, WSEQ = 2, CSEQ = 3, NEWEST = 4, TOUCH = 5, TICK = 6, KEYGEN = 7,
+       META_COLS = 8 };
 
 /* the Window class (view.py), set once by setup() */
 static PyTypeObject *window_type = NULL;
@@ -659,6 +660,121 @@ ring_lookup(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)out;
 }
 
+PyDoc_STRVAR(ring_gather_doc,
+"gather($self, slots, keys, rows, span_ns, /)\n--\n\n"
+"``windows()``'s read in one pass: each key's window (its last ``rows`` rows, within\n"
+"``span_ns`` of its newest when > 0) copied right-aligned into new (B, rows, F) values and\n"
+"(B, rows) timestamps, zeros before it, and its length; a slot of -1 (a key not held) reads\n"
+"as empty. Returns (values, ts_ns, lengths), or None when the Python path must decide: a\n"
+"slot a writer was changing, a slot that is no longer its key's (the owner compared by\n"
+"identity, or as an exact str / int), or a ring whose keys are not a list.");
+
+static PyObject *
+ring_gather(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "gather() takes slots, keys, rows, span_ns");
+        return NULL;
+    }
+    if (self->kind == 0 || self->slot_keys == NULL || !PyList_CheckExact(self->slot_keys))
+        Py_RETURN_NONE;
+    PyObject *keys = args[1];
+    Py_ssize_t n = PyList_Check(keys) ? PyList_GET_SIZE(keys) : -1;
+    if (n < 0 || !int64_vector(args[0], n, "slots"))
+        return NULL;
+    Py_ssize_t W = PyLong_AsSsize_t(args[2]);
+    long long span = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (W < 0 || W > self->W) {
+        PyErr_Format(PyExc_ValueError, "gather: rows must be in [0, %zd]", self->W);
+        return NULL;
+    }
+    PyArrayObject *data_arr = (PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 0);
+    Py_ssize_t max_slots = PyArray_DIM(data_arr, 0);
+    const long long *slots = (const long long *)PyArray_DATA((PyArrayObject *)args[0]);
+    npy_intp dv[3] = {n, W, self->F}, dl[1] = {n};
+    PyArray_Descr *descr = PyArray_DESCR(data_arr);
+    Py_INCREF(descr);
+    PyObject *values = PyArray_NewFromDescr(&PyArray_Type, descr, 3, dv, NULL, NULL, 0, NULL);
+    PyObject *ts = PyArray_SimpleNew(2, dv, NPY_INT64);
+    PyObject *lengths = PyArray_SimpleNew(1, dl, NPY_INT64);
+    if (values == NULL || ts == NULL || lengths == NULL)
+        goto fail;
+    char *out_v = PyArray_BYTES((PyArrayObject *)values);
+    long long *out_t = (long long *)PyArray_DATA((PyArrayObject *)ts);
+    long long *out_n = (long long *)PyArray_DATA((PyArrayObject *)lengths);
+    Py_ssize_t rb = self->row_bytes, cap = self->cap;
+    PyObject **key_items = PySequence_Fast_ITEMS(keys);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* the next keys' lines early: a batch of random keys reads cold memory */
+        if (i + 4 < n && slots[i + 4] >= 0 && slots[i + 4] < max_slots)
+            __builtin_prefetch(self->meta + slots[i + 4] * META_COLS, 0);
+        if (i + 2 < n && slots[i + 2] >= 0 && slots[i + 2] < max_slots) {
+            Py_ssize_t s2 = slots[i + 2];
+            long long b2 = self->meta[s2 * META_COLS + POS], a2 = b2 - W > 0 ? b2 - W : 0;
+            __builtin_prefetch(self->data + (s2 * cap + a2) * rb, 0);
+            __builtin_prefetch(self->ts + s2 * cap + a2, 0);
+        }
+        Py_ssize_t s = slots[i];
+        char *row_v = out_v + i * W * rb;
+        long long *row_t = out_t + i * W;
+        if (s < 0) { /* not held */
+            memset(row_v, 0, W * rb);
+            memset(row_t, 0, W * 8);
+            out_n[i] = 0;
+            continue;
+        }
+        if (s >= max_slots) {
+            PyErr_Format(PyExc_IndexError, "gather: slot %zd out of range", s);
+            goto fail;
+        }
+        long long *m = self->meta + s * META_COLS;
+        long long gen = __atomic_load_n(&m[KEYGEN], __ATOMIC_ACQUIRE);
+        long long c0 = __atomic_load_n(&m[CSEQ], __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&m[WSEQ], __ATOMIC_RELAXED) != c0)
+            goto hand_over;
+        /* the bounds, as _kernels._select */
+        long long b = m[POS], len = m[FILL];
+        if (len > W)
+            len = W;
+        const long long *st = self->ts + s * cap;
+        if (span > 0) {
+            long long lo = m[NEWEST] - span;
+            while (len > 0 && st[b - len] < lo)
+                len -= 1;
+        }
+        if (len < 0 || b - len < 0 || b > cap)
+            goto hand_over; /* torn bounds: the re-read below would fail too */
+        long long a = b - len;
+        memset(row_v, 0, (W - len) * rb);
+        memset(row_t, 0, (W - len) * 8);
+        memcpy(row_v + (W - len) * rb, self->data + (s * cap + a) * rb, len * rb);
+        memcpy(row_t + (W - len), st + a, len * 8);
+        out_n[i] = len;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&m[WSEQ], __ATOMIC_RELAXED) != c0)
+            goto hand_over;
+        /* the slot was the key's from before the read (KEYGEN read first) to after */
+        PyObject *owner = PyList_GET_ITEM(self->slot_keys, s), *key = key_items[i];
+        if (owner != key && !(keys_plain(owner) && keys_plain(key) && keys_equal(owner, key)))
+            goto hand_over;
+        if (__atomic_load_n(&m[KEYGEN], __ATOMIC_ACQUIRE) != gen)
+            goto hand_over;
+    }
+    return Py_BuildValue("(NNN)", values, ts, lengths);
+hand_over:
+    Py_DECREF(values);
+    Py_DECREF(ts);
+    Py_DECREF(lengths);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(values);
+    Py_XDECREF(ts);
+    Py_XDECREF(lengths);
+    return NULL;
+}
+
 PyDoc_STRVAR(ring_index_put_doc,
 "index_put($self, key, slot, /)\n--\n\n"
 "``index[key] = slot``, in the dict and in the C key table.");
@@ -775,6 +891,7 @@ static PyMethodDef ring_methods[] = {
      ring_write_row_doc},
     {"lookup", (PyCFunction)(void (*)(void))ring_lookup, METH_FASTCALL, ring_lookup_doc},
     {"scatter", (PyCFunction)(void (*)(void))ring_scatter, METH_FASTCALL, ring_scatter_doc},
+    {"gather", (PyCFunction)(void (*)(void))ring_gather, METH_FASTCALL, ring_gather_doc},
     {"index_put", (PyCFunction)(void (*)(void))ring_index_put, METH_FASTCALL,
      ring_index_put_doc},
     {"index_remove", (PyCFunction)ring_index_remove, METH_O, ring_index_remove_doc},
