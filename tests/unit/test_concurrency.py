@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -83,3 +84,48 @@ def test_readers_never_see_torn_rows_unnoticed() -> None:
 def _intact(vals: np.ndarray) -> bool:
     col = vals[:, 0]
     return bool((vals == col[:, None]).all() and (np.diff(col) == 1).all())
+
+
+def test_a_large_batched_read_copies_while_the_writer_runs() -> None:
+    """``windows()`` of many keys copies with the GIL released, so the writer thread runs
+    meanwhile; the seqlock must catch every key it changed under the copy (that key is read
+    again once the GIL is back), and no torn window may come back."""
+    W, K = 1024, 32  # 32 keys x 1024 rows x 40 bytes: copied without the GIL, slowly
+    spec = hd.StreamSpec("s", fields=["a", "b", "c", "d"], window=hd.CountWindow(W))
+    # 2 rows of slack: every other append compacts, moving the whole window under a copy
+    store = hd.WindowStore([spec], max_keys=K, slack=1e-3)
+    keys = [f"k{i}" for i in range(K)]
+    store.append_batch("s", keys, np.zeros((K, 4)), np.zeros(K, np.int64))
+    ring = store._rings["s"]
+    stop = threading.Event()
+    errors: list[str] = []
+    reads = [0]
+
+    def writer() -> None:
+        i = 1
+        while not stop.is_set():
+            store.append_batch("s", keys, np.full((K, 4), float(i)), np.full(K, i, np.int64))
+            i += 1
+            time.sleep(0)  # let the reader have the GIL back
+
+    def reader() -> None:
+        while not stop.is_set() and (reads[0] < 1500 or ring.reread == 0) and reads[0] < 5000:
+            b = store.windows("s", keys)
+            reads[0] += 1
+            m = int(b.lengths.min())  # every key's last m rows: consecutive rounds
+            vals, ts = b.values[:, W - m:], b.ts_ns[:, W - m:]
+            col = vals[:, :, 0]
+            if not ((vals == col[:, :, None]).all() and (np.diff(col, axis=1) == 1).all()
+                    and (ts == col).all()):
+                errors.append(f"a torn window in read {reads[0]}")
+                return
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    threads[1].join(timeout=120)
+    stop.set()
+    threads[0].join()
+    assert not errors, errors[:3]
+    # the writer ran during the copies: keys changed under them were caught and read again
+    assert ring.reread > 0, (reads, ring.reread)

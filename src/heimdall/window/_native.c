@@ -48,6 +48,7 @@ typedef struct {
     PyObject *locked;      /* lock.locked, bound */
     Py_ssize_t cap, W, F, row_bytes;
     long long span_ns, lateness_ns, ttl_ns, next_sweep_ns, tick, events;
+    long long reread; /* keys gather() read again: a writer changed them under the copy */
     char time_ordered, reject_nan;
     char kind; /* 'd', 'f', 'q', 'i': the row dtype (0 until bound) */
     char *data;
@@ -667,7 +668,43 @@ PyDoc_STRVAR(ring_gather_doc,
 "(B, rows) timestamps, zeros before it, and its length; a slot of -1 (a key not held) reads\n"
 "as empty. Returns (values, ts_ns, lengths), or None when the Python path must decide: a\n"
 "slot a writer was changing, a slot that is no longer its key's (the owner compared by\n"
-"identity, or as an exact str / int), or a ring whose keys are not a list.");
+"identity, or as an exact str / int), or a ring whose keys are not a list. A large read\n"
+"copies with the GIL released (the seqlock vouches for each key's rows).");
+
+/* Copy one key's window into its output row under the seqlock; 1: consistent. Reads only
+ * C memory (no GIL needed); bounds are checked before they index the ring. */
+static inline int
+gather_one(RingCore *r, Py_ssize_t s, Py_ssize_t W, long long span, char *row_v,
+           long long *row_t, long long *len_out, long long *gen_out)
+{
+    Py_ssize_t rb = r->row_bytes, cap = r->cap;
+    long long *m = r->meta + s * META_COLS;
+    *gen_out = __atomic_load_n(&m[KEYGEN], __ATOMIC_ACQUIRE);
+    long long c0 = __atomic_load_n(&m[CSEQ], __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&m[WSEQ], __ATOMIC_RELAXED) != c0)
+        return 0;
+    long long b = m[POS], len = m[FILL];
+    if (len > W)
+        len = W;
+    if (len < 0 || b > cap || b - len < 0)
+        return 0; /* torn bounds: the WSEQ re-read would fail too */
+    const long long *st = r->ts + s * cap;
+    if (span > 0) { /* as _kernels._select */
+        long long lo = m[NEWEST] - span;
+        while (len > 0 && st[b - len] < lo)
+            len -= 1;
+    }
+    long long a = b - len;
+    memset(row_v, 0, (W - len) * rb);
+    memset(row_t, 0, (W - len) * 8);
+    memcpy(row_v + (W - len) * rb, r->data + (s * cap + a) * rb, len * rb);
+    memcpy(row_t + (W - len), st + a, len * 8);
+    *len_out = len;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return __atomic_load_n(&m[WSEQ], __ATOMIC_RELAXED) == c0;
+}
+
+#define GATHER_NOGIL_BYTES (256 << 10) /* copies smaller than this keep the GIL */
 
 static PyObject *
 ring_gather(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -693,86 +730,96 @@ ring_gather(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     PyArrayObject *data_arr = (PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 0);
     Py_ssize_t max_slots = PyArray_DIM(data_arr, 0);
     const long long *slots = (const long long *)PyArray_DATA((PyArrayObject *)args[0]);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (slots[i] >= max_slots) {
+            PyErr_Format(PyExc_IndexError, "gather: slot %lld out of range", slots[i]);
+            return NULL;
+        }
+    }
     npy_intp dv[3] = {n, W, self->F}, dl[1] = {n};
     PyArray_Descr *descr = PyArray_DESCR(data_arr);
     Py_INCREF(descr);
     PyObject *values = PyArray_NewFromDescr(&PyArray_Type, descr, 3, dv, NULL, NULL, 0, NULL);
     PyObject *ts = PyArray_SimpleNew(2, dv, NPY_INT64);
     PyObject *lengths = PyArray_SimpleNew(1, dl, NPY_INT64);
-    if (values == NULL || ts == NULL || lengths == NULL)
-        goto fail;
+    long long *gens = PyMem_Malloc((n > 0 ? n : 1) * sizeof(long long));
+    if (values == NULL || ts == NULL || lengths == NULL || gens == NULL) {
+        Py_XDECREF(values);
+        Py_XDECREF(ts);
+        Py_XDECREF(lengths);
+        PyMem_Free(gens);
+        return gens == NULL ? PyErr_NoMemory() : NULL;
+    }
     char *out_v = PyArray_BYTES((PyArrayObject *)values);
     long long *out_t = (long long *)PyArray_DATA((PyArrayObject *)ts);
     long long *out_n = (long long *)PyArray_DATA((PyArrayObject *)lengths);
     Py_ssize_t rb = self->row_bytes, cap = self->cap;
-    PyObject **key_items = PySequence_Fast_ITEMS(keys);
+    int ok = 1;
+    /* the copies: C memory only, so a large read lets other threads run meanwhile (a
+     * writer among them changes a slot only under the seqlock, which the read checks); a
+     * key a writer changed under the copy is read again once the GIL is back, when no
+     * writer of this process can be mid-write */
+    PyThreadState *save = (Py_ssize_t)n * W * (rb + 8) >= GATHER_NOGIL_BYTES
+                              ? PyEval_SaveThread() : NULL;
+    Py_ssize_t torn = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         /* the next keys' lines early: a batch of random keys reads cold memory */
-        if (i + 4 < n && slots[i + 4] >= 0 && slots[i + 4] < max_slots)
+        if (i + 4 < n && slots[i + 4] >= 0)
             __builtin_prefetch(self->meta + slots[i + 4] * META_COLS, 0);
-        if (i + 2 < n && slots[i + 2] >= 0 && slots[i + 2] < max_slots) {
+        if (i + 2 < n && slots[i + 2] >= 0) {
             Py_ssize_t s2 = slots[i + 2];
-            long long b2 = self->meta[s2 * META_COLS + POS], a2 = b2 - W > 0 ? b2 - W : 0;
+            long long b2 = self->meta[s2 * META_COLS + POS];
+            long long a2 = b2 - W > 0 ? (b2 < cap ? b2 - W : cap - W) : 0;
             __builtin_prefetch(self->data + (s2 * cap + a2) * rb, 0);
             __builtin_prefetch(self->ts + s2 * cap + a2, 0);
         }
-        Py_ssize_t s = slots[i];
         char *row_v = out_v + i * W * rb;
         long long *row_t = out_t + i * W;
-        if (s < 0) { /* not held */
+        if (slots[i] < 0) { /* not held */
             memset(row_v, 0, W * rb);
             memset(row_t, 0, W * 8);
             out_n[i] = 0;
             continue;
         }
-        if (s >= max_slots) {
-            PyErr_Format(PyExc_IndexError, "gather: slot %zd out of range", s);
-            goto fail;
+        if (!gather_one(self, slots[i], W, span, row_v, row_t, &out_n[i], &gens[i])) {
+            out_n[i] = -1; /* read it again below */
+            torn += 1;
+            if (save == NULL)
+                break; /* with the GIL held throughout, a second read would see the same */
         }
-        long long *m = self->meta + s * META_COLS;
-        long long gen = __atomic_load_n(&m[KEYGEN], __ATOMIC_ACQUIRE);
-        long long c0 = __atomic_load_n(&m[CSEQ], __ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&m[WSEQ], __ATOMIC_RELAXED) != c0)
-            goto hand_over;
-        /* the bounds, as _kernels._select */
-        long long b = m[POS], len = m[FILL];
-        if (len > W)
-            len = W;
-        const long long *st = self->ts + s * cap;
-        if (span > 0) {
-            long long lo = m[NEWEST] - span;
-            while (len > 0 && st[b - len] < lo)
-                len -= 1;
+    }
+    if (save != NULL) {
+        PyEval_RestoreThread(save);
+        for (Py_ssize_t i = 0; i < n && torn > 0; i++) {
+            if (out_n[i] != -1)
+                continue;
+            torn -= 1;
+            self->reread += 1;
+            if (!gather_one(self, slots[i], W, span, out_v + i * W * rb, out_t + i * W,
+                            &out_n[i], &gens[i]))
+                break;
         }
-        if (len < 0 || b - len < 0 || b > cap)
-            goto hand_over; /* torn bounds: the re-read below would fail too */
-        long long a = b - len;
-        memset(row_v, 0, (W - len) * rb);
-        memset(row_t, 0, (W - len) * 8);
-        memcpy(row_v + (W - len) * rb, self->data + (s * cap + a) * rb, len * rb);
-        memcpy(row_t + (W - len), st + a, len * 8);
-        out_n[i] = len;
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&m[WSEQ], __ATOMIC_RELAXED) != c0)
-            goto hand_over;
-        /* the slot was the key's from before the read (KEYGEN read first) to after */
-        PyObject *owner = PyList_GET_ITEM(self->slot_keys, s), *key = key_items[i];
-        if (owner != key && !(keys_plain(owner) && keys_plain(key) && keys_equal(owner, key)))
-            goto hand_over;
-        if (__atomic_load_n(&m[KEYGEN], __ATOMIC_ACQUIRE) != gen)
-            goto hand_over;
+    }
+    ok = torn == 0;
+    /* each slot was its key's from before its read (KEYGEN read first) to now: the owner is
+     * read, then KEYGEN again */
+    PyObject **key_items = PySequence_Fast_ITEMS(keys);
+    for (Py_ssize_t i = 0; i < n && ok; i++) {
+        if (slots[i] < 0)
+            continue;
+        PyObject *owner = PyList_GET_ITEM(self->slot_keys, slots[i]), *key = key_items[i];
+        ok = owner == key || (keys_plain(owner) && keys_plain(key) && keys_equal(owner, key));
+        long long *m = self->meta + slots[i] * META_COLS;
+        ok = ok && __atomic_load_n(&m[KEYGEN], __ATOMIC_ACQUIRE) == gens[i];
+    }
+    PyMem_Free(gens);
+    if (!ok) {
+        Py_DECREF(values);
+        Py_DECREF(ts);
+        Py_DECREF(lengths);
+        Py_RETURN_NONE;
     }
     return Py_BuildValue("(NNN)", values, ts, lengths);
-hand_over:
-    Py_DECREF(values);
-    Py_DECREF(ts);
-    Py_DECREF(lengths);
-    Py_RETURN_NONE;
-fail:
-    Py_XDECREF(values);
-    Py_XDECREF(ts);
-    Py_XDECREF(lengths);
-    return NULL;
 }
 
 PyDoc_STRVAR(ring_index_put_doc,
@@ -919,6 +966,8 @@ static PyMemberDef ring_members[] = {
     {"next_sweep_ns", T_LONGLONG, offsetof(RingCore, next_sweep_ns), 0, "next idle sweep"},
     {"tick", T_LONGLONG, offsetof(RingCore, tick), 0, "writes so far (LRU clock)"},
     {"events", T_LONGLONG, offsetof(RingCore, events), 0, "events appended"},
+    {"reread", T_LONGLONG, offsetof(RingCore, reread), READONLY,
+     "keys gather() read again after a writer changed them under its copy"},
     {"time_ordered", T_BOOL, offsetof(RingCore, time_ordered), 0, "a time window"},
     {"reject_nan", T_BOOL, offsetof(RingCore, reject_nan), 0, "non-finite values rejected"},
     {NULL, 0, 0, 0, NULL},

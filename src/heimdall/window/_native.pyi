@@ -26,6 +26,7 @@ class RingCore:
     next_sweep_ns: int
     tick: int
     events: int
+    reread: int
     time_ordered: bool
     reject_nan: bool
     def bind(self, data: np.ndarray, ts: np.ndarray, meta: np.ndarray,
