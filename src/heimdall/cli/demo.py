@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                                   f"processes, reading windows from shared memory "
                                   f"{cfg.store.shared_memory!r}")
                 producer.start()
+                gc.freeze()  # start-up's objects out of the collector's way (as in serve)
                 console.print(
                     f"broker {pipe.url}; producing ~{args.rate:,.0f} events/s from "
                     f"{args.machines:,} machines; Ctrl-C stops"

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any
 
 Key = str | int
@@ -115,8 +115,7 @@ class ChangeTracker:
                 out = list(due)
                 due.clear()
                 return out
-            it = iter(due)
-            out = [next(it) for _ in range(max_batch)]
+            out = list(islice(due, max_batch))
             for k in out:
                 del due[k]
             return out
