@@ -240,7 +240,8 @@ def _summary(pipe: Pipeline, producer: SyntheticProducer, elapsed: float) -> str
              f"{m.get('skipped', 0):,} coalesced, event->prediction "
              f"p50 {m.get('latency_p50_s', float('nan')) * 1e3:.2f} ms "
              f"p99 {m.get('latency_p99_s', float('nan')) * 1e3:.2f} ms; flagged "
-             f"{len(flagged)} machines, {len(truth)} drifting: precision {precision:.2f}, "
+             f"{len(flagged)} machines, {len(truth)} drifting: precision "
+             f"{'n/a (none flagged)' if np.isnan(precision) else f'{precision:.2f}'}, "
              f"recall {recall:.2f} (the drift grows over 60 s: a short run catches less)")
     return (f"[bold]summary[/bold] after {elapsed:.1f} s: sent {producer.sent:,} "
             f"({producer.bad_sent} malformed on purpose), windows took {s['rows']:,} events "
