@@ -1,5 +1,5 @@
 """Build hooks: generate the gRPC modules from proto/heimdall/v1/*.proto, and compile the
-window store's C paths (src/heimdall/window/_native.c with its key table _keys.h, against
+window store's C paths (src/heimdall/window/_native.c and the headers it includes, against
 numpy's C API).
 
 The generated code is never committed: ``pip install`` (editable or not) runs grpcio-tools'
@@ -61,7 +61,7 @@ class BuildPyWithProto(build_py):
 native = Extension(
     "heimdall.window._native",
     ["src/heimdall/window/_native.c"],
-    depends=["src/heimdall/window/_keys.h"],
+    depends=[f"src/heimdall/window/{h}.h" for h in ("_ring_core", "_keys", "_write", "_read")],
     include_dirs=[numpy.get_include()],
     define_macros=[("NPY_TARGET_VERSION", "NPY_1_26_API_VERSION")],  # runs on numpy >= 1.26
     extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],

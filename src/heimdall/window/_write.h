@@ -1,0 +1,305 @@
+/* The write path of a ring: pack one row, append it under the seqlock, compact the slot,
+ * scatter a batch. Internal; included by _native.c only (after _ring_core.h).
+ *
+ * The seqlock, for readers in other processes: begin() raises WSEQ (a release fence after
+ * it) before any of the slot's rows change, end() stamps the slot and sets CSEQ equal with
+ * a release store.
+ */
+#ifndef HEIMDALL_WRITE_H
+#define HEIMDALL_WRITE_H
+
+#include "_ring_core.h"
+
+/* Pack an exact tuple or list of F exact floats / ints into ``out`` as the row dtype.
+ * 1: packed; 0: not a case for C (no error set; the Python path decides). */
+static int
+pack_row(RingCore *r, PyObject *seq, char *out)
+{
+    PyObject **items;
+    if (PyTuple_CheckExact(seq))
+        items = &PyTuple_GET_ITEM(seq, 0);
+    else if (PyList_CheckExact(seq))
+        items = ((PyListObject *)seq)->ob_item;
+    else
+        return 0;
+    if (Py_SIZE(seq) != r->F)
+        return 0;
+    for (Py_ssize_t j = 0; j < r->F; j++) {
+        PyObject *v = items[j];
+        if (r->kind == 'd' || r->kind == 'f') {
+            double x;
+            if (PyFloat_CheckExact(v))
+                x = PyFloat_AS_DOUBLE(v);
+            else if (PyLong_CheckExact(v)) {
+                x = PyLong_AsDouble(v);
+                if (x == -1.0 && PyErr_Occurred()) {
+                    PyErr_Clear();
+                    return 0;
+                }
+            }
+            else
+                return 0;
+            if (!isfinite(x)) {
+                if (r->reject_nan)
+                    return 0;
+            }
+            else if (r->kind == 'f' && fabs(x) > FLT_MAX)
+                return 0;
+            if (r->kind == 'd')
+                memcpy(out + 8 * j, &x, 8);
+            else {
+                float f = (float)x;
+                memcpy(out + 4 * j, &f, 4);
+            }
+        }
+        else {
+            if (!PyLong_CheckExact(v))
+                return 0;
+            int overflow;
+            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow || (x == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return 0;
+            }
+            if (r->kind == 'q')
+                memcpy(out + 8 * j, &x, 8);
+            else {
+                if (x < INT32_MIN || x > INT32_MAX)
+                    return 0;
+                int32_t y = (int32_t)x;
+                memcpy(out + 4 * j, &y, 4);
+            }
+        }
+    }
+    return 1;
+}
+
+/* One row into a slot, by the seqlock: begin() raises WSEQ before any of the slot's rows
+ * change, end() stamps the slot and sets CSEQ equal. */
+static inline long long
+begin(long long *m, long long by)
+{
+    long long w = m[WSEQ] + by;
+    __atomic_store_n(&m[WSEQ], w, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    return w;
+}
+
+static inline void
+end(long long *m, long long w, long long now, long long tick)
+{
+    m[TOUCH] = now;
+    m[TICK] = tick;
+    __atomic_store_n(&m[CSEQ], w, __ATOMIC_RELEASE);
+}
+
+/* Move the newest ``keep`` rows of the slot to the front of its ring; returns keep. */
+static inline long long
+compact(RingCore *r, char *data, long long *ts, long long pos, long long keep)
+{
+    memmove(data, data + (pos - keep) * r->row_bytes, keep * r->row_bytes);
+    memmove(ts, ts + (pos - keep), keep * 8);
+    return keep;
+}
+
+/* The in-order append (between begin and end). */
+static inline void
+put_in_order(RingCore *r, long long *m, Py_ssize_t slot, const char *row, long long t)
+{
+    char *data = r->data + slot * r->cap * r->row_bytes;
+    long long *ts = r->ts + slot * r->cap;
+    long long pos = m[POS], fill = m[FILL];
+    if (pos == r->cap)
+        pos = compact(r, data, ts, pos, fill < r->W - 1 ? fill : r->W - 1);
+    memcpy(data + pos * r->row_bytes, row, r->row_bytes);
+    ts[pos] = t;
+    pos += 1;
+    m[POS] = pos;
+    if (r->time_ordered || fill == 0 || t > m[NEWEST])
+        m[NEWEST] = t;
+    if (fill < r->W)
+        fill += 1;
+    if (r->span_ns > 0) {
+        long long lo = m[NEWEST] - r->span_ns;
+        while (fill > 1 && ts[pos - fill] < lo)
+            fill -= 1;
+    }
+    m[FILL] = fill;
+}
+
+/* A time window's row older than its newest, within the lateness allowed: inserted in
+ * order (between begin, by cap + 1 as it ends every view of the slot, and end). */
+static inline void
+put_out_of_order(RingCore *r, long long *m, Py_ssize_t slot, const char *row, long long t)
+{
+    char *data = r->data + slot * r->cap * r->row_bytes;
+    long long *ts = r->ts + slot * r->cap;
+    long long pos = m[POS], fill = m[FILL];
+    if (pos == r->cap)
+        pos = compact(r, data, ts, pos, fill);
+    long long ins = pos;
+    while (ins > pos - fill && ts[ins - 1] > t)
+        ins -= 1;
+    memmove(data + (ins + 1) * r->row_bytes, data + ins * r->row_bytes,
+            (pos - ins) * r->row_bytes);
+    memmove(ts + ins + 1, ts + ins, (pos - ins) * 8);
+    memcpy(data + ins * r->row_bytes, row, r->row_bytes);
+    ts[ins] = t;
+    m[POS] = pos + 1;
+    m[FILL] = fill < r->W ? fill + 1 : r->W;
+}
+
+static inline void
+count_events(RingCore *r, Py_ssize_t n)
+{
+    r->tick += n;
+    r->events += n;
+    if (r->stats != NULL)
+        r->stats[0] = r->events;
+}
+
+/* Append one row to ``slot`` (no other writer may run meanwhile). Returns 1 and writes
+ * nothing when the row is older than a time window's newest (the caller's out-of-order
+ * path); else 0. */
+static int
+write_row(RingCore *r, Py_ssize_t slot, const char *row, long long t, long long now)
+{
+    long long *m = r->meta + slot * META_COLS;
+    if (r->time_ordered && m[FILL] && t < m[NEWEST])
+        return 1;
+    long long w = begin(m, 1);
+    put_in_order(r, m, slot, row, t);
+    end(m, w, now, r->tick);
+    count_events(r, 1);
+    return 0;
+}
+
+PyDoc_STRVAR(ring_write_row_doc,
+"write_row($self, slot, row, ts_ns, now_ns, /)\n--\n\n"
+"Append ``row`` (bytes-like, one packed row) to ``slot``; the caller holds ``lock``.\n"
+"Returns False, writing nothing, when a time window's row is older than its newest.");
+
+static PyObject *
+ring_write_row(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "write_row() takes slot, row, ts_ns, now_ns");
+        return NULL;
+    }
+    if (self->kind == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "write_row: the ring is not bound");
+        return NULL;
+    }
+    Py_ssize_t slot = PyLong_AsSsize_t(args[0]);
+    long long t = PyLong_AsLongLong(args[2]);
+    long long now = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t slots = PyArray_DIM((PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 2), 0);
+    if (slot < 0 || slot >= slots) {
+        PyErr_Format(PyExc_IndexError, "write_row: slot %zd out of range", slot);
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (view.len != self->row_bytes) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "write_row: a row is %zd bytes; received %zd",
+                     self->row_bytes, view.len);
+        return NULL;
+    }
+    int late = write_row(self, slot, view.buf, t, now);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(!late);
+}
+
+
+PyDoc_STRVAR(ring_scatter_doc,
+"scatter($self, slots, values, ts_ns, now_ns, /)\n--\n\n"
+"Append validated rows (the caller holds ``lock``): row i of ``values`` (n, F), C-contiguous\n"
+"in the ring's dtype, to slot ``slots[i]``, in order. In a time window a row older than its\n"
+"key's newest is inserted in order, or counted and dropped when later than the lateness\n"
+"allowed or older than the span.");
+
+#define PREFETCH 8
+
+static PyObject *
+ring_scatter(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "scatter() takes slots, values, ts_ns, now_ns");
+        return NULL;
+    }
+    if (self->kind == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "scatter: the ring is not bound");
+        return NULL;
+    }
+    PyArrayObject *meta_arr = (PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 2);
+    PyArrayObject *data_arr = (PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 0);
+    Py_ssize_t n = PyArray_Check(args[0]) ? PyArray_SIZE((PyArrayObject *)args[0]) : -1;
+    if (!int64_vector(args[0], n, "slots") || !int64_vector(args[2], n, "ts_ns"))
+        return NULL;
+    PyArrayObject *values = (PyArrayObject *)args[1];
+    if (!PyArray_Check(args[1]) || PyArray_NDIM(values) != 2 || PyArray_DIM(values, 0) != n
+        || PyArray_DIM(values, 1) != self->F || !PyArray_IS_C_CONTIGUOUS(values)
+        || !PyArray_EquivTypes(PyArray_DESCR(values), PyArray_DESCR(data_arr))) {
+        PyErr_Format(PyExc_ValueError, "scatter: values must be a contiguous (%zd, %zd) array "
+                     "of the ring's dtype", n, self->F);
+        return NULL;
+    }
+    long long now = PyLong_AsLongLong(args[3]);
+    if (now == -1 && PyErr_Occurred())
+        return NULL;
+    const long long *slots = (const long long *)PyArray_DATA((PyArrayObject *)args[0]);
+    const long long *ts_in = (const long long *)PyArray_DATA((PyArrayObject *)args[2]);
+    const char *rows = PyArray_BYTES(values);
+    Py_ssize_t max_slots = PyArray_DIM(meta_arr, 0);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (slots[i] < 0 || slots[i] >= max_slots) {
+            PyErr_Format(PyExc_IndexError, "scatter: slot %lld out of range", slots[i]);
+            return NULL;
+        }
+    }
+    long long *counters = self->counters;
+    long long tick0 = self->tick;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* the rows are far apart in memory: ask for the next rows' lines early */
+        if (i + PREFETCH < n)
+            __builtin_prefetch(self->meta + slots[i + PREFETCH] * META_COLS, 1);
+        if (i + PREFETCH / 2 < n) {
+            Py_ssize_t s2 = slots[i + PREFETCH / 2];
+            long long p2 = self->meta[s2 * META_COLS + POS];
+            __builtin_prefetch(self->data + (s2 * self->cap + p2) * self->row_bytes, 1);
+            __builtin_prefetch(self->ts + s2 * self->cap + p2, 1);
+        }
+        Py_ssize_t s = slots[i];
+        long long t = ts_in[i];
+        const char *row = rows + i * self->row_bytes;
+        long long *m = self->meta + s * META_COLS;
+        long long w;
+        if (self->time_ordered && m[FILL] > 0 && t < m[NEWEST]) {
+            long long newest = m[NEWEST];
+            if (t < newest - self->lateness_ns) {
+                counters[0] += 1;
+                continue;
+            }
+            if (self->span_ns > 0 && t < newest - self->span_ns) {
+                counters[2] += 1;
+                continue;
+            }
+            counters[1] += 1;
+            w = begin(m, self->cap + 1);
+            put_out_of_order(self, m, s, row, t);
+        }
+        else {
+            w = begin(m, 1);
+            put_in_order(self, m, s, row, t);
+        }
+        end(m, w, now, tick0 + i);
+    }
+    count_events(self, n);
+    Py_RETURN_NONE;
+}
+
+#endif
