@@ -98,6 +98,7 @@ keys_rebuild(RingCore *self, Py_ssize_t max_keys)
 {
     if (keys_init(&self->keys, max_keys) < 0)
         return -1;
+    self->key_table_bytes = (Py_ssize_t)((self->keys.mask + 1) * sizeof(KeyEntry));
     if (self->index == NULL || !PyDict_CheckExact(self->index))
         return 0; /* an attached reader's index: lookups read it, not the table */
     PyObject *key, *slot;
@@ -330,6 +331,8 @@ static PyMemberDef ring_members[] = {
     {"events", T_LONGLONG, offsetof(RingCore, events), 0, "events appended"},
     {"reread", T_LONGLONG, offsetof(RingCore, reread), READONLY,
      "keys gather() read again after a writer changed them under its copy"},
+    {"key_table_bytes", T_PYSSIZET, offsetof(RingCore, key_table_bytes), READONLY,
+     "bytes of the C key table's buckets"},
     {"time_ordered", T_BOOL, offsetof(RingCore, time_ordered), 0, "a time window"},
     {"reject_nan", T_BOOL, offsetof(RingCore, reject_nan), 0, "non-finite values rejected"},
     {NULL, 0, 0, 0, NULL},

@@ -27,6 +27,7 @@ class RingCore:
     tick: int
     events: int
     reread: int
+    key_table_bytes: int
     time_ordered: bool
     reject_nan: bool
     def bind(self, data: np.ndarray, ts: np.ndarray, meta: np.ndarray,

@@ -370,8 +370,9 @@ class Ring(RingCore):
         return self.events, self.evictions, self.expired
 
     def nbytes(self) -> int:
-        """Bytes of the preallocated arrays."""
-        return int(self.data.nbytes + self.ts.nbytes + self.meta.nbytes + self.live.nbytes)
+        """Bytes of the preallocated arrays and the C key table."""
+        return int(self.data.nbytes + self.ts.nbytes + self.meta.nbytes + self.live.nbytes
+                   + self.key_table_bytes)
 
     def describe_window(self) -> str:
         w = self.spec.window

@@ -23,6 +23,7 @@ typedef struct {
     Py_ssize_t cap, W, F, row_bytes;
     long long span_ns, lateness_ns, ttl_ns, next_sweep_ns, tick, events;
     long long reread; /* keys gather() read again: a writer changed them under the copy */
+    Py_ssize_t key_table_bytes; /* the key table's buckets */
     char time_ordered, reject_nan;
     char kind; /* 'd', 'f', 'q', 'i': the row dtype (0 until bound) */
     char *data;

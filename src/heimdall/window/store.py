@@ -495,6 +495,7 @@ class WindowStore(StoreCore):
                 "expired_on_arrival": int(r.counters[k.C_EXPIRED]),
                 "evictions": evictions,
                 "expired_keys": expired,
+                "reads_retried": r.reread,  # keys windows() read again: changed mid-copy
                 "memory_bytes": nbytes,
             }
         return {"streams": streams, "memory_bytes": total}
