@@ -641,7 +641,7 @@ setup(PyObject *module, PyObject *tp)
 PyDoc_STRVAR(first_nonfinite_doc,
 "first_nonfinite(values, /)\n--\n\n"
 "The flat index of the first NaN or infinity in a C-contiguous float64 or float32 array,\n"
-"or -1 if there is none; None for another array (the caller checks it in numpy).");
+"or -1 if there is none (the float dtypes a ring holds; TypeError for another array).");
 
 #define SCAN_NONFINITE(T)                                                                  \
     do {                                                                                   \
@@ -661,17 +661,19 @@ PyDoc_STRVAR(first_nonfinite_doc,
 static PyObject *
 first_nonfinite(PyObject *module, PyObject *arr)
 {
-    if (!PyArray_Check(arr) || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)arr)
-        || !PyDataType_ISNOTSWAPPED(PyArray_DESCR((PyArrayObject *)arr)))
-        Py_RETURN_NONE;
     PyArrayObject *a = (PyArrayObject *)arr;
+    if (!PyArray_Check(arr) || !PyArray_IS_C_CONTIGUOUS(a)
+        || !PyDataType_ISNOTSWAPPED(PyArray_DESCR(a))
+        || (PyArray_TYPE(a) != NPY_FLOAT64 && PyArray_TYPE(a) != NPY_FLOAT32)) {
+        PyErr_SetString(PyExc_TypeError, "first_nonfinite() takes a C-contiguous float64 or "
+                        "float32 array in native byte order (a ring's dtype)");
+        return NULL;
+    }
     Py_ssize_t n = PyArray_SIZE(a);
     if (PyArray_TYPE(a) == NPY_FLOAT64)
         SCAN_NONFINITE(double);
-    else if (PyArray_TYPE(a) == NPY_FLOAT32)
-        SCAN_NONFINITE(float);
     else
-        Py_RETURN_NONE;
+        SCAN_NONFINITE(float);
     return PyLong_FromLong(-1);
 }
 

@@ -580,10 +580,7 @@ def _as_values(ring: Ring, stream: str, values: Any, n: int) -> np.ndarray:
         arr = arr.astype(ring.dtype)
     arr = np.ascontiguousarray(arr)
     if ring.reject_nan and n:
-        at = _native.first_nonfinite(arr)  # C: one pass, no temporary
-        if at is None:
-            bad = np.flatnonzero(~np.isfinite(arr))
-            at = int(bad[0]) if len(bad) else -1
+        at = _native.first_nonfinite(arr)  # C: one pass, no temporary (arr: the ring's dtype)
         if at >= 0:
             r, j = divmod(at, ring.F)
             raise SchemaError(
