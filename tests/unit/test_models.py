@@ -325,6 +325,29 @@ def test_a_prediction_batch_builds_predictions_when_read() -> None:
     assert preds.latest("m", "a") == batch[0]
 
 
+def test_predictions_of_mixed_shapes_versions_and_repeated_keys() -> None:
+    from heimdall.models import Prediction
+
+    preds = Predictions(max_keys=100)
+    preds.record("m", [Prediction("m", "1", "a", 1.0, 1, "i1", 0.5, 7),
+                       Prediction("m", "2", "b", [1.0, 2.0], 2, None, 0.25, 8),
+                       Prediction("m", "1", "a", 3.0, 3, "i3", 0.75, 7)])  # a's last wins
+    assert preds.latest("m", "a") == Prediction("m", "1", "a", 3.0, 3, "i3", 0.75, 7)
+    assert preds.latest("m", "b") == Prediction("m", "2", "b", [1.0, 2.0], 2, None, 0.25, 8)
+    # a wider row widens the columns; the rows already there keep their scores
+    preds.record("m", [Prediction("m", "3", "c", [4.0, 5.0, 6.0], 4, None, 0.0, 9)])
+    preds.record("m", [Prediction("m", "1", "b", 9.0, 5, None, 0.0, 9)])  # a list, then a float
+    assert preds.latest("m", "a").score == 3.0
+    assert preds.latest("m", "b").score == 9.0
+    assert preds.latest("m", "c").score == [4.0, 5.0, 6.0]
+    assert sorted(preds.snapshot("m")) == ["a", "b", "c"]
+    many = [Prediction("m", "1", f"k{i}", float(i), i, None, 0.0, 0) for i in range(300)]
+    preds.record("m", many)  # the columns grow past their first size
+    assert preds.latest("m", "k299").score == 299.0
+    assert preds.latest("m", "k0").score == 0.0
+    assert len(preds) == 303
+
+
 # ---- adapters ------------------------------------------------------------------------------
 
 
