@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 import heimdall as hd
 from heimdall.config import build_config
@@ -64,6 +66,28 @@ def test_applied_ids_forget_after_two_generations() -> None:
     seen.add(list(range(1000, 2000)))  # and the second: the first is dropped
     assert seen.duplicates([5, 1500]) == [1]
     assert len(seen) <= 2000
+
+
+@given(st.lists(st.integers(0, 30), max_size=40), st.lists(st.integers(0, 30), max_size=40))
+def test_applied_ids_duplicates_equal_a_row_by_row_model(held: list[int], batch: list[int]) -> None:
+    seen = AppliedIds(capacity=1000)
+    seen.add(held)
+    expected, here = [], set()
+    for i, mid in enumerate(batch):
+        if mid in here or mid in held:
+            expected.append(i)
+        here.add(mid)
+    assert seen.duplicates(batch) == expected
+
+
+def test_a_batch_with_duplicates_and_bad_messages_reports_them_at_their_places() -> None:
+    ing = _ingest()
+    ing.apply([_p("k", 1, 1.0)], [b"m1"])
+    r = ing.apply([_p("k", 1, 1.0), b"nope", _p("k", 2, 2.0), _p("k", 2, 2.0), b"{}",
+                   _p("k", 3, 3.0)], [b"m1", b"x", b"m2", b"m2", b"y", b"m3"])
+    assert r.duplicates == [0, 3]
+    assert [i for i, _ in r.bad] == [1, 4]
+    assert ing.store.window("s", "k").values.ravel().tolist() == [1.0, 2.0, 3.0]
 
 
 def test_listeners_hear_each_applied_row_with_its_message() -> None:

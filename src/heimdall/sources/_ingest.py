@@ -99,7 +99,7 @@ class StreamIngest:
                 for i, n in enumerate(sizes) if n > limit and i not in drop]
             drop.update(i for i, _ in oversized)
             if drop:
-                keep = [i for i in range(len(payloads)) if i not in drop]
+                keep = sorted(set(range(len(payloads))) - drop)
                 decoded = self._decode_subset(payloads, keep, message_keys, times_ns)
             else:
                 decoded = self.decoder.decode(payloads, message_keys, times_ns)
@@ -178,15 +178,12 @@ class StreamIngest:
                        times_ns: Sequence[int] | None) -> Decoded:
         """Decode only ``keep``, reporting message indices of the full batch."""
         sub = self.decoder.decode(
-            [payloads[i] for i in keep],
-            None if message_keys is None else [message_keys[i] for i in keep],
-            None if times_ns is None else [times_ns[i] for i in keep],
+            list(map(payloads.__getitem__, keep)),
+            None if message_keys is None else list(map(message_keys.__getitem__, keep)),
+            None if times_ns is None else list(map(times_ns.__getitem__, keep)),
         )
-        back = keep
-        sub.row_msg = sub.row_msg.copy()
-        for r in range(len(sub.row_msg)):
-            sub.row_msg[r] = back[int(sub.row_msg[r])]
-        sub.bad = [(back[i], reason) for i, reason in sub.bad]
+        sub.row_msg = np.asarray(keep, dtype=sub.row_msg.dtype)[sub.row_msg]
+        sub.bad = [(keep[i], reason) for i, reason in sub.bad]
         return sub
 
     def _write(self, d: Decoded) -> list[tuple[int, str]]:

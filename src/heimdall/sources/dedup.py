@@ -10,6 +10,8 @@ The horizon must exceed what can be in flight unacknowledged: workers x receiver
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from itertools import compress
+from operator import ne, or_
 
 
 class AppliedIds:
@@ -29,17 +31,18 @@ class AppliedIds:
         self._old: set[Hashable] = set()
 
     def duplicates(self, ids: Sequence[Hashable]) -> list[int]:
-        """Indices in ``ids`` already applied, or repeating an earlier entry of ``ids``."""
+        """Indices in ``ids`` already applied, or repeating an earlier entry of ``ids``. C
+        loops only: a batch that brings a few duplicates costs no Python step per id."""
         batch = set(ids)
-        if len(batch) == len(ids) and batch.isdisjoint(self._new) and batch.isdisjoint(self._old):
+        new, old = self._new, self._old
+        if len(batch) == len(ids) and batch.isdisjoint(new) and batch.isdisjoint(old):
             return []
-        out = []
-        here: set[Hashable] = set()
-        for i, mid in enumerate(ids):
-            if mid in here or mid in self._new or mid in self._old:
-                out.append(i)
-            here.add(mid)
-        return out
+        n = len(ids)
+        held = map(or_, map(new.__contains__, ids), map(old.__contains__, ids))
+        if len(batch) < n:  # an id repeated within the batch: its later entries
+            first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
+            held = map(or_, held, map(ne, map(first.__getitem__, ids), range(n)))
+        return list(compress(range(n), held))
 
     def add(self, ids: Sequence[Hashable]) -> None:
         """Remember ``ids`` as applied."""
