@@ -33,7 +33,7 @@ import pulsar
 from rich.console import Console
 from rich.table import Table
 
-from heimdall.config import build_config
+from heimdall.config import SourceConfig, build_config
 from heimdall.metrics import Histogram
 from heimdall.pipeline import Pipeline
 from heimdall.sources._embedded import EmbeddedPulsar
@@ -79,8 +79,10 @@ def bare_drain(url: str, topic: str, n: int, t0: int) -> tuple[float, int]:
     tells them apart by the events' unique ``ts``, which costs it one vectorised step).
     Events/s, and how many duplicates it received."""
     c = client(url)
+    # the pipeline's receiver queue (a smaller one draws more duplicates from pulsar-lite)
+    queue = SourceConfig().receiver_queue_size
     cons = c.subscribe(topic, f"bare-{uuid.uuid4().hex[:6]}",
-                       consumer_type=pulsar.ConsumerType.Failover, receiver_queue_size=10_000,
+                       consumer_type=pulsar.ConsumerType.Failover, receiver_queue_size=queue,
                        initial_position=pulsar.InitialPosition.Earliest,
                        batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(10_000, 64 << 20,
                                                                               1))

@@ -53,7 +53,7 @@ class SourceConfig(_Section):
     initial_position: InitialPosition = "earliest"
     receive_batch: int = Field(10_000, ge=1)
     receive_timeout_ms: int = Field(1, ge=1)
-    receiver_queue_size: int = Field(10_000, ge=1)
+    receiver_queue_size: int = Field(25_000, ge=1)
     max_message_bytes: int = Field(1 << 20, ge=1)
     dedup_window: int = Field(1_000_000, ge=1000)
     data_dir: str = "heimdall-data"
@@ -229,7 +229,8 @@ class HeimdallConfig(BaseSettings):
     streams: tuple[StreamConfig, ...] = Field(min_length=1)
     models: tuple[ModelConfig, ...] = ()
     server: ServerConfig = ServerConfig()
-    checkpoint: CheckpointConfig = CheckpointConfig()
+    # None: no [checkpoint] section (checkpoints off); a section given, even empty: on
+    checkpoint: CheckpointConfig | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> HeimdallConfig:
@@ -246,7 +247,23 @@ class HeimdallConfig(BaseSettings):
         topics = [s.topic for s in self.streams]
         if len(set(topics)) != len(topics):
             raise ValueError(f"two streams read the same topic: {topics}")
+        src = self.source
+        in_flight = src.workers * src.receiver_queue_size
+        pending = self.checkpoint.max_pending if self.checkpoint and self.checkpoints_on else 0
+        if src.dedup_window < in_flight + pending:
+            raise ValueError(
+                f"source.dedup_window = {src.dedup_window} is below what can be unacknowledged "
+                f"at once (workers x receiver_queue_size = {src.workers} x "
+                f"{src.receiver_queue_size}" + (f", + checkpoint.max_pending {pending}"
+                                                 if pending else "")
+                + f" = {in_flight + pending}): a redelivery could come back after its id was "
+                f"forgotten and be applied twice; raise dedup_window or lower the others")
         return self
+
+    @property
+    def checkpoints_on(self) -> bool:
+        """Checkpoints are on when ``[checkpoint]`` is given and not turned off."""
+        return self.checkpoint is not None and self.checkpoint.enabled
 
     @classmethod
     def settings_customise_sources(

@@ -86,7 +86,7 @@ class Pipeline:
         self._metrics_server: Any = None
         self.grpc: GrpcServer | None = None
         self.checkpointer: Checkpointer | None = None
-        if "checkpoint" in config.model_fields_set and config.checkpoint.enabled:
+        if config.checkpoint is not None and config.checkpoints_on:
             self.checkpointer = Checkpointer(config.checkpoint, self.store, self.ingests)
         self._stopped = threading.Event()
         self._running = False

@@ -19,6 +19,11 @@ def test_defaults_match_the_design() -> None:
     assert cfg.streams[0].dlq_topic == "t-heimdall-dlq"
     assert cfg.streams[0].time_from == "payload"
     assert cfg.streams[0].spec().window == hd.CountWindow(256)
+    # what can be unacknowledged at once is within the dedup horizon
+    assert cfg.source.dedup_window >= cfg.source.workers * cfg.source.receiver_queue_size
+    assert not cfg.checkpoints_on
+    assert build_config({"streams": [STREAM], "source": {"dedup_window": 60_000},
+                         "checkpoint": {"enabled": False}}).source.dedup_window == 60_000
 
 
 @pytest.mark.parametrize(("data", "where"), [
@@ -31,6 +36,9 @@ def test_defaults_match_the_design() -> None:
     ({"streams": [{**STREAM, "dtype": "complex64"}]}, "dtype 'complex64'"),
     ({"streams": [STREAM, STREAM]}, "stream names repeat"),
     ({"streams": [{**STREAM, "time": None, "time_from": "payload"}]}, "time_from"),
+    ({"streams": [STREAM], "source": {"workers": 64}}, "source.dedup_window = 1000000 is below"),
+    ({"streams": [STREAM], "source": {"dedup_window": 60_000}, "checkpoint": {}},
+     "+ checkpoint.max_pending 20000 = 70000"),
 ])
 def test_errors_name_the_key(data: dict, where: str) -> None:
     with pytest.raises(hd.ConfigError) as err:
@@ -61,3 +69,21 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
 def test_pipeline_refuses_what_is_not_a_config() -> None:
     with pytest.raises(hd.ConfigError, match="from_config"):
         hd.Pipeline({"streams": [STREAM]})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("section", "on"), [
+    (None, False), ({}, True), ({"enabled": True}, True), ({"dir": "heimdall-state"}, True),
+    ({"enabled": False}, False),
+])
+def test_a_checkpoint_section_turns_checkpoints_on_even_with_default_values(
+        section: dict | None, on: bool, tmp_path: Path) -> None:
+    data: dict = {"streams": [STREAM]}
+    if section is not None:
+        data["checkpoint"] = section
+    assert build_config(data).checkpoints_on is on
+    lines = [] if section is None else ["[checkpoint]"] + [
+        f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}".replace("'", '"')
+        for k, v in section.items()]
+    f = tmp_path / "heimdall.toml"
+    f.write_text("\n".join(lines) + '\n\n[[streams]]\nname = "s"\ntopic = "t"\nfields = ["a"]\n')
+    assert load_config(f).checkpoints_on is on

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             " +client certs" if srv.tls_client_ca else "") + (" token" if srv.token else "")
     print(f"  server   metrics {srv.metrics or 'off'}; gRPC {grpc}")
     ck = cfg.checkpoint
-    if "checkpoint" in cfg.model_fields_set and ck.enabled:
+    if ck is not None and cfg.checkpoints_on:
         print(f"  checkpoints every {ck.interval_s:g} s into {ck.dir!r} (keep {ck.keep}); "
               f"messages acknowledged once checkpointed")
     else:
