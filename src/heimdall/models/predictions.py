@@ -47,7 +47,7 @@ class PredictionBatch(Sequence[Prediction]):
     key. ``keys``, ``scores`` (an (n,) or (n, K) float64 array) and ``latency_ms`` ((n,)) are
     there to read whole."""
 
-    __slots__ = ("_ids", "_lat", "_scores", "event_time_ns", "id_text", "keys", "latency_ms",
+    __slots__ = ("_lat", "_scores", "event_time_ns", "id_text", "keys", "latency_ms",
                  "message_ids", "model", "predicted_at_ns", "scores", "version")
 
     def __init__(self, model: str, version: str, keys: list[Any], scores: np.ndarray,
