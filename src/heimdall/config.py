@@ -249,7 +249,8 @@ class HeimdallConfig(BaseSettings):
             raise ValueError(f"two streams read the same topic: {topics}")
         src = self.source
         in_flight = src.workers * src.receiver_queue_size
-        pending = self.checkpoint.max_pending if self.checkpoint and self.checkpoints_on else 0
+        ck = self.active_checkpoint
+        pending = ck.max_pending if ck is not None else 0
         if src.dedup_window < in_flight + pending:
             raise ValueError(
                 f"source.dedup_window = {src.dedup_window} is below what can be unacknowledged "
@@ -261,9 +262,15 @@ class HeimdallConfig(BaseSettings):
         return self
 
     @property
+    def active_checkpoint(self) -> CheckpointConfig | None:
+        """``[checkpoint]`` when checkpoints run: the section is given and not turned off."""
+        ck = self.checkpoint
+        return ck if ck is not None and ck.enabled else None
+
+    @property
     def checkpoints_on(self) -> bool:
         """Checkpoints are on when ``[checkpoint]`` is given and not turned off."""
-        return self.checkpoint is not None and self.checkpoint.enabled
+        return self.active_checkpoint is not None
 
     @classmethod
     def settings_customise_sources(

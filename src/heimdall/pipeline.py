@@ -86,8 +86,8 @@ class Pipeline:
         self._metrics_server: Any = None
         self.grpc: GrpcServer | None = None
         self.checkpointer: Checkpointer | None = None
-        if config.checkpoint is not None and config.checkpoints_on:
-            self.checkpointer = Checkpointer(config.checkpoint, self.store, self.ingests)
+        if (ck := config.active_checkpoint) is not None:
+            self.checkpointer = Checkpointer(ck, self.store, self.ingests)
         self._stopped = threading.Event()
         self._running = False
         for m in config.models:

@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
         grpc = srv.grpc + (" TLS" if srv.tls_cert else "") + (
             " +client certs" if srv.tls_client_ca else "") + (" token" if srv.token else "")
     print(f"  server   metrics {srv.metrics or 'off'}; gRPC {grpc}")
-    ck = cfg.checkpoint
-    if ck is not None and cfg.checkpoints_on:
+    ck = cfg.active_checkpoint
+    if ck is not None:
         print(f"  checkpoints every {ck.interval_s:g} s into {ck.dir!r} (keep {ck.keep}); "
               f"messages acknowledged once checkpointed")
     else:
