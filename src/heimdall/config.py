@@ -55,7 +55,9 @@ class SourceConfig(_Section):
     receive_timeout_ms: int = Field(1, ge=1)
     receiver_queue_size: int = Field(25_000, ge=1)
     max_message_bytes: int = Field(1 << 20, ge=1)
-    dedup_window: int = Field(1_000_000, ge=1000)
+    # messages remembered per stream to drop redeliveries; None: twice what can be
+    # unacknowledged at once (``HeimdallConfig.dedup_horizon``)
+    dedup_window: int | None = Field(None, ge=1000)
     data_dir: str = "heimdall-data"
 
 
@@ -249,9 +251,8 @@ class HeimdallConfig(BaseSettings):
             raise ValueError(f"two streams read the same topic: {topics}")
         src = self.source
         in_flight = src.workers * src.receiver_queue_size
-        ck = self.active_checkpoint
-        pending = ck.max_pending if ck is not None else 0
-        if src.dedup_window < in_flight + pending:
+        pending = self._max_pending
+        if src.dedup_window is not None and src.dedup_window < in_flight + pending:
             raise ValueError(
                 f"source.dedup_window = {src.dedup_window} is below what can be unacknowledged "
                 f"at once (workers x receiver_queue_size = {src.workers} x "
@@ -266,6 +267,21 @@ class HeimdallConfig(BaseSettings):
         """``[checkpoint]`` when checkpoints run: the section is given and not turned off."""
         ck = self.checkpoint
         return ck if ck is not None and ck.enabled else None
+
+    @property
+    def _max_pending(self) -> int:
+        ck = self.active_checkpoint
+        return ck.max_pending if ck is not None else 0
+
+    @property
+    def dedup_horizon(self) -> int:
+        """Messages each stream remembers to drop redeliveries: ``source.dedup_window``, or by
+        default twice what can be unacknowledged at once (workers x receiver_queue_size, +
+        checkpoint.max_pending): 100,000 with the defaults."""
+        src = self.source
+        if src.dedup_window is not None:
+            return src.dedup_window
+        return 2 * (src.workers * src.receiver_queue_size + self._max_pending)
 
     @property
     def checkpoints_on(self) -> bool:

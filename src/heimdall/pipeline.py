@@ -73,7 +73,7 @@ class Pipeline:
         self.store = store or WindowStore([s.spec() for s in config.streams],
                                           **config.store_kwargs())
         self.ingests = [
-            StreamIngest(s, self.store, config.source.dedup_window,
+            StreamIngest(s, self.store, config.dedup_horizon,
                          config.source.max_message_bytes)
             for s in config.streams
         ]
@@ -381,9 +381,12 @@ def _import(path: str, where: str) -> Any:
 
 
 def _message_id_text(mid: Any) -> str | None:
-    """A serialized Pulsar message id as ``(ledger,entry,partition,batch_index)``."""
+    """A Pulsar message id as ``(ledger,entry,partition,batch_index)``: ``mid`` is the
+    client's message (what ingest hands the runners), or its id serialized."""
+    from _pulsar import Message, MessageId
+
+    if isinstance(mid, Message):
+        return str(mid.message_id())
     if not isinstance(mid, bytes):
         return None if mid is None else str(mid)
-    from _pulsar import MessageId
-
     return str(MessageId.deserialize(mid))

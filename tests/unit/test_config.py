@@ -19,11 +19,14 @@ def test_defaults_match_the_design() -> None:
     assert cfg.streams[0].dlq_topic == "t-heimdall-dlq"
     assert cfg.streams[0].time_from == "payload"
     assert cfg.streams[0].spec().window == hd.CountWindow(256)
-    # what can be unacknowledged at once is within the dedup horizon
-    assert cfg.source.dedup_window >= cfg.source.workers * cfg.source.receiver_queue_size
+    # the dedup horizon is twice what can be unacknowledged at once
+    assert cfg.source.dedup_window is None
+    assert cfg.dedup_horizon == 2 * cfg.source.workers * cfg.source.receiver_queue_size
     assert not cfg.checkpoints_on
+    assert build_config({"streams": [STREAM], "checkpoint": {}}).dedup_horizon == 2 * (
+        cfg.source.workers * cfg.source.receiver_queue_size + 20_000)
     assert build_config({"streams": [STREAM], "source": {"dedup_window": 60_000},
-                         "checkpoint": {"enabled": False}}).source.dedup_window == 60_000
+                         "checkpoint": {"enabled": False}}).dedup_horizon == 60_000
 
 
 @pytest.mark.parametrize(("data", "where"), [
@@ -36,7 +39,8 @@ def test_defaults_match_the_design() -> None:
     ({"streams": [{**STREAM, "dtype": "complex64"}]}, "dtype 'complex64'"),
     ({"streams": [STREAM, STREAM]}, "stream names repeat"),
     ({"streams": [{**STREAM, "time": None, "time_from": "payload"}]}, "time_from"),
-    ({"streams": [STREAM], "source": {"workers": 64}}, "source.dedup_window = 1000000 is below"),
+    ({"streams": [STREAM], "source": {"workers": 64, "dedup_window": 1_000_000}},
+     "source.dedup_window = 1000000 is below"),
     ({"streams": [STREAM], "source": {"dedup_window": 60_000}, "checkpoint": {}},
      "+ checkpoint.max_pending 20000 = 70000"),
 ])

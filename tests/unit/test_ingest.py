@@ -46,7 +46,7 @@ def test_bad_messages_are_reported_and_not_remembered() -> None:
     again = ing.apply([b"nope"], [b"a"])
     assert again.duplicates == []
     assert len(again.bad) == 1
-    ing.dead_lettered([b"a"])
+    ing.dead_lettered([b"nope"], [b"a"])
     assert ing.apply([b"nope"], [b"a"]).duplicates == [0]
     assert ing.counters.dead_letters == 3
 
@@ -78,6 +78,69 @@ def test_applied_ids_duplicates_equal_a_row_by_row_model(held: list[int], batch:
             expected.append(i)
         here.add(mid)
     assert seen.duplicates(batch) == expected
+
+
+class _Msg:
+    """A delivered message as a broker client hands it over: a new object each delivery,
+    hashed by identity, its id read through a call (counted)."""
+
+    reads = 0
+
+    def __init__(self, mid: int) -> None:
+        self.mid = mid
+
+    @classmethod
+    def id_of(cls, m: _Msg) -> int:
+        cls.reads += 1
+        return m.mid
+
+
+def _payload(mid: int) -> bytes:
+    return b"p%d" % (mid % 7)  # a redelivery repeats its payload; other messages may too
+
+
+@given(st.lists(st.lists(st.integers(0, 30), max_size=12), max_size=8))
+def test_applied_ids_by_fingerprint_equal_an_id_by_id_model(batches: list[list[int]]) -> None:
+    """Handles and payload fingerprints (which many messages share) give the answer by id."""
+    seen = AppliedIds(capacity=1000, id_of=_Msg.id_of)
+    held: set[int] = set()
+    for batch in batches:
+        expected, here = [], set()
+        for i, mid in enumerate(batch):
+            if mid in here or mid in held:
+                expected.append(i)
+            here.add(mid)
+        msgs = [_Msg(m) for m in batch]
+        fps = [hash(_payload(m)) for m in batch]
+        dups, clean = seen.check(msgs, fps)
+        assert dups == expected
+        seen.add(msgs, fps, clean)
+        held |= here
+
+
+def test_a_batch_of_new_payloads_reads_no_message_id() -> None:
+    seen = AppliedIds(capacity=1000, id_of=_Msg.id_of)
+    _Msg.reads = 0
+    for start in (0, 100):
+        msgs = [_Msg(m) for m in range(start, start + 100)]
+        fps = [hash(b"payload %d" % m) for m in range(start, start + 100)]
+        dups, clean = seen.check(msgs, fps)
+        seen.add(msgs, fps, clean)
+        assert (dups, clean) == ([], True)
+    assert _Msg.reads == 0
+    again = [_Msg(5), _Msg(500)]  # a redelivery, and a new message with a payload seen before
+    assert seen.duplicates(again, [hash(b"payload 5"), hash(b"payload 150")]) == [0]
+    assert _Msg.reads == 4  # two candidates, each compared with the message held
+
+
+def test_ids_restored_without_fingerprints_are_recognised_until_two_generations_pass() -> None:
+    seen = AppliedIds(capacity=10, id_of=_Msg.id_of)
+    seen.add_ids([7])
+    assert seen.duplicates([_Msg(7), _Msg(8)], [1, 2]) == [0]
+    seen.add([_Msg(m) for m in range(20, 30)], list(range(20, 30)))  # a generation
+    assert seen.duplicates([_Msg(7)], [1]) == [0]
+    seen.add([_Msg(m) for m in range(30, 40)], list(range(30, 40)))  # and another
+    assert seen.duplicates([_Msg(7)], [1]) == []
 
 
 def test_a_batch_with_duplicates_and_bad_messages_reports_them_at_their_places() -> None:

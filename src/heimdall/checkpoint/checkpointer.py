@@ -138,8 +138,7 @@ class Checkpointer:
             ingest = by_name.get(name)
             self._prev_ids[name] = st["acked_ids"]
             if ingest is not None:
-                ids = st["acked_ids"]
-                ingest.applied.add(ids)
+                ingest.applied.add_ids(st["acked_ids"])
                 for c in _COUNTERS:
                     setattr(ingest.counters, c, int(st["counters"].get(c, 0)))
 
@@ -153,6 +152,7 @@ class Checkpointer:
             streams: dict[str, Any] = {}
             arrays: dict[str, Any] = {}
             swapped: list[tuple[StreamIngest, list[Any]]] = []
+            taken_ids: dict[str, list[Any]] = {}
             by_name = {i.name: i for i in self.ingests}
             for name in self.store.streams:
                 ingest = by_name.get(name)
@@ -171,7 +171,11 @@ class Checkpointer:
                 pause = time.perf_counter() - t0
                 self.stats.pause_s.observe(pause)
                 self.stats.max_pause_s = max(self.stats.max_pause_s, pause)
-                ids = [i for _, _, batch_ids in pending for i in batch_ids]
+                # the handles ingest kept, as ids (read here, off the ingest lock)
+                ids = ([] if ingest is None else
+                       list(map(ingest.applied.id_of,
+                                (i for _, _, batch_ids in pending for i in batch_ids))))
+                taken_ids[name] = ids
                 streams[name] = {
                     "ring": ring_state, "counters": counters,
                     "acked_ids": self._prev_ids.get(name, []) + ids,
@@ -200,7 +204,7 @@ class Checkpointer:
             self.stats.last_seq = self._seq
             self.stats.last_write_s = time.perf_counter() - t0
             for ingest, pending in swapped:
-                self._prev_ids[ingest.name] = [i for _, _, ids in pending for i in ids]
+                self._prev_ids[ingest.name] = taken_ids[ingest.name]
                 if self.ack is not None:
                     for consumer, msgs, _ids in pending:
                         self.ack(consumer, msgs)

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.config}: ok")
     print(f"  source   {cfg.source.kind} {cfg.source.url}, subscription "
           f"{cfg.source.subscription!r} ({cfg.source.subscription_type}), "
-          f"{cfg.source.workers} worker(s)")
+          f"{cfg.source.workers} worker(s); redeliveries recognised among the last "
+          f"{cfg.dedup_horizon:,} messages of each stream")
     print(f"  store    max_keys {cfg.store.max_keys:,}, idle_ttl_s {cfg.store.idle_ttl_s}")
     for s in cfg.streams:
         spec = s.spec()

@@ -1,7 +1,9 @@
 """Apply one batch of one stream's messages: drop redeliveries, decode, write the windows.
 
-Broker-neutral: a source hands over payloads and message ids and gets back which messages
-must go to the dead-letter topic, and why. Workers of one stream share one ``StreamIngest``;
+Broker-neutral: a source hands over payloads and message handles (ids, or objects the source
+reads ids from: ``applied.id_of``) and gets back which messages must go to the dead-letter
+topic, and why. A message is remembered under the hash of its payload, so its id is read only
+when that hash was seen before (``dedup``). Workers of one stream share one ``StreamIngest``;
 its lock makes "already applied?" and "apply, then remember" one step, so a message
 redelivered to another worker while the first applies it is still recognised.
 """
@@ -80,6 +82,9 @@ class StreamIngest:
     ) -> Applied:
         """Apply a batch. Never raises for bad input: bad messages come back with a reason.
 
+        ``ids``: each message's handle, its id or what ``applied.id_of`` reads the id from;
+        listeners and ``pending`` are given the handles.
+
         ``defer`` = (ack handle, the batch's messages): with checkpoints on, the good ones
         join ``pending`` in the same locked step as their rows join the store, so a
         checkpoint that holds the rows also holds (and later acknowledges) the messages.
@@ -90,9 +95,10 @@ class StreamIngest:
         t0 = time.perf_counter()
         c = self.counters
         sizes = list(map(len, payloads))
+        fps = list(map(hash, payloads))
         limit = self.max_message_bytes
         with self.lock:
-            dups = self.applied.duplicates(ids)
+            dups, clean = self.applied.check(ids, fps)
             drop = set(dups)
             oversized = [] if max(sizes, default=0) <= limit else [
                 (i, f"oversized: {n} bytes > max_message_bytes {limit}")
@@ -113,9 +119,11 @@ class StreamIngest:
             # dead-lettered again rather than dropped
             bad_at = {i for i, _ in bad}
             if bad:
-                self.applied.add([m for i, m in enumerate(ids) if i not in bad_at])
+                good = [i not in bad_at for i in range(len(ids))]
+                self.applied.add(list(itertools.compress(ids, good)),
+                                 list(itertools.compress(fps, good)), clean)
             else:
-                self.applied.add(ids)
+                self.applied.add(ids, fps, clean)
             if defer is not None:
                 handle, msgs = defer
                 keep = [i for i in range(len(msgs)) if i not in bad_at]
@@ -133,6 +141,12 @@ class StreamIngest:
                 c.count_reason(reason)
         c.apply_s.observe(time.perf_counter() - t0)
         return Applied(sorted(bad), dups, len(decoded))
+
+    def tidy(self) -> None:
+        """Free what deduplication let go of (``AppliedIds.release``); call after a batch,
+        outside its latency."""
+        with self.lock:
+            self.applied.release()
 
     def _notify(self, d: Decoded, ids: Sequence[Hashable], sent_ms: Sequence[float] | None,
                 refused: list[tuple[int, str]]) -> None:
@@ -167,11 +181,11 @@ class StreamIngest:
             notify_pushed(self.listeners, keys)
         return n
 
-    def dead_lettered(self, ids: Sequence[Hashable]) -> None:
+    def dead_lettered(self, payloads: Sequence[bytes], ids: Sequence[Hashable]) -> None:
         """Remember messages now safely on the dead-letter topic, so a redelivery of one
         is dropped as a duplicate instead of being dead-lettered twice."""
         with self.lock:
-            self.applied.add(ids)
+            self.applied.add(ids, list(map(hash, payloads)))
 
     def _decode_subset(self, payloads: Sequence[bytes], keep: list[int],
                        message_keys: Sequence[str] | None,

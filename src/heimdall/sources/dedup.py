@@ -1,21 +1,41 @@
 """Recognising messages already applied, by message id, in bounded memory.
 
 Pulsar redelivers what a consumer had not acknowledged when it failed, and the embedded broker
-sometimes dispatches a message twice. ``AppliedIds`` remembers the ids of the last
-``capacity`` .. ``2 * capacity`` messages applied to a stream (two generations of sets: when
-the newer fills, the older is dropped), so a redelivery within that horizon is recognised.
-The horizon must exceed what can be in flight unacknowledged: workers x receiver queue.
+sometimes dispatches a message twice. ``AppliedIds`` remembers the last ``capacity`` ..
+``2 * capacity`` messages applied to a stream (two generations: when the newer has taken
+``capacity`` messages, the older is dropped), so a redelivery within that horizon is
+recognised. The horizon must exceed what can be in flight unacknowledged: workers x receiver
+queue.
+
+A message is remembered under a *fingerprint* (the source's choice; Heimdall's ingest takes the
+hash of the payload, which a redelivery repeats byte for byte) and a *handle* from which its
+id can be read (``id_of``; a Pulsar message, whose id costs ~1-2 us to read). Ids are read only
+where fingerprints meet: a redelivery, or another message with the same payload. So in the
+common case a message costs a hash and a dict probe, not an id; and the answer is still by id:
+two messages with equal payloads and different ids are both applied. A fingerprint held by
+more than one message keeps the set of their ids.
+
+Ids known without a fingerprint (restored from a checkpoint: ``add_ids``) are kept apart;
+while any are held, every message's id is read and looked up among them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from itertools import compress
-from operator import ne, or_
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from itertools import compress, repeat, starmap
+from operator import ne, not_, or_
+from typing import Any
+
+
+def _same(handle: Any) -> Hashable:
+    return handle  # type: ignore[no-any-return]
 
 
 class AppliedIds:
     """Ids of recently applied messages. Not thread-safe: the stream's ingest lock guards it.
+
+    Without fingerprints the handles are the ids (and their own fingerprints):
 
     >>> seen = AppliedIds(capacity=1000)
     >>> seen.duplicates([b"a", b"b"])
@@ -25,30 +45,132 @@ class AppliedIds:
     [0, 2]
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, id_of: Callable[[Any], Hashable] = _same) -> None:
         self.capacity = capacity
-        self._new: set[Hashable] = set()
-        self._old: set[Hashable] = set()
+        self.id_of = id_of
+        # fingerprint -> the handle of the one message applied with it, or the set of the
+        # ids of all of them
+        self._new: dict[Hashable, Any] = {}
+        self._old: dict[Hashable, Any] = {}
+        self._taken = 0  # messages remembered in ``_new``
+        self._exact_new: set[Hashable] = set()  # ids without a fingerprint (``add_ids``)
+        self._exact_old: set[Hashable] = set()
+        self._dying: deque[dict[Hashable, Any]] = deque()  # dropped generations, let go slowly
+        self._owed = 0  # entries of ``_dying`` to free at the next ``release``
 
-    def duplicates(self, ids: Sequence[Hashable]) -> list[int]:
-        """Indices in ``ids`` already applied, or repeating an earlier entry of ``ids``. C
-        loops only: a batch that brings a few duplicates costs no Python step per id."""
-        batch = set(ids)
+    def check(self, handles: Sequence[Any],
+              fingerprints: Sequence[Hashable] | None = None) -> tuple[list[int], bool]:
+        """``duplicates``, and whether the batch was clean: no fingerprint held or repeated
+        (then ``add(..., clean=True)`` may skip its own look-ups)."""
+        fps = handles if fingerprints is None else fingerprints
+        n = len(fps)
+        batch = set(fps)
         new, old = self._new, self._old
-        if len(batch) == len(ids) and batch.isdisjoint(new) and batch.isdisjoint(old):
-            return []
-        n = len(ids)
-        held = map(or_, map(new.__contains__, ids), map(old.__contains__, ids))
-        if len(batch) < n:  # an id repeated within the batch: its later entries
-            first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
-            held = map(or_, held, map(ne, map(first.__getitem__, ids), range(n)))
-        return list(compress(range(n), held))
+        exact = self._exact_new or self._exact_old
+        # a dict's keys view, not the dict: set.isdisjoint(dict) walks the whole dict
+        if len(batch) == n and new.keys().isdisjoint(batch) and old.keys().isdisjoint(batch):
+            return (self._exact_hits(handles) if exact else []), True
+        # candidates: a fingerprint held, or repeating an earlier one of the batch (C loops)
+        held = map(or_, map(new.__contains__, fps), map(old.__contains__, fps))
+        first: dict[Hashable, int] = {}
+        if len(batch) < n:
+            first = dict(zip(reversed(fps), range(n - 1, -1, -1), strict=True))
+            held = map(or_, held, map(ne, map(first.__getitem__, fps), range(n)))
+        dups = set(self._exact_hits(handles)) if exact else set()
+        id_of = self.id_of
+        here: dict[Hashable, set[Hashable]] = {}  # ids of this batch, by fingerprint
+        for i in compress(range(n), held):
+            f = fps[i]
+            mid = id_of(handles[i])
+            ids = here.get(f)
+            if ids is None and first.get(f, i) < i:  # its first entry was no candidate
+                ids = here[f] = {id_of(handles[first[f]])}
+            if (i in dups or (ids is not None and mid in ids) or self._holds(new.get(f), mid)
+                    or self._holds(old.get(f), mid)):
+                dups.add(i)
+            if f in first:
+                here.setdefault(f, set()).add(mid)
+        return sorted(dups), False
 
-    def add(self, ids: Sequence[Hashable]) -> None:
-        """Remember ``ids`` as applied."""
-        self._new.update(ids)
-        if len(self._new) >= self.capacity:
-            self._old, self._new = self._new, set()
+    def duplicates(self, handles: Sequence[Any],
+                   fingerprints: Sequence[Hashable] | None = None) -> list[int]:
+        """Indices in ``handles`` already applied, or repeating an earlier entry's id.
+        A batch whose fingerprints are all new costs C loops only."""
+        return self.check(handles, fingerprints)[0]
+
+    def _exact_hits(self, handles: Sequence[Any]) -> list[int]:
+        ids = list(map(self.id_of, handles))
+        hit = map(or_, map(self._exact_new.__contains__, ids),
+                  map(self._exact_old.__contains__, ids))
+        return list(compress(range(len(ids)), hit))
+
+    def _holds(self, entry: Any, mid: Hashable) -> bool:
+        if entry is None:
+            return False
+        if type(entry) is set:
+            return mid in entry
+        return bool(self.id_of(entry) == mid)
+
+    def add(self, handles: Sequence[Any], fingerprints: Sequence[Hashable] | None = None,
+            clean: bool = False) -> None:
+        """Remember messages as applied. ``clean``: ``check`` found this batch's fingerprints
+        neither held nor repeated (and nothing was added since)."""
+        fps = handles if fingerprints is None else fingerprints
+        new = self._new
+        if not clean:
+            n = len(fps)
+            clash = set(compress(fps, map(new.__contains__, fps)))
+            if len(set(fps)) < n:  # a fingerprint repeated: its later entries clash too
+                first = dict(zip(reversed(fps), range(n - 1, -1, -1), strict=True))
+                clash.update(compress(fps, map(ne, map(first.__getitem__, fps), range(n))))
+            clean = not clash
+        if clean:
+            new.update(zip(fps, handles, strict=True))
+        else:
+            plain = list(map(not_, map(clash.__contains__, fps)))
+            new.update(zip(compress(fps, plain), compress(handles, plain), strict=True))
+            id_of = self.id_of
+            for f, h in compress(zip(fps, handles, strict=True), map(not_, plain)):
+                entry = new.get(f)
+                if entry is None:
+                    new[f] = h
+                elif type(entry) is set:
+                    entry.add(id_of(h))
+                elif (a := id_of(entry)) != (b := id_of(h)):  # equal: a redelivery, kept once
+                    new[f] = {a, b}
+        self._count(len(fps))
+
+    def add_ids(self, ids: Sequence[Hashable]) -> None:
+        """Remember ids known without a fingerprint (from a checkpoint)."""
+        self._exact_new.update(ids)
+        self._count(len(ids))
+
+    def _count(self, n: int) -> None:
+        self._taken += n
+        if self._taken >= self.capacity:
+            # the generation dropped is let go by ``release``, not here: freeing ``capacity``
+            # client messages in one go would stall ingest (~50 ms)
+            self._dying.append(self._old)
+            self._old, self._new = self._new, {}
+            self._exact_old, self._exact_new = self._exact_new, set()
+            self._taken = 0
+        if self._dying:
+            self._owed += 2 * n
+
+    def release(self) -> None:
+        """Free part of the generations dropped: two entries per message added since the last
+        call, so they are gone before the next is dropped. The caller chooses when (ingest:
+        after a batch is acknowledged, off its latency)."""
+        n, self._owed = self._owed, 0
+        while n > 0 and self._dying:
+            d = self._dying[0]
+            if len(d) <= n:
+                n -= len(d)
+                self._dying.popleft()
+            else:  # a C loop: popitem n times, each entry freed as it goes
+                deque(starmap(d.popitem, repeat((), n)), maxlen=0)
+                n = 0
 
     def __len__(self) -> int:
-        return len(self._new) + len(self._old)
+        """Fingerprints and ids held (a fingerprint shared by several messages counts once)."""
+        return len(self._new) + len(self._old) + len(self._exact_new) + len(self._exact_old)

@@ -7,8 +7,8 @@ partition) to one consumer; ``shared`` spreads messages round-robin and does not
 writer per key.
 
 A worker's loop: block for the first message (``receive``), take what else is ready (without
-waiting when it is caught up; ``batch_receive`` when there is a backlog), read payloads and
-ids, apply the batch (``StreamIngest``: drop redeliveries, decode, one ``append_batch``),
+waiting when it is caught up; ``batch_receive`` when there is a backlog), read payloads,
+apply the batch (``StreamIngest``: drop redeliveries, decode, one ``append_batch``),
 publish bad messages to the dead-letter topic and flush it, then acknowledge: cumulatively
 (per partition of a partitioned topic) on ``failover``/``exclusive``, one by one otherwise.
 A message is acknowledged only after its rows are in the windows, or after it is on the
@@ -53,6 +53,16 @@ def map_pulsar_errors(what: str, url: str) -> Iterator[None]:
         raise SourceError(f"{what} at {url} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def message_id(handle: Any) -> bytes:
+    """A message's id, serialized; ``handle`` is the client's message, or already the id (as
+    restored from a checkpoint)."""
+    if type(handle) is bytes:
+        return handle
+    from _pulsar import Message, MessageId
+
+    return MessageId.serialize(Message.message_id(handle))  # type: ignore[no-any-return]
+
+
 class _AfterApplyError(Exception):
     """A batch was applied, but what follows (dead letters, acknowledgement) failed."""
 
@@ -94,6 +104,8 @@ class PulsarSource(Source):
         # after a restore: dead letters published since then are read back, so a poison
         # message redelivered after a crash is not dead-lettered twice
         self.recall_since_ms: int | None = None
+        for ingest in self.ingests:  # the handles ``_process`` gives are the messages
+            ingest.applied.id_of = message_id
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -230,6 +242,7 @@ class PulsarSource(Source):
                 self._dead_letter_all(ingest, consumer, msgs)
             if w.crash_after_apply:
                 return
+            ingest.tidy()
 
     @staticmethod
     def _take_ready(consumer: Any, first: Any, timeout: type[Exception]) -> list[Any]:
@@ -248,12 +261,13 @@ class PulsarSource(Source):
 
     def _process(self, w: _Worker, ingest: StreamIngest, consumer: Any,
                  msgs: list[Any]) -> None:
-        from _pulsar import Message, MessageId
+        from _pulsar import Message
 
         cfg = ingest.config
         # unbound methods through map: the per-message cost is the client's call, little else
         payloads = list(map(Message.data, msgs))
-        ids = list(map(MessageId.serialize, map(Message.message_id, msgs)))
+        # the messages are their own handles: an id is read (~1-2 us) only when deduplication
+        # must compare one (``dedup``), or a prediction or a checkpoint names it
         keys = (list(map(Message.partition_key, msgs)) if cfg.key_from == "message_key"
                 else None)
         times: list[int] | None = None
@@ -264,7 +278,7 @@ class PulsarSource(Source):
         elif cfg.time_from == "arrival":
             times = [time.time_ns()] * len(msgs)
         sent = list(map(Message.publish_timestamp, msgs)) if ingest.listeners else None
-        result = ingest.apply(payloads, ids, keys, times, sent,
+        result = ingest.apply(payloads, msgs, keys, times, sent,
                               defer=(w, msgs) if ingest.defer_acks else None)
         self._observe_latency(ingest, msgs, sent)
         if w.crash_after_apply:
@@ -273,7 +287,8 @@ class PulsarSource(Source):
         try:
             if result.bad:
                 self._send_dead_letters(ingest, msgs, payloads, result.bad)
-                ingest.dead_lettered([ids[i] for i, _ in result.bad])
+                ingest.dead_lettered([payloads[i] for i, _ in result.bad],
+                                     [msgs[i] for i, _ in result.bad])
             if not ingest.defer_acks:
                 self._ack(w, consumer, msgs)
                 return
