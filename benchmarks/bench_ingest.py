@@ -1,6 +1,7 @@
 """Ingest from Pulsar: Heimdall's pipeline against a bare client loop, on the same broker.
 
     .venv/bin/python benchmarks/bench_ingest.py [--events 500000] [--keys 10000] [--url URL]
+                                                [--only drain|steady]
 
 1. Puts ``--events`` JSON events (``--keys`` keys, 4 fields) on a topic, then drains the
    backlog twice on separate subscriptions: a bare loop (receive + batch_receive, decode with
@@ -249,6 +250,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20_000)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--url", default=None, help="a Pulsar URL (default: embedded pulsar-lite)")
+    ap.add_argument("--only", choices=("drain", "steady"), default=None,
+                    help="run one part (and skip the decoders)")
     args = ap.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,48 +261,59 @@ def main() -> None:
             broker = EmbeddedPulsar(Path(tmp) / "broker").start()
             url = broker.url
         try:
-            topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
-            console.print(f"broker {url}; encoding {args.events:,} events ...")
-            t0 = time.time_ns() // 1_000_000
-            items = payloads(args.events, args.keys, t0)
-            rate_in = produce(url, topic, items)
-            console.print(f"published {args.events:,} at {rate_in:,.0f} msg/s; draining ...")
-            bare, bdups = bare_drain(url, topic, args.events, t0)
-            hd_rate, dups = heimdall_drain(url, topic, args.events, args.keys, tmp)
-            bare2, bdups2 = bare_drain(url, topic, args.events, t0)
-            t = Table(title=f"backlog of {args.events:,} JSON events, {args.keys:,} keys")
-            for col in ("run", "events/s", "vs bare (mean of both)"):
-                t.add_column(col)
-            ceiling = (bare + bare2) / 2
-            t.add_row(f"bare loop, before ({bdups:,} duplicates received)", f"{bare:,.0f}",
-                      f"{bare / ceiling:.2f}x")
-            t.add_row(f"heimdall pipeline ({dups:,} duplicates dropped)", f"{hd_rate:,.0f}",
-                      f"{hd_rate / ceiling:.2f}x")
-            t.add_row(f"bare loop, after ({bdups2:,} duplicates received)", f"{bare2:,.0f}",
-                      f"{bare2 / ceiling:.2f}x")
-            console.print(t)
-
-            console.print(f"steady {args.rate:,.0f} events/s for {args.seconds} s, twice ...")
-            b50, b99, bn = steady(url, args.rate, args.seconds, args.keys, tmp, "bare")
-            h50, h99, hn = steady(url, args.rate, args.seconds, args.keys, tmp, "heimdall")
-            lt = Table(title="latency at a steady rate (ms)")
-            for col in ("", "p50", "p99", "samples"):
-                lt.add_column(col)
-            lt.add_row("bare consumer: publish -> receive", f"{b50:.2f}", f"{b99:.2f}", f"{bn:,}")
-            lt.add_row("heimdall: publish -> window", f"{h50:.2f}", f"{h99:.2f}", f"{hn:,}")
-            lt.add_row("heimdall adds", f"{h50 - b50:+.2f}", f"{h99 - b99:+.2f}", "")
-            console.print(lt)
-
-            m, o = decoders(items)
-            dt = Table(title="JSON decode to a (n, 4) array, 100,000 payloads")
-            for col in ("decoder", "events/s", "ratio"):
-                dt.add_column(col)
-            dt.add_row("msgspec, typed struct (used)", f"{m:,.0f}", f"{m / o:.2f}x")
-            dt.add_row("orjson, dict + lookups", f"{o:,.0f}", "1.00x")
-            console.print(dt)
+            if args.only != "steady":
+                drain_part(console, url, args.events, args.keys, tmp)
+            if args.only != "drain":
+                steady_part(console, url, args.rate, args.seconds, args.keys, tmp)
+            if args.only is None:
+                m, o = decoders(payloads(100_000, args.keys))
+                dt = Table(title="JSON decode to a (n, 4) array, 100,000 payloads")
+                for col in ("decoder", "events/s", "ratio"):
+                    dt.add_column(col)
+                dt.add_row("msgspec, typed struct (used)", f"{m:,.0f}", f"{m / o:.2f}x")
+                dt.add_row("orjson, dict + lookups", f"{o:,.0f}", "1.00x")
+                console.print(dt)
         finally:
             if broker is not None:
                 broker.stop()
+
+
+def drain_part(console: Console, url: str, events: int, keys: int, tmp: str) -> None:
+    """A backlog drained by the bare loop, Heimdall, and the bare loop again."""
+    topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
+    console.print(f"broker {url}; encoding {events:,} events ...")
+    t0 = time.time_ns() // 1_000_000
+    rate_in = produce(url, topic, payloads(events, keys, t0))
+    console.print(f"published {events:,} at {rate_in:,.0f} msg/s; draining ...")
+    bare, bdups = bare_drain(url, topic, events, t0)
+    hd_rate, dups = heimdall_drain(url, topic, events, keys, tmp)
+    bare2, bdups2 = bare_drain(url, topic, events, t0)
+    t = Table(title=f"backlog of {events:,} JSON events, {keys:,} keys")
+    for col in ("run", "events/s", "vs bare (mean of both)"):
+        t.add_column(col)
+    ceiling = (bare + bare2) / 2
+    t.add_row(f"bare loop, before ({bdups:,} duplicates received)", f"{bare:,.0f}",
+              f"{bare / ceiling:.2f}x")
+    t.add_row(f"heimdall pipeline ({dups:,} duplicates dropped)", f"{hd_rate:,.0f}",
+              f"{hd_rate / ceiling:.2f}x")
+    t.add_row(f"bare loop, after ({bdups2:,} duplicates received)", f"{bare2:,.0f}",
+              f"{bare2 / ceiling:.2f}x")
+    console.print(t)
+
+
+def steady_part(console: Console, url: str, rate: float, seconds: float, keys: int,
+                tmp: str) -> None:
+    """Publish-to-receive of a bare consumer against Heimdall's publish-to-window."""
+    console.print(f"steady {rate:,.0f} events/s for {seconds} s, twice ...")
+    b50, b99, bn = steady(url, rate, seconds, keys, tmp, "bare")
+    h50, h99, hn = steady(url, rate, seconds, keys, tmp, "heimdall")
+    lt = Table(title="latency at a steady rate (ms)")
+    for col in ("", "p50", "p99", "samples"):
+        lt.add_column(col)
+    lt.add_row("bare consumer: publish -> receive", f"{b50:.2f}", f"{b99:.2f}", f"{bn:,}")
+    lt.add_row("heimdall: publish -> window", f"{h50:.2f}", f"{h99:.2f}", f"{hn:,}")
+    lt.add_row("heimdall adds", f"{h50 - b50:+.2f}", f"{h99 - b99:+.2f}", "")
+    console.print(lt)
 
 
 if __name__ == "__main__":
