@@ -53,14 +53,11 @@ def map_pulsar_errors(what: str, url: str) -> Iterator[None]:
         raise SourceError(f"{what} at {url} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def message_id(handle: Any) -> bytes:
-    """A message's id, serialized; ``handle`` is the client's message, or already the id (as
-    restored from a checkpoint)."""
-    if type(handle) is bytes:
-        return handle
+def message_id(message: Any) -> bytes:
+    """The client's message's id, serialized (deduplication's and checkpoints' ``id_of``)."""
     from _pulsar import Message, MessageId
 
-    return MessageId.serialize(Message.message_id(handle))  # type: ignore[no-any-return]
+    return MessageId.serialize(Message.message_id(message))  # type: ignore[no-any-return]
 
 
 class _AfterApplyError(Exception):
