@@ -171,10 +171,7 @@ class Checkpointer:
                 pause = time.perf_counter() - t0
                 self.stats.pause_s.observe(pause)
                 self.stats.max_pause_s = max(self.stats.max_pause_s, pause)
-                # the handles ingest kept, as ids (read here, off the ingest lock)
-                ids = ([] if ingest is None else
-                       list(map(ingest.applied.id_of,
-                                (i for _, _, batch_ids in pending for i in batch_ids))))
+                ids = [i for _, _, batch_ids in pending for i in batch_ids]
                 taken_ids[name] = ids
                 streams[name] = {
                     "ring": ring_state, "counters": counters,

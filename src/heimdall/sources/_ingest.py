@@ -83,7 +83,7 @@ class StreamIngest:
         """Apply a batch. Never raises for bad input: bad messages come back with a reason.
 
         ``ids``: each message's handle, its id or what ``applied.id_of`` reads the id from;
-        listeners and ``pending`` are given the handles.
+        listeners are given the handles, ``pending`` the ids.
 
         ``defer`` = (ack handle, the batch's messages): with checkpoints on, the good ones
         join ``pending`` in the same locked step as their rows join the store, so a
@@ -128,8 +128,11 @@ class StreamIngest:
                 handle, msgs = defer
                 keep = [i for i in range(len(msgs)) if i not in bad_at]
                 if keep:
+                    # the ids a checkpoint records (a source whose ids are cheap to keep,
+                    # as Pulsar's with checkpoints on, hands them over as the handles)
                     self.pending.append((handle, [msgs[i] for i in keep],
-                                         [ids[i] for i in keep]))
+                                         list(map(self.applied.id_of,
+                                                  map(ids.__getitem__, keep)))))
                     self.pending_messages += len(keep)
             c.messages += len(payloads) - len(dups)
             c.bytes += sum(sizes)

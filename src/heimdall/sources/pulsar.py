@@ -53,11 +53,18 @@ def map_pulsar_errors(what: str, url: str) -> Iterator[None]:
         raise SourceError(f"{what} at {url} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def message_id(message: Any) -> bytes:
-    """The client's message's id, serialized (deduplication's and checkpoints' ``id_of``)."""
+def message_id_reader() -> Callable[[Any], bytes]:
+    """A message handle -> its id, serialized: deduplication's ``id_of``. A handle is the
+    client's message, or already its id (with checkpoints on, see ``_process``). The client's
+    methods are looked up once, not per message."""
     from _pulsar import Message, MessageId
 
-    return MessageId.serialize(Message.message_id(message))  # type: ignore[no-any-return]
+    serialize, of = MessageId.serialize, Message.message_id
+
+    def message_id(handle: Any) -> bytes:
+        return handle if type(handle) is bytes else serialize(of(handle))
+
+    return message_id
 
 
 class _AfterApplyError(Exception):
@@ -101,8 +108,9 @@ class PulsarSource(Source):
         # after a restore: dead letters published since then are read back, so a poison
         # message redelivered after a crash is not dead-lettered twice
         self.recall_since_ms: int | None = None
+        id_of = message_id_reader()
         for ingest in self.ingests:  # the handles ``_process`` gives are the messages
-            ingest.applied.id_of = message_id
+            ingest.applied.id_of = id_of
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -258,13 +266,17 @@ class PulsarSource(Source):
 
     def _process(self, w: _Worker, ingest: StreamIngest, consumer: Any,
                  msgs: list[Any]) -> None:
-        from _pulsar import Message
+        from _pulsar import Message, MessageId
 
         cfg = ingest.config
         # unbound methods through map: the per-message cost is the client's call, little else
         payloads = list(map(Message.data, msgs))
         # the messages are their own handles: an id is read (~1-2 us) only when deduplication
-        # must compare one (``dedup``), or a prediction or a checkpoint names it
+        # must compare one (``dedup``), or a prediction names it. With checkpoints on, each
+        # checkpoint records the ids of what it covers: they are read here, once, and are the
+        # handles (kept instead of the messages, which are dearer to keep and to free)
+        handles = (list(map(MessageId.serialize, map(Message.message_id, msgs)))
+                   if ingest.defer_acks else msgs)
         keys = (list(map(Message.partition_key, msgs)) if cfg.key_from == "message_key"
                 else None)
         times: list[int] | None = None
@@ -275,7 +287,7 @@ class PulsarSource(Source):
         elif cfg.time_from == "arrival":
             times = [time.time_ns()] * len(msgs)
         sent = list(map(Message.publish_timestamp, msgs)) if ingest.listeners else None
-        result = ingest.apply(payloads, msgs, keys, times, sent,
+        result = ingest.apply(payloads, handles, keys, times, sent,
                               defer=(w, msgs) if ingest.defer_acks else None)
         self._observe_latency(ingest, msgs, sent)
         if w.crash_after_apply:
@@ -285,7 +297,7 @@ class PulsarSource(Source):
             if result.bad:
                 self._send_dead_letters(ingest, msgs, payloads, result.bad)
                 ingest.dead_lettered([payloads[i] for i, _ in result.bad],
-                                     [msgs[i] for i, _ in result.bad])
+                                     [handles[i] for i, _ in result.bad])
             if not ingest.defer_acks:
                 self._ack(w, consumer, msgs)
                 return
