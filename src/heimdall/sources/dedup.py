@@ -22,7 +22,7 @@ while any are held, every message's id is read and looked up among them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import compress, repeat, starmap
 from operator import ne, not_, or_
 from typing import Any
@@ -30,6 +30,14 @@ from typing import Any
 
 def _same(handle: Any) -> Hashable:
     return handle  # type: ignore[no-any-return]
+
+
+def _repeats(fps: Sequence[Hashable]) -> tuple[dict[Hashable, int], Iterator[bool]]:
+    """Each fingerprint's first index in ``fps``, and for each entry whether it repeats an
+    earlier one (C loops)."""
+    n = len(fps)
+    first = dict(zip(reversed(fps), range(n - 1, -1, -1), strict=True))
+    return first, map(ne, map(first.__getitem__, fps), range(n))
 
 
 class AppliedIds:
@@ -74,8 +82,8 @@ class AppliedIds:
         held = map(or_, map(new.__contains__, fps), map(old.__contains__, fps))
         first: dict[Hashable, int] = {}
         if len(batch) < n:
-            first = dict(zip(reversed(fps), range(n - 1, -1, -1), strict=True))
-            held = map(or_, held, map(ne, map(first.__getitem__, fps), range(n)))
+            first, repeated = _repeats(fps)
+            held = map(or_, held, repeated)
         dups = set(self._exact_hits(handles)) if exact else set()
         id_of = self.id_of
         here: dict[Hashable, set[Hashable]] = {}  # ids of this batch, by fingerprint
@@ -118,11 +126,9 @@ class AppliedIds:
         fps = handles if fingerprints is None else fingerprints
         new = self._new
         if not clean:
-            n = len(fps)
             clash = set(compress(fps, map(new.__contains__, fps)))
-            if len(set(fps)) < n:  # a fingerprint repeated: its later entries clash too
-                first = dict(zip(reversed(fps), range(n - 1, -1, -1), strict=True))
-                clash.update(compress(fps, map(ne, map(first.__getitem__, fps), range(n))))
+            if len(set(fps)) < len(fps):  # a fingerprint repeated: its later entries clash
+                clash.update(compress(fps, _repeats(fps)[1]))
             clean = not clash
         if clean:
             new.update(zip(fps, handles, strict=True))
