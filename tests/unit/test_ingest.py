@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
@@ -164,3 +166,17 @@ def test_listeners_hear_each_applied_row_with_its_message() -> None:
               [b"3", b"4", b"2", b"5", b"6"], sent_ms=[12.0, 13.0, 11.0, 14.0, 15.0])
     assert heard == [(["a", "b"], [b"1", b"2"], [10.0, 11.0]),
                      (["a", "b"], [b"3", b"6"], [12.0, 15.0])]  # "c": no room, refused
+
+
+def test_written_ms_is_when_the_rows_were_in_the_window() -> None:
+    ing = _ingest()
+    seen: list[float] = []
+
+    def listener(keys: list[object], ids: list[object], sent: list[float]) -> None:
+        assert ing.store.window("s", "k").values.ravel().tolist() == [1.0]
+        seen.append(time.time_ns() / 1e6)
+
+    ing.listeners.append(listener)
+    before = time.time_ns() / 1e6
+    r = ing.apply([_p("k", 1, 1.0)], [b"m1"])
+    assert before <= r.written_ms <= seen[0]  # stamped after the write, before what follows

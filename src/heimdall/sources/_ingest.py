@@ -41,11 +41,14 @@ def notify_pushed(listeners: Sequence[Listener], keys: Sequence[Any]) -> None:
 
 @dataclass
 class Applied:
-    """What became of a batch: ``bad`` (message index, reason), ``duplicates`` (indices)."""
+    """What became of a batch: ``bad`` (message index, reason), ``duplicates`` (indices),
+    and when its rows were in the windows (``written_ms``, since the epoch): what a
+    publish-to-window latency is read against."""
 
     bad: list[tuple[int, str]]
     duplicates: list[int]
     rows: int
+    written_ms: float
 
 
 class StreamIngest:
@@ -111,6 +114,7 @@ class StreamIngest:
                 decoded = self.decoder.decode(payloads, message_keys, times_ns)
             bad = oversized + decoded.bad
             refused = self._write(decoded)
+            written_ms = time.time_ns() / 1e6  # readers see the rows from here on
             bad.extend(refused)
             if self.listeners and len(decoded):
                 self._notify(decoded, ids, sent_ms, refused)
@@ -143,7 +147,7 @@ class StreamIngest:
             for _, reason in bad:
                 c.count_reason(reason)
         c.apply_s.observe(time.perf_counter() - t0)
-        return Applied(sorted(bad), dups, len(decoded))
+        return Applied(sorted(bad), dups, len(decoded), written_ms)
 
     def tidy(self) -> None:
         """Free what deduplication let go of (``AppliedIds.release``); call after a batch,
