@@ -112,16 +112,15 @@ class RecordDecoder(Decoder):
 
     def _values(self, records: list[Any], n: int) -> tuple[np.ndarray, list[int]]:
         F = self.F
+        rows = (map(operator.attrgetter("f0"), records) if self._values_of is None
+                else itertools.chain.from_iterable(map(self._values_of, records)))
         try:
-            # a float beyond float32 becomes inf here, and is rejected as non-finite
-            with np.errstate(over="ignore"):
-                if self._values_of is None:
-                    flat = np.fromiter(map(operator.attrgetter("f0"), records), self.dtype, n)
-                else:
-                    flat = np.fromiter(
-                        itertools.chain.from_iterable(map(self._values_of, records)),
-                        self.dtype, n * F,
-                    )
+            if self.dtype.char == "d":  # a Python float always fits float64
+                flat = np.fromiter(rows, self.dtype, n * F)
+            else:
+                # a float beyond float32 becomes inf here, and is rejected as non-finite
+                with np.errstate(over="ignore"):
+                    flat = np.fromiter(rows, self.dtype, n * F)
         except OverflowError:  # an int beyond int32/int64: msgspec took it, numpy will not
             return self._values_checked(records, n)
         return flat.reshape(n, F), []

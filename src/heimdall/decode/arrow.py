@@ -100,7 +100,7 @@ class ArrowDecoder(Decoder):
                 ts = tcol.to_numpy().astype(np.int64)
             else:
                 ts, ok = self.payload_times_to_ns(tcol.to_numpy())
-                if not ok.all():
+                if ok is not None and not ok.all():
                     raise ValueError(f"time column {spec.time!r} holds out-of-range values")
         else:
             t = times_ns[i] if times_ns is not None else 0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from heimdall.schema import NS_PER_UNIT, StreamSpec
+from heimdall.window._native import first_nonfinite
 
 if TYPE_CHECKING:
     from heimdall.config import Format, KeyFrom, TimeFrom
@@ -71,11 +72,16 @@ class Decoder(ABC):
 
     # ---- shared by the decoders ------------------------------------------------------------
 
-    def payload_times_to_ns(self, times: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Payload event times (in ``time_unit``) to int64 ns; also a mask of valid ones."""
+    def payload_times_to_ns(self, times: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Payload event times (in ``time_unit``) to int64 ns; also a mask of the valid ones,
+        or None when all are (the common case, checked in two reductions: a small batch's
+        time goes to numpy's per-call cost more than to its loops)."""
         raw = np.asarray(times)
         if raw.dtype.kind in "iu":
-            ok = (raw >= 0) & (raw <= _MAX_TS_NS // self.ns_per_unit)
+            limit = _MAX_TS_NS // self.ns_per_unit
+            if len(raw) and raw.min() >= 0 and raw.max() <= limit:
+                return raw.astype(np.int64, copy=False) * self.ns_per_unit, None
+            ok = (raw >= 0) & (raw <= limit)
             ts = np.where(ok, raw, 0).astype(np.int64) * self.ns_per_unit
             return ts, ok
         f = raw.astype(np.float64) * self.ns_per_unit
@@ -86,10 +92,9 @@ class Decoder(ABC):
         """Rows holding NaN or infinity under ``nan = "reject"``; None when all are finite."""
         if not self.reject_nan or not len(values):
             return None
-        finite = np.isfinite(values)
-        if finite.all():
+        if first_nonfinite(np.ascontiguousarray(values)) < 0:  # C: one pass, no temporary
             return None
-        return np.flatnonzero(~finite.all(axis=1))
+        return np.flatnonzero(~np.isfinite(values).all(axis=1))
 
     def field_of_nonfinite(self, row: np.ndarray) -> str:
         """The reason string for one row that holds a non-finite value."""
