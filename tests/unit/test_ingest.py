@@ -180,3 +180,16 @@ def test_written_ms_is_when_the_rows_were_in_the_window() -> None:
     before = time.time_ns() / 1e6
     r = ing.apply([_p("k", 1, 1.0)], [b"m1"])
     assert before <= r.written_ms <= seen[0]  # stamped after the write, before what follows
+
+
+def test_batch_rest_reads_a_serialized_message_id() -> None:
+    from heimdall.sources.pulsar import batch_rest
+
+    # (ledger 0, entry 0, batch_index 3, batch_size 7), as pulsar-client 3.13 serializes it
+    assert batch_rest(bytes.fromhex("0800100020033007")) == 3
+    assert batch_rest(bytes.fromhex("0800100020063007")) == 0  # the batch's last
+    assert batch_rest(bytes.fromhex("08001001")) == -1  # not batched
+    # a partition (field 3), two-byte varints, and an ack set (field 5, packed) skipped
+    assert batch_rest(bytes.fromhex("08ac02109601180220052a020102300a")) == 4
+    assert batch_rest(bytes.fromhex("08001000200330")) == -1  # truncated
+    assert batch_rest(bytes.fromhex("0d00000000")) == -1  # a wire type MessageIdData lacks

@@ -70,34 +70,27 @@ def message_id_reader() -> Callable[[Any], bytes]:
     return message_id
 
 
-def entry_rest_reader() -> Callable[[Any], int]:
-    """A received message -> how many messages of its producer batch follow it, or -1 when
-    it was not batched. The client queues a batch's messages together as it unpacks the
-    batch (the broker's entry), so these are already queued, or about to be. Read from the
-    serialized id (MessageIdData: batch_index is field 4, batch_size field 6), the only
-    place the Python client exposes a batch's size; ~2-5 us."""
-    from _pulsar import Message, MessageId
-
-    serialize, of = MessageId.serialize, Message.message_id
-
-    def entry_rest(msg: Any) -> int:
-        data = serialize(of(msg))
-        index = size = -1
-        i, n = 0, len(data)
+def batch_rest(message_id: bytes) -> int:
+    """How many messages of a producer batch follow the message whose serialized id
+    (MessageIdData: batch_index is field 4, batch_size field 6) is given; -1 when it was not
+    batched, or the id cannot be read."""
+    index = size = -1
+    i, n = 0, len(message_id)
+    try:
         while i < n:
             key = shift = 0
             while True:  # the field's tag, a varint
-                b = data[i]
+                b = message_id[i]
                 i += 1
                 key |= (b & 0x7F) << shift
                 shift += 7
                 if b < 0x80:
                     break
-            value = shift = 0
             if key & 7 not in (0, 2):  # no other wire type in MessageIdData
                 return -1
+            value = shift = 0
             while True:  # a varint: the value, or a length
-                b = data[i]
+                b = message_id[i]
                 i += 1
                 value |= (b & 0x7F) << shift
                 shift += 7
@@ -109,7 +102,23 @@ def entry_rest_reader() -> Callable[[Any], int]:
                 index = value
             elif key >> 3 == 6:
                 size = value
-        return size - 1 - index if 0 <= index < size else -1
+    except IndexError:  # truncated
+        return -1
+    return size - 1 - index if 0 <= index < size else -1
+
+
+def entry_rest_reader() -> Callable[[Any], int]:
+    """A received message -> how many messages of its producer batch follow it, or -1 when
+    it was not batched. The client queues a batch's messages together as it unpacks the
+    batch (the broker's entry), so these are already queued, or about to be. The size is
+    read from the serialized id (``batch_rest``), the only place the Python client exposes
+    it; ~2-5 us."""
+    from _pulsar import Message, MessageId
+
+    serialize, of = MessageId.serialize, Message.message_id
+
+    def entry_rest(msg: Any) -> int:
+        return batch_rest(serialize(of(msg)))
 
     return entry_rest
 
