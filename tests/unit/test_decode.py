@@ -101,3 +101,18 @@ def test_arrow_message_carries_many_rows_and_bad_ones_are_whole() -> None:
 def test_unknown_format_is_a_config_error() -> None:
     with pytest.raises(hd.ConfigError, match="unknown format"):
         make_decoder(SPEC, "xml")  # type: ignore[arg-type]
+
+
+def test_payload_times_fast_path_matches_the_array_path() -> None:
+    dec = make_decoder(SPEC, "json")
+    ns = dec.ns_per_unit
+    limit = np.iinfo(np.int64).max // ns
+    for times in ([1, 2, 3], [0, limit], [1, limit + 1], [-1, 2], [1, 2.5], [2**70]):
+        ts, ok = dec.payload_times_to_ns(times)  # a list: the fast path when it applies
+        ts2, _ = dec.payload_times_to_ns(np.asarray(times))  # an array: numpy's path
+        good = [0 <= t <= limit for t in times]
+        assert ok is not None or all(good)  # None: every time is valid
+        assert ok is None or not all(good) or 2.5 in times  # ints in range: no mask
+        assert (ok if ok is not None else np.ones(len(times), bool)).tolist() == good
+        assert ts.tolist() == ts2.tolist()
+        assert ts.tolist() == [round(t * ns) if g else 0 for t, g in zip(times, good, strict=True)]
