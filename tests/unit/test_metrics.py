@@ -6,6 +6,8 @@ import gc
 import urllib.request
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 import heimdall as hd
 from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
@@ -117,3 +119,32 @@ def test_histogram_recent_is_the_newest_samples_oldest_first() -> None:
     assert h.recent().tolist() == [3, 4, 5, 6, 7, 8, 9, 10]
     h.observe_many(np.arange(11.0, 31.0))  # more than the ring holds in one call
     assert h.recent().tolist() == list(range(23, 31))
+
+
+@given(st.integers(1, 10), st.lists(st.one_of(
+    st.tuples(st.just("many"), st.integers(0, 25)),
+    st.tuples(st.just("one"), st.just(1)),
+    st.tuples(st.just("read"), st.just(0))), max_size=40))
+def test_histogram_buckets_count_every_sample_once(size: int, ops: list[tuple[str, int]]) -> None:
+    """Binning is deferred (half a ring at a time, and when read): the buckets still count
+    each sample recorded exactly once, whatever the order of calls and reads."""
+    from heimdall.metrics import BUCKETS_S, Histogram
+
+    h = Histogram(recent=size)
+    rng = np.random.default_rng(len(ops))
+    seen: list[float] = []
+    for op, n in ops:
+        v = rng.exponential(0.01, size=n)
+        if op == "many":
+            h.observe_many(v)
+        elif op == "one":
+            h.observe(float(v[0]))
+        seen.extend(v.tolist())
+        if op == "read" or op == ops[-1][0]:
+            b, total = h.buckets()
+            idx = np.searchsorted(np.array(BUCKETS_S), np.array(seen), side="left")
+            want = np.cumsum(np.bincount(idx, minlength=len(BUCKETS_S) + 1)).tolist()
+            assert [c for _, c in b] == want
+            assert abs(total - sum(seen)) < 1e-9
+    assert h.count == len(seen)
+    assert h.recent().tolist() == seen[-size:]
