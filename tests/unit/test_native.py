@@ -236,3 +236,68 @@ def test_c_gather_hands_over_what_it_cannot_vouch_for() -> None:
     # the windows() answer when a key moved between lookup and read: the Python path's
     store.append("s", "a", (3, 4), ts_ns=2)
     assert store.windows("s", ["a", "b"]).lengths.tolist() == [2, 1]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["count", "time"]))
+def test_a_split_scatter_writes_what_one_thread_writes(seed: int, kind: str) -> None:
+    """Large batches are scattered on two threads (by slot parity, _split.h): every window,
+    timestamp and counter must be what the single-threaded scatter leaves."""
+    from heimdall.window import _native
+
+    rng = np.random.default_rng(seed)
+    window: Any = hd.CountWindow(8) if kind == "count" else hd.TimeWindow(0.00002, max_rows=8)
+    spec = hd.StreamSpec("s", key="id", fields=["x", "y"], window=window,
+                         allowed_lateness_s=0.00001)
+    stores = [hd.WindowStore([spec], max_keys=64) for _ in range(2)]
+    before = _native.set_split(0)
+    try:
+        t = 0
+        for _ in range(4):
+            n = int(rng.integers(1, 3000))
+            keys = [f"k{i}" for i in rng.integers(0, 40, n).tolist()]
+            values = rng.normal(size=(n, 2))
+            # mostly rising times, some out of order, some later than the lateness allowed
+            ts = t + np.cumsum(rng.integers(0, 1000, n)) - rng.integers(0, 30_000, n) * (
+                rng.random(n) < 0.2)
+            t = int(ts.max())
+            for split, store in zip((0, 1), stores, strict=True):
+                _native.set_split(split)  # 1: every batch on two threads
+                store.append_batch("s", keys, values, ts.astype(np.int64))
+    finally:
+        _native.set_split(before)
+    one, two = stores
+    assert one.keys("s") == two.keys("s")
+    for key in one.keys("s"):
+        a, b = one.window("s", key), two.window("s", key)
+        np.testing.assert_array_equal(a.values, b.values)
+        np.testing.assert_array_equal(a.ts_ns, b.ts_ns)
+    assert one.stats() == two.stats()
+
+
+def test_a_forked_child_scatters_on_its_own_helper() -> None:
+    """A thread does not survive fork: the child starts its own helper for a split batch."""
+    import os
+
+    from heimdall.window import _native
+
+    before = _native.set_split(1)
+    try:
+        spec = hd.StreamSpec("s", key="id", fields=["x", "y"], window=hd.CountWindow(4))
+        store = hd.WindowStore([spec], max_keys=64)
+        store.append_batch("s", ["a", "b"], np.ones((2, 2)), np.array([1, 2]))  # helper up
+        pid = os.fork()
+        if pid == 0:  # the child: a split batch must complete, and be right
+            code = 1
+            try:
+                keys = [f"k{i % 50}" for i in range(5000)]
+                store.append_batch("s", keys, np.arange(10_000.0).reshape(5000, 2),
+                                   np.arange(5000, dtype=np.int64) + 10)
+                ok = store.window("s", "k49").values[-1].tolist() == [9998.0, 9999.0]
+                code = 0 if ok else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        _native.set_split(before)

@@ -15,8 +15,9 @@
  * gather() copies with the GIL released and reads again what a writer changed meanwhile.
  *
  * Files (one translation unit): _ring_core.h (RingCore's fields, shared helpers), _keys.h
- * (the key table), _write.h (the write path), _read.h (lookups, the gather), and here the
- * two types, the key index's upkeep and the module.
+ * (the key table), _write.h (the write path), _split.h (a large batch's scatter on two
+ * threads), _read.h (lookups, the gather), and here the two types, the key index's upkeep
+ * and the module.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -677,9 +678,30 @@ first_nonfinite(PyObject *module, PyObject *arr)
     return PyLong_FromLong(-1);
 }
 
+PyDoc_STRVAR(set_split_doc,
+"set_split(min_rows, /)\n--\n\n"
+"Scatter batches of at least ``min_rows`` rows on two threads (0: never); returns the\n"
+"previous value. The default is 4096 on a machine with two or more CPUs, else 0.");
+
+static PyObject *
+set_split(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t v = PyLong_AsSsize_t(arg);
+    if (v == -1 && PyErr_Occurred())
+        return NULL;
+    if (v < 0) {
+        PyErr_SetString(PyExc_ValueError, "set_split: min_rows must be >= 0");
+        return NULL;
+    }
+    Py_ssize_t before = split_min_rows;
+    split_min_rows = v;
+    return PyLong_FromSsize_t(before);
+}
+
 static PyMethodDef module_methods[] = {
     {"setup", setup, METH_O, setup_doc},
     {"first_nonfinite", first_nonfinite, METH_O, first_nonfinite_doc},
+    {"set_split", set_split, METH_O, set_split_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -692,6 +714,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     import_array();
+    split_min_rows = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 4096 : 0;
     str_append_py = PyUnicode_InternFromString("_append_py");
     str_window_slow = PyUnicode_InternFromString("_window_slow");
     if (str_append_py == NULL || str_window_slow == NULL)

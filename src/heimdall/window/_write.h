@@ -224,6 +224,57 @@ PyDoc_STRVAR(ring_scatter_doc,
 
 #define PREFETCH 8
 
+/* Rows i of a validated batch whose slot has ``slots[i] & mask == part`` (mask 0: every
+ * row), in order; late, out-of-order and expired rows counted in ``counters``. Touches no
+ * Python object: the split scatter runs it on a second thread (_split.h). */
+static void
+scatter_rows(RingCore *self, const long long *slots, const long long *ts_in, const char *rows,
+             Py_ssize_t n, long long now, long long tick0, long long *counters, long long part,
+             long long mask)
+{
+    /* the rows are far apart in memory: ask for the lines of this part's next rows early
+     * (a part of two looks twice as far ahead, to find as many of its own) */
+    Py_ssize_t ahead = PREFETCH * (mask + 1), half = ahead / 2;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i + ahead < n && (slots[i + ahead] & mask) == part)
+            __builtin_prefetch(self->meta + slots[i + ahead] * META_COLS, 1);
+        if (i + half < n && (slots[i + half] & mask) == part) {
+            Py_ssize_t s2 = slots[i + half];
+            long long p2 = self->meta[s2 * META_COLS + POS];
+            __builtin_prefetch(self->data + (s2 * self->cap + p2) * self->row_bytes, 1);
+            __builtin_prefetch(self->ts + s2 * self->cap + p2, 1);
+        }
+        Py_ssize_t s = slots[i];
+        if ((s & mask) != part)
+            continue;
+        long long t = ts_in[i];
+        const char *row = rows + i * self->row_bytes;
+        long long *m = self->meta + s * META_COLS;
+        long long w;
+        if (self->time_ordered && m[FILL] > 0 && t < m[NEWEST]) {
+            long long newest = m[NEWEST];
+            if (t < newest - self->lateness_ns) {
+                counters[0] += 1;
+                continue;
+            }
+            if (self->span_ns > 0 && t < newest - self->span_ns) {
+                counters[2] += 1;
+                continue;
+            }
+            counters[1] += 1;
+            w = begin(m, self->cap + 1);
+            put_out_of_order(self, m, s, row, t);
+        }
+        else {
+            w = begin(m, 1);
+            put_in_order(self, m, s, row, t);
+        }
+        end(m, w, now, tick0 + i);
+    }
+}
+
+#include "_split.h" /* split_scatter: large batches on two threads */
+
 static PyObject *
 ring_scatter(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -261,43 +312,9 @@ ring_scatter(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    long long *counters = self->counters;
     long long tick0 = self->tick;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        /* the rows are far apart in memory: ask for the next rows' lines early */
-        if (i + PREFETCH < n)
-            __builtin_prefetch(self->meta + slots[i + PREFETCH] * META_COLS, 1);
-        if (i + PREFETCH / 2 < n) {
-            Py_ssize_t s2 = slots[i + PREFETCH / 2];
-            long long p2 = self->meta[s2 * META_COLS + POS];
-            __builtin_prefetch(self->data + (s2 * self->cap + p2) * self->row_bytes, 1);
-            __builtin_prefetch(self->ts + s2 * self->cap + p2, 1);
-        }
-        Py_ssize_t s = slots[i];
-        long long t = ts_in[i];
-        const char *row = rows + i * self->row_bytes;
-        long long *m = self->meta + s * META_COLS;
-        long long w;
-        if (self->time_ordered && m[FILL] > 0 && t < m[NEWEST]) {
-            long long newest = m[NEWEST];
-            if (t < newest - self->lateness_ns) {
-                counters[0] += 1;
-                continue;
-            }
-            if (self->span_ns > 0 && t < newest - self->span_ns) {
-                counters[2] += 1;
-                continue;
-            }
-            counters[1] += 1;
-            w = begin(m, self->cap + 1);
-            put_out_of_order(self, m, s, row, t);
-        }
-        else {
-            w = begin(m, 1);
-            put_in_order(self, m, s, row, t);
-        }
-        end(m, w, now, tick0 + i);
-    }
+    if (!split_scatter(self, slots, ts_in, rows, n, now, tick0))
+        scatter_rows(self, slots, ts_in, rows, n, now, tick0, self->counters, 0, 0);
     count_events(self, n);
     Py_RETURN_NONE;
 }
