@@ -70,6 +70,18 @@ def message_id_reader() -> Callable[[Any], bytes]:
     return message_id
 
 
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    """The protobuf varint at ``data[i]`` and the index after it (IndexError if cut)."""
+    value = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
 def batch_rest(message_id: bytes) -> int:
     """How many messages of a producer batch follow the message whose serialized id
     (MessageIdData: batch_index is field 4, batch_size field 6) is given; -1 when it was not
@@ -78,24 +90,10 @@ def batch_rest(message_id: bytes) -> int:
     i, n = 0, len(message_id)
     try:
         while i < n:
-            key = shift = 0
-            while True:  # the field's tag, a varint
-                b = message_id[i]
-                i += 1
-                key |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
+            key, i = _varint(message_id, i)  # the field's tag
             if key & 7 not in (0, 2):  # no other wire type in MessageIdData
                 return -1
-            value = shift = 0
-            while True:  # a varint: the value, or a length
-                b = message_id[i]
-                i += 1
-                value |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
+            value, i = _varint(message_id, i)  # the value, or a length
             if key & 7 == 2:
                 i += value
             elif key >> 3 == 4:
