@@ -179,3 +179,37 @@ def test_unbounded_key_cardinality_stays_within_the_bound() -> None:
     assert st["keys"] == 100
     assert st["evictions"] == 100_000 - 100
     assert after - warm < 256 * 1024, f"grew {after - warm} bytes over 95,000 new keys"
+
+
+def test_ids_stay_until_their_acknowledgements_can_have_reached_the_broker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client sends acknowledgements in groups (100 ms): checkpoints taken in quick
+    succession (early, for max_pending) must each keep the ids of all those acknowledged in
+    the last _ACK_SETTLE_S, not only of the one before, or a crash redelivers messages whose
+    ids no checkpoint holds, and they are applied twice."""
+    from heimdall.checkpoint import checkpointer as mod
+
+    now = [100.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: now[0])
+    store = hd.WindowStore(specs(), max_keys=8)
+    ingest = ingest_for(store)
+    ck = Checkpointer(cfg(tmp_path), store, [ingest], ack=lambda c, m: None)
+    for n in range(1, 5):  # four checkpoints 10 ms apart
+        ingest.pending.append(("consumer", [f"msg-{n}"], [f"id-{n}".encode()]))
+        ingest.pending_messages = 1
+        ck.checkpoint()
+        now[0] += 0.01
+    fresh = hd.WindowStore(specs(), max_keys=8)
+    fresh_ingest = ingest_for(fresh)
+    Checkpointer(cfg(tmp_path), fresh, [fresh_ingest]).restore()
+    held = [f"id-{n}".encode() for n in range(1, 5)]
+    assert fresh_ingest.applied.duplicates(held) == [0, 1, 2, 3]
+    # long after, a checkpoint keeps only the one before it
+    now[0] += mod._ACK_SETTLE_S + 1
+    ingest.pending.append(("consumer", ["msg-5"], [b"id-5"]))
+    ingest.pending_messages = 1
+    ck.checkpoint()
+    fresh = hd.WindowStore(specs(), max_keys=8)
+    fresh_ingest = ingest_for(fresh)
+    Checkpointer(cfg(tmp_path), fresh, [fresh_ingest]).restore()
+    assert fresh_ingest.applied.duplicates([*held, b"id-5"]) == [3, 4]
