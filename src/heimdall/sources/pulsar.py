@@ -111,12 +111,10 @@ def entry_rest_reader() -> Callable[[Any], int]:
     batch (the broker's entry), so these are already queued, or about to be. The size is
     read from the serialized id (``batch_rest``), the only place the Python client exposes
     it; ~2-5 us."""
-    from _pulsar import Message, MessageId
-
-    serialize, of = MessageId.serialize, Message.message_id
+    message_id = message_id_reader()
 
     def entry_rest(msg: Any) -> int:
-        return batch_rest(serialize(of(msg)))
+        return batch_rest(message_id(msg))
 
     return entry_rest
 

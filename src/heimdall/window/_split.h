@@ -9,6 +9,9 @@
  * throughout and waits for it, so to Python the call is as atomic as before; readers in other
  * processes see each slot under its seqlock, as always.
  *
+ * One job at a time: ``ring_scatter`` holds the GIL from its checks to its return, so no
+ * second caller can reach ``split_scatter`` while the helper works.
+ *
  * The helper is started on first use, and again in a child after fork (a thread does not
  * survive fork). If it cannot be started the scatter stays on one thread.
  */
