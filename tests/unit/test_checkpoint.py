@@ -213,3 +213,49 @@ def test_ids_stay_until_their_acknowledgements_can_have_reached_the_broker(
     fresh_ingest = ingest_for(fresh)
     Checkpointer(cfg(tmp_path), fresh, [fresh_ingest]).restore()
     assert fresh_ingest.applied.duplicates([*held, b"id-5"]) == [3, 4]
+
+
+def test_restored_ids_stay_in_checkpoints_while_dedup_holds_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a restart the broker redelivers what the restored checkpoint covers but may not
+    have seen acknowledged, and it may do so late (a Key_Shared consumer waits for others'
+    acknowledgements). If the process dies again before such a redelivery, the next restart
+    must still know those ids: checkpoints carry the restored ids for as long as the
+    in-memory dedup holds them, however long that takes, and no longer."""
+    from heimdall.checkpoint import checkpointer as mod
+
+    now = [100.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: now[0])
+
+    def restart() -> tuple[StreamIngest, Checkpointer]:
+        fresh = hd.WindowStore(specs(), max_keys=8)
+        ingest = ingest_for(fresh)
+        ck = Checkpointer(cfg(tmp_path), fresh, [ingest], ack=lambda c, m: None)
+        ck.restore()
+        return ingest, ck
+
+    first = ingest_for(hd.WindowStore(specs(), max_keys=8))
+    ck = Checkpointer(cfg(tmp_path), first.store, [first], ack=lambda c, m: None)
+    first.pending.append(("consumer", ["msg-1"], [b"id-1"]))
+    first.pending_messages = 1
+    ck.checkpoint()
+    ingest, ck = restart()  # the first crash
+    now[0] += 10 * mod._ACK_SETTLE_S  # id-1's redelivery has not come yet
+    ingest.pending.append(("consumer", ["msg-2"], [b"id-2"]))
+    ingest.pending_messages = 1
+    ck.checkpoint()
+    now[0] += 10 * mod._ACK_SETTLE_S
+    ingest.pending.append(("consumer", ["msg-3"], [b"id-3"]))
+    ingest.pending_messages = 1
+    ck.checkpoint()
+    again, _ = restart()  # the second crash: id-1 is still known
+    assert again.applied.duplicates([b"id-1", b"id-2", b"id-3"]) == [0, 1, 2]
+    # once dedup has let the restored ids go (its horizon passed), checkpoints drop them
+    for n in range(2 * ingest.applied.capacity):
+        ingest.applied.add([f"other-{n}".encode()])
+    ingest.pending.append(("consumer", ["msg-4"], [b"id-4"]))
+    ingest.pending_messages = 1
+    now[0] += 10 * mod._ACK_SETTLE_S
+    ck.checkpoint()
+    last, _ = restart()
+    assert last.applied.duplicates([b"id-1", b"id-4"]) == [1]

@@ -7,7 +7,10 @@ sees: the time to copy the stream's used slots), copies its rows and swaps out i
 list, releases the lock, writes the file (fsync, rename), and only then acknowledges what it
 swapped out. So after a crash the broker redelivers exactly what the newest checkpoint lacks,
 and the ids of what it covers but may not have seen acknowledged are in the checkpoint, to
-drop their redeliveries.
+drop their redeliveries: those of the checkpoints acknowledged in the last second (the client
+sends acknowledgements in groups), and those restored at start, for as long as ingest's
+deduplication holds them (their redeliveries may come late, and the process may die again
+before they do).
 """
 
 from __future__ import annotations
@@ -145,7 +148,6 @@ class Checkpointer:
             mine = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             self.store.import_stream(name, st["ring"], mine)
             ingest = by_name.get(name)
-            self._acked[name] = deque([(time.monotonic(), st["acked_ids"])])
             if ingest is not None:
                 ingest.applied.add_ids(st["acked_ids"])
                 for c in _COUNTERS:
@@ -173,7 +175,9 @@ class Checkpointer:
                     ring_state, ring_arrays = self.store.export_stream(name, bufs)
                     pending: list[Any] = []
                     counters: dict[str, int] = {}
+                    restored: list[Any] = []
                     if ingest is not None:
+                        restored = ingest.applied.exact_ids()
                         pending, ingest.pending = ingest.pending, []
                         ingest.pending_messages = 0
                         counters = {c: getattr(ingest.counters, c) for c in _COUNTERS}
@@ -184,7 +188,8 @@ class Checkpointer:
                 taken_ids[name] = ids
                 streams[name] = {
                     "ring": ring_state, "counters": counters,
-                    "acked_ids": self._unsettled(name) + ids,
+                    "acked_ids": list(dict.fromkeys([*restored, *self._unsettled(name),
+                                                     *ids])),
                 }
                 arrays.update({f"{name}/{k}": v for k, v in ring_arrays.items()})
                 if ingest is not None:

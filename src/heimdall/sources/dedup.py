@@ -151,6 +151,11 @@ class AppliedIds:
         self._exact_new.update(ids)
         self._count(len(ids))
 
+    def exact_ids(self) -> list[Hashable]:
+        """The ids known without a fingerprint (``add_ids``) still held: a checkpoint carries
+        them on for as long as a redelivery of one would be recognised here."""
+        return [*self._exact_new, *self._exact_old]
+
     def _count(self, n: int) -> None:
         self._taken += n
         if self._taken >= self.capacity:
