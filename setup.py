@@ -1,6 +1,6 @@
 """Build hooks: generate the gRPC modules from proto/heimdall/v1/*.proto, and compile the
 window store's C paths (src/heimdall/window/_native.c and the headers it includes, against
-numpy's C API).
+numpy's C API) and deduplication's fingerprint tables (src/heimdall/sources/_seen.c).
 
 The generated code is never committed: ``pip install`` (editable or not) runs grpcio-tools'
 protoc here, into ``heimdall/remote/_pb/`` (the source tree for an editable install, the
@@ -67,4 +67,10 @@ native = Extension(
     extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
 )
 
-setup(cmdclass={"build_py": BuildPyWithProto}, ext_modules=[native])
+seen = Extension(
+    "heimdall.sources._seen",
+    ["src/heimdall/sources/_seen.c"],
+    extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
+)
+
+setup(cmdclass={"build_py": BuildPyWithProto}, ext_modules=[native, seen])

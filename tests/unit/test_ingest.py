@@ -114,9 +114,8 @@ def test_applied_ids_by_fingerprint_equal_an_id_by_id_model(batches: list[list[i
             here.add(mid)
         msgs = [_Msg(m) for m in batch]
         fps = [hash(_payload(m)) for m in batch]
-        dups, clean = seen.check(msgs, fps)
-        assert dups == expected
-        seen.add(msgs, fps, clean)
+        assert seen.duplicates(msgs, fps) == expected
+        seen.add(msgs, fps)
         held |= here
 
 
@@ -127,7 +126,7 @@ def test_a_batch_of_new_payloads_reads_no_message_id() -> None:
         msgs = [_Msg(m) for m in range(start, start + 100)]
         fps = [hash(b"payload %d" % m) for m in range(start, start + 100)]
         dups, clean = seen.check(msgs, fps)
-        seen.add(msgs, fps, clean)
+        seen.add(msgs, fps)
         assert (dups, clean) == ([], True)
     assert _Msg.reads == 0
     again = [_Msg(5), _Msg(500)]  # a redelivery, and a new message with a payload seen before
@@ -193,3 +192,31 @@ def test_batch_rest_reads_a_serialized_message_id() -> None:
     assert batch_rest(bytes.fromhex("08ac02109601180220052a020102300a")) == 4
     assert batch_rest(bytes.fromhex("08001000200330")) == -1  # truncated
     assert batch_rest(bytes.fromhex("0d00000000")) == -1  # a wire type MessageIdData lacks
+
+
+def test_fingerprints_with_equal_hashes_are_told_apart_by_id() -> None:
+    """-1 and -2 have the same Python hash: the C table holds them as one fingerprint, so
+    both become candidates and their ids decide."""
+    assert hash(-1) == hash(-2)
+    seen = AppliedIds(capacity=1000, id_of=_Msg.id_of)
+    seen.add([_Msg(1)], [-1])
+    assert seen.duplicates([_Msg(2), _Msg(1)], [-2, -1]) == [1]
+    seen.add([_Msg(2)], [-2])  # a second message under the shared hash: both ids kept
+    assert seen.duplicates([_Msg(1), _Msg(2), _Msg(3)], [-1, -2, -2]) == [0, 1]
+
+
+def test_a_batch_larger_than_the_capacity_is_held_whole() -> None:
+    """The table grows past its capacity (a batch may overshoot it before the generation
+    turns), and every entry stays found."""
+    from heimdall.sources._seen import FpTable, candidates
+
+    new, old = FpTable(8), FpTable(8)
+    assert new.add(list(range(5000)), [f"h{i}" for i in range(5000)]) == []
+    assert len(new) == 5000
+    assert new.get(4999) == "h4999"
+    assert new.get(5000) is None
+    at, firsts = candidates(new, old, [5000, 3, 7, 5001, 5001])
+    assert (at, firsts) == ([1, 2, 4], [1, 2, 3])
+    assert new.reset()[:2] == ["h0", "h1"]
+    assert len(new) == 0
+    assert new.get(3) is None

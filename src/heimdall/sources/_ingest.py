@@ -101,7 +101,7 @@ class StreamIngest:
         fps = list(map(hash, payloads))
         limit = self.max_message_bytes
         with self.lock:
-            dups, clean = self.applied.check(ids, fps)
+            dups = self.applied.duplicates(ids, fps)
             drop = set(dups)
             oversized = [] if max(sizes, default=0) <= limit else [
                 (i, f"oversized: {n} bytes > max_message_bytes {limit}")
@@ -125,9 +125,9 @@ class StreamIngest:
             if bad:
                 good = [i not in bad_at for i in range(len(ids))]
                 self.applied.add(list(itertools.compress(ids, good)),
-                                 list(itertools.compress(fps, good)), clean)
+                                 list(itertools.compress(fps, good)))
             else:
-                self.applied.add(ids, fps, clean)
+                self.applied.add(ids, fps)
             if defer is not None:
                 handle, msgs = defer
                 keep = [i for i in range(len(msgs)) if i not in bad_at]

@@ -11,7 +11,8 @@ A message is remembered under a *fingerprint* (the source's choice; Heimdall's i
 hash of the payload, which a redelivery repeats byte for byte) and a *handle* from which its
 id can be read (``id_of``; a Pulsar message, whose id costs ~1-2 us to read). Ids are read only
 where fingerprints meet: a redelivery, or another message with the same payload. So in the
-common case a message costs a hash and a dict probe, not an id; and the answer is still by id:
+common case a message costs a hash and two probes of a C table (``_seen.FpTable``, prefetched
+a few messages ahead), not an id; and the answer is still by id:
 two messages with equal payloads and different ids are both applied. A fingerprint held by
 more than one message keeps the set of their ids.
 
@@ -22,22 +23,16 @@ while any are held, every message's id is read and looked up among them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from itertools import compress, repeat, starmap
-from operator import ne, not_, or_
+from collections.abc import Callable, Hashable, Sequence
+from itertools import compress
+from operator import or_
 from typing import Any
+
+from heimdall.sources._seen import FpTable, candidates
 
 
 def _same(handle: Any) -> Hashable:
     return handle  # type: ignore[no-any-return]
-
-
-def _repeats(fps: Sequence[Hashable]) -> tuple[dict[Hashable, int], Iterator[bool]]:
-    """Each fingerprint's first index in ``fps``, and for each entry whether it repeats an
-    earlier one (C loops)."""
-    n = len(fps)
-    first = dict(zip(reversed(fps), range(n - 1, -1, -1), strict=True))
-    return first, map(ne, map(first.__getitem__, fps), range(n))
 
 
 class AppliedIds:
@@ -57,47 +52,39 @@ class AppliedIds:
         self.capacity = capacity
         self.id_of = id_of
         # fingerprint -> the handle of the one message applied with it, or the set of the
-        # ids of all of them
-        self._new: dict[Hashable, Any] = {}
-        self._old: dict[Hashable, Any] = {}
+        # ids of all of them (C tables: ``_seen.FpTable``)
+        self._new = FpTable(capacity)
+        self._old = FpTable(capacity)
         self._taken = 0  # messages remembered in ``_new``
         self._exact_new: set[Hashable] = set()  # ids without a fingerprint (``add_ids``)
         self._exact_old: set[Hashable] = set()
-        self._dying: deque[dict[Hashable, Any]] = deque()  # dropped generations, let go slowly
-        self._owed = 0  # entries of ``_dying`` to free at the next ``release``
+        self._dying: deque[list[Any]] = deque()  # handles of dropped generations, let go slowly
+        self._owed = 0  # handles of ``_dying`` to free at the next ``release``
 
     def check(self, handles: Sequence[Any],
               fingerprints: Sequence[Hashable] | None = None) -> tuple[list[int], bool]:
         """``duplicates``, and whether the batch was clean: no fingerprint held or repeated
-        (then ``add(..., clean=True)`` may skip its own look-ups)."""
+        (then no message id was read)."""
         fps = handles if fingerprints is None else fingerprints
-        n = len(fps)
-        batch = set(fps)
         new, old = self._new, self._old
         exact = self._exact_new or self._exact_old
-        # a dict's keys view, not the dict: set.isdisjoint(dict) walks the whole dict
-        if len(batch) == n and new.keys().isdisjoint(batch) and old.keys().isdisjoint(batch):
-            return (self._exact_hits(handles) if exact else []), True
         # candidates: a fingerprint held, or repeating an earlier one of the batch (C loops)
-        held = map(or_, map(new.__contains__, fps), map(old.__contains__, fps))
-        first: dict[Hashable, int] = {}
-        if len(batch) < n:
-            first, repeated = _repeats(fps)
-            held = map(or_, held, repeated)
+        at, firsts = candidates(new, old, fps)
+        if not at:
+            return (self._exact_hits(handles) if exact else []), True
         dups = set(self._exact_hits(handles)) if exact else set()
         id_of = self.id_of
         here: dict[Hashable, set[Hashable]] = {}  # ids of this batch, by fingerprint
-        for i in compress(range(n), held):
+        for i, j in zip(at, firsts, strict=True):
             f = fps[i]
             mid = id_of(handles[i])
             ids = here.get(f)
-            if ids is None and first.get(f, i) < i:  # its first entry was no candidate
-                ids = here[f] = {id_of(handles[first[f]])}
+            if ids is None and j < i:  # its first entry was no candidate
+                ids = here[f] = {id_of(handles[j])}
             if (i in dups or (ids is not None and mid in ids) or self._holds(new.get(f), mid)
                     or self._holds(old.get(f), mid)):
                 dups.add(i)
-            if f in first:
-                here.setdefault(f, set()).add(mid)
+            here.setdefault(f, set()).add(mid)
         return sorted(dups), False
 
     def duplicates(self, handles: Sequence[Any],
@@ -119,31 +106,21 @@ class AppliedIds:
             return mid in entry
         return bool(self.id_of(entry) == mid)
 
-    def add(self, handles: Sequence[Any], fingerprints: Sequence[Hashable] | None = None,
-            clean: bool = False) -> None:
-        """Remember messages as applied. ``clean``: ``check`` found this batch's fingerprints
-        neither held nor repeated (and nothing was added since)."""
+    def add(self, handles: Sequence[Any], fingerprints: Sequence[Hashable] | None = None
+            ) -> None:
+        """Remember messages as applied."""
         fps = handles if fingerprints is None else fingerprints
         new = self._new
-        if not clean:
-            clash = set(compress(fps, map(new.__contains__, fps)))
-            if len(set(fps)) < len(fps):  # a fingerprint repeated: its later entries clash
-                clash.update(compress(fps, _repeats(fps)[1]))
-            clean = not clash
-        if clean:
-            new.update(zip(fps, handles, strict=True))
-        else:
-            plain = list(map(not_, map(clash.__contains__, fps)))
-            new.update(zip(compress(fps, plain), compress(handles, plain), strict=True))
+        clash = new.add(fps, handles)  # a C loop; what it did not add shares a fingerprint
+        if clash:
             id_of = self.id_of
-            for f, h in compress(zip(fps, handles, strict=True), map(not_, plain)):
+            for i in clash:
+                f, h = fps[i], handles[i]
                 entry = new.get(f)
-                if entry is None:
-                    new[f] = h
-                elif type(entry) is set:
+                if type(entry) is set:
                     entry.add(id_of(h))
                 elif (a := id_of(entry)) != (b := id_of(h)):  # equal: a redelivery, kept once
-                    new[f] = {a, b}
+                    new.put(f, {a, b})
         self._count(len(fps))
 
     def add_ids(self, ids: Sequence[Hashable]) -> None:
@@ -160,9 +137,9 @@ class AppliedIds:
         self._taken += n
         if self._taken >= self.capacity:
             # the generation dropped is let go by ``release``, not here: freeing ``capacity``
-            # client messages in one go would stall ingest (~50 ms)
-            self._dying.append(self._old)
-            self._old, self._new = self._new, {}
+            # client messages in one go would stall ingest (~50 ms). Its table is the next one
+            self._dying.append(self._old.reset())
+            self._old, self._new = self._new, self._old
             self._exact_old, self._exact_new = self._exact_new, set()
             self._taken = 0
         if self._dying:
@@ -178,8 +155,8 @@ class AppliedIds:
             if len(d) <= n:
                 n -= len(d)
                 self._dying.popleft()
-            else:  # a C loop: popitem n times, each entry freed as it goes
-                deque(starmap(d.popitem, repeat((), n)), maxlen=0)
+            else:  # the last n handles, freed in a C loop
+                del d[-n:]
                 n = 0
 
     def __len__(self) -> int:
