@@ -37,7 +37,9 @@ static PyTypeObject *fptable_type; /* set when the module is made */
 static inline size_t
 slot_of(Py_hash_t h, size_t mask)
 {
-    return (size_t)(((unsigned long long)h * 0x9E3779B97F4A7C15ULL) >> 17) & mask;
+    /* Fibonacci hashing: the product's top log2(size) bits */
+    return (size_t)(((unsigned long long)h * 0x9E3779B97F4A7C15ULL)
+                    >> (64 - __builtin_ctzll((unsigned long long)mask + 1)));
 }
 
 /* The entry holding ``h``, or the empty one where it would go. */
