@@ -55,6 +55,16 @@ probe(FpTable *t, Py_hash_t h)
     }
 }
 
+/* The smallest power of two >= ``n``, and >= ``least`` (a power of two). */
+static inline size_t
+pow2_at_least(size_t n, size_t least)
+{
+    size_t size = least;
+    while (size < n)
+        size *= 2;
+    return size;
+}
+
 static int
 alloc_table(FpTable *t, size_t size)
 {
@@ -77,9 +87,7 @@ reserve(FpTable *t, Py_ssize_t more)
     size_t need = (size_t)(t->count + more) * 2;
     if (need <= t->mask + 1)
         return 0;
-    size_t size = t->mask + 1;
-    while (size < need)
-        size *= 2;
+    size_t size = pow2_at_least(need, t->mask + 1);
     Entry *old = t->table;
     size_t old_size = t->mask + 1;
     t->table = NULL;
@@ -104,9 +112,7 @@ hash_all(FpTable *t, PyObject *seq, Py_ssize_t *n_out)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     if (n > t->scratch || t->first == NULL) {
-        Py_ssize_t cap = 64;
-        while (cap < n)
-            cap *= 2;
+        Py_ssize_t cap = (Py_ssize_t)pow2_at_least((size_t)n, 64);
         Py_hash_t *h = PyMem_Realloc(t->hashes, cap * sizeof(Py_hash_t));
         if (h == NULL) {
             Py_DECREF(fast);
@@ -147,10 +153,7 @@ fptable_init(FpTable *self, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "FpTable: capacity must be >= 1, received %zd", capacity);
         return -1;
     }
-    size_t size = 16;
-    while (size < (size_t)capacity * 2)
-        size *= 2;
-    if (alloc_table(self, size) < 0)
+    if (alloc_table(self, pow2_at_least((size_t)capacity * 2, 16)) < 0)
         return -1;
     self->count = 0;
     Py_XSETREF(self->handles, PyList_New(0));
@@ -260,15 +263,24 @@ PyDoc_STRVAR(get_doc,
 "get($self, fingerprint, /)\n--\n\n"
 "The handle held under the fingerprint, or None.");
 
-static PyObject *
-fptable_get(FpTable *self, PyObject *fp)
+/* The entry of one fingerprint (idx -1: not held), or NULL with an error set. */
+static Entry *
+entry_of(FpTable *self, PyObject *fp)
 {
     if (!ready(self))
         return NULL;
     Py_hash_t h = PyObject_Hash(fp);
     if (h == -1 && PyErr_Occurred())
         return NULL;
-    Entry *e = probe(self, h);
+    return probe(self, h);
+}
+
+static PyObject *
+fptable_get(FpTable *self, PyObject *fp)
+{
+    Entry *e = entry_of(self, fp);
+    if (e == NULL)
+        return NULL;
     if (e->idx < 0)
         Py_RETURN_NONE;
     return Py_NewRef(PyList_GET_ITEM(self->handles, e->idx));
@@ -285,12 +297,9 @@ fptable_put(FpTable *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "put() takes fingerprint, handle");
         return NULL;
     }
-    if (!ready(self))
+    Entry *e = entry_of(self, args[0]);
+    if (e == NULL)
         return NULL;
-    Py_hash_t h = PyObject_Hash(args[0]);
-    if (h == -1 && PyErr_Occurred())
-        return NULL;
-    Entry *e = probe(self, h);
     if (e->idx < 0) {
         PyErr_SetString(PyExc_KeyError, "put: the fingerprint is not held");
         return NULL;
@@ -358,9 +367,7 @@ candidates(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const Py_hash_t *h = new->hashes;
     /* the batch's own table, a power of two at least twice its size (hash_all made room
      * for 2 x scratch >= 2 x n): the index of the first entry of each hash */
-    size_t bsize = 16;
-    while (bsize < (size_t)n * 2)
-        bsize *= 2;
+    size_t bsize = pow2_at_least((size_t)n * 2, 16);
     Py_ssize_t *first = new->first;
     memset(first, 0xff, bsize * sizeof(Py_ssize_t));
     size_t bmask = bsize - 1;

@@ -64,7 +64,8 @@ class AppliedIds:
     def check(self, handles: Sequence[Any],
               fingerprints: Sequence[Hashable] | None = None) -> tuple[list[int], bool]:
         """``duplicates``, and whether the batch was clean: no fingerprint held or repeated
-        (then no message id was read)."""
+        (then no id was read to compare fingerprints; ids restored without one, while held,
+        are still looked up)."""
         fps = handles if fingerprints is None else fingerprints
         new, old = self._new, self._old
         exact = self._exact_new or self._exact_old
