@@ -5,6 +5,7 @@
 #define HEIMDALL_RING_CORE_H
 
 #include "_keys.h"
+#include "_split.h"
 
 /* meta columns, as in _kernels.py */
 enum { POS = 0, FILL = 1, WSEQ = 2, CSEQ = 3, NEWEST = 4, TOUCH = 5, TICK = 6, KEYGEN = 7,

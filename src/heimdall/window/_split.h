@@ -1,60 +1,101 @@
-/* A large batch's scatter on two threads. Internal; included by _write.h only.
+/* A second thread for a large batch's scatter. Internal; included by _ring_core.h.
  *
  * A batch's rows go to random slots, each a few cache misses away, and a compaction moves a
  * slot's W - 1 rows every slack appends: the scatter is bound by memory latency, which a
  * second core hides as well as the first. So a batch of at least ``split_min_rows`` rows is
- * written by the calling thread and one helper thread, split by slot parity: each slot still
- * has one writer, and its rows are written in batch order. The helper touches no Python
- * object (it runs ``scatter_rows`` on the ring's C memory) and the caller holds the GIL
- * throughout and waits for it, so to Python the call is as atomic as before; readers in other
- * processes see each slot under its seqlock, as always.
+ * written by the calling thread and one helper thread: ``split_begin(fn, arg)`` hands
+ * ``fn(arg)`` to the helper, the caller does its own share, and ``split_end()`` waits for the
+ * helper's. The scatter splits the rows by slot parity, so each slot still has one writer and
+ * its rows are written in batch order (_write.h).
  *
- * One job at a time: ``ring_scatter`` holds the GIL from its checks to its return, so no
- * second caller can reach ``split_scatter`` while the helper works.
+ * (The key lookup stays on the caller: a caller has just made or touched its key objects, so
+ * their cache lines sit in its core, and a helper reading half of them gains nothing.)
+ *
+ * ``fn`` touches no Python object that another thread could change and calls no Python API
+ * that needs a thread state (no refcounts, no errors, no allocation by Python's allocator).
+ * The caller holds the GIL from ``split_begin`` to ``split_end``, so no other Python thread
+ * runs meanwhile: to Python the call is as atomic as on one thread, and no second caller can
+ * reach ``split_begin`` while the helper works (one job at a time).
+ *
+ * Hand-offs: a batch takes about a millisecond and a caller often sends the next one at
+ * once, while a thread woken from a condition variable takes tens of microseconds to run. So
+ * each side spins a little first: the helper for ``SPLIT_SPIN_NS`` after a job before it
+ * sleeps, the caller while the helper finishes (yielding the CPU when it spins long).
  *
  * The helper is started on first use, and again in a child after fork (a thread does not
- * survive fork). If it cannot be started the scatter stays on one thread.
+ * survive fork). If it cannot be started the work stays on one thread.
  */
 #ifndef HEIMDALL_SPLIT_H
 #define HEIMDALL_SPLIT_H
 
 #include <pthread.h>
+#include <sched.h>
+#include <time.h>
 #include <unistd.h>
 
-typedef struct {
-    RingCore *ring;
-    const long long *slots, *ts_in;
-    const char *rows;
-    Py_ssize_t n;
-    long long now, tick0;
-    long long counters[3]; /* late, out of order, expired: the helper's share */
-} SplitJob;
+typedef void (*split_fn)(void *arg);
+
+#define SPLIT_SPIN_NS 50000 /* how long an idle helper waits for the next job before it sleeps */
 
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    SplitJob *job; /* set: the helper has work; cleared by the helper when done */
-    pid_t pid;     /* the process the helper runs in (0: none yet) */
+    pthread_cond_t go;
+    split_fn fn;  /* set with ``arg`` by split_begin; cleared by the helper when it is done */
+    void *arg;
+    int sleeping; /* the helper waits on ``go`` (read and written under seq_cst) */
+    pid_t pid;    /* the process the helper runs in (0: none yet) */
 } split;
 
 /* Batches of at least this many rows are split (0: never); set by ``set_split``. */
 static Py_ssize_t split_min_rows = 0;
 
+static inline long long
+split_clock_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static inline void
+split_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* The job handed to the helper, once one is there (spinning, then sleeping). */
+static split_fn
+split_next(void)
+{
+    long long until = split_clock_ns() + SPLIT_SPIN_NS;
+    for (unsigned k = 1;; k++) {
+        split_fn fn = __atomic_load_n(&split.fn, __ATOMIC_ACQUIRE);
+        if (fn != NULL)
+            return fn;
+        split_pause();
+        if ((k & 255) == 0 && split_clock_ns() > until)
+            break;
+    }
+    pthread_mutex_lock(&split.mu);
+    __atomic_store_n(&split.sleeping, 1, __ATOMIC_SEQ_CST);
+    split_fn fn;
+    while ((fn = __atomic_load_n(&split.fn, __ATOMIC_SEQ_CST)) == NULL)
+        pthread_cond_wait(&split.go, &split.mu);
+    __atomic_store_n(&split.sleeping, 0, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&split.mu);
+    return fn;
+}
+
 static void *
 split_main(void *unused)
 {
     (void)unused;
-    pthread_mutex_lock(&split.mu);
     for (;;) {
-        while (split.job == NULL)
-            pthread_cond_wait(&split.go, &split.mu);
-        SplitJob *j = split.job;
-        pthread_mutex_unlock(&split.mu);
-        scatter_rows(j->ring, j->slots, j->ts_in, j->rows, j->n, j->now, j->tick0, j->counters,
-                     1, 1);
-        pthread_mutex_lock(&split.mu);
-        split.job = NULL;
-        pthread_cond_signal(&split.done);
+        split_fn fn = split_next();
+        fn(split.arg);
+        __atomic_store_n(&split.fn, NULL, __ATOMIC_RELEASE);
     }
     return NULL;
 }
@@ -67,10 +108,10 @@ split_ready(void)
     if (split.pid == pid)
         return 1;
     /* first use, or a child after fork: fresh primitives, a new thread */
-    if (pthread_mutex_init(&split.mu, NULL) != 0 || pthread_cond_init(&split.go, NULL) != 0
-        || pthread_cond_init(&split.done, NULL) != 0)
+    if (pthread_mutex_init(&split.mu, NULL) != 0 || pthread_cond_init(&split.go, NULL) != 0)
         return 0;
-    split.job = NULL;
+    split.fn = NULL;
+    split.sleeping = 0;
     pthread_attr_t attr;
     pthread_t thread;
     if (pthread_attr_init(&attr) != 0)
@@ -83,27 +124,37 @@ split_ready(void)
     return ok;
 }
 
-/* Scatter a validated batch on two threads if it is large enough; 1 if done, 0 if the
- * caller must (a small batch, or no helper). */
-static int
-split_scatter(RingCore *r, const long long *slots, const long long *ts_in, const char *rows,
-              Py_ssize_t n, long long now, long long tick0)
+/* Whether a batch of ``n`` rows is worth a second thread (and one can run). */
+static inline int
+split_wanted(Py_ssize_t n)
 {
-    if (split_min_rows <= 0 || n < split_min_rows || !split_ready())
-        return 0;
-    SplitJob job = {r, slots, ts_in, rows, n, now, tick0, {0, 0, 0}};
-    pthread_mutex_lock(&split.mu);
-    split.job = &job;
-    pthread_cond_signal(&split.go);
-    pthread_mutex_unlock(&split.mu);
-    scatter_rows(r, slots, ts_in, rows, n, now, tick0, r->counters, 0, 1);
-    pthread_mutex_lock(&split.mu);
-    while (split.job != NULL)
-        pthread_cond_wait(&split.done, &split.mu);
-    pthread_mutex_unlock(&split.mu);
-    for (int k = 0; k < 3; k++)
-        r->counters[k] += job.counters[k];
-    return 1;
+    return split_min_rows > 0 && n >= split_min_rows && split_ready();
+}
+
+/* Hand ``fn(arg)`` to the helper (split_wanted said yes); the caller then does its share
+ * and calls split_end. */
+static void
+split_begin(split_fn fn, void *arg)
+{
+    split.arg = arg;
+    __atomic_store_n(&split.fn, fn, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&split.sleeping, __ATOMIC_SEQ_CST)) {
+        /* the helper holds the mutex from its last look at ``fn`` until it waits */
+        pthread_mutex_lock(&split.mu);
+        pthread_cond_signal(&split.go);
+        pthread_mutex_unlock(&split.mu);
+    }
+}
+
+/* Wait until the helper has done the job split_begin gave it. */
+static void
+split_end(void)
+{
+    for (unsigned k = 1; __atomic_load_n(&split.fn, __ATOMIC_ACQUIRE) != NULL; k++) {
+        split_pause();
+        if ((k & 1023) == 0)
+            sched_yield(); /* the helper may be waiting for this CPU */
+    }
 }
 
 #endif

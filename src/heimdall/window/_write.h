@@ -102,6 +102,22 @@ compact(RingCore *r, char *data, long long *ts, long long pos, long long keep)
     return keep;
 }
 
+/* One packed row into the ring: a copy of a size known at compile time for the common row
+ * sizes (a call to memcpy per row costs as much as the rest of an append). */
+static inline void
+copy_row(char *dst, const char *src, Py_ssize_t n)
+{
+    switch (n) {
+    case 8: memcpy(dst, src, 8); break;
+    case 16: memcpy(dst, src, 16); break;
+    case 24: memcpy(dst, src, 24); break;
+    case 32: memcpy(dst, src, 32); break;
+    case 48: memcpy(dst, src, 48); break;
+    case 64: memcpy(dst, src, 64); break;
+    default: memcpy(dst, src, n);
+    }
+}
+
 /* The in-order append (between begin and end). */
 static inline void
 put_in_order(RingCore *r, long long *m, Py_ssize_t slot, const char *row, long long t)
@@ -111,7 +127,7 @@ put_in_order(RingCore *r, long long *m, Py_ssize_t slot, const char *row, long l
     long long pos = m[POS], fill = m[FILL];
     if (pos == r->cap)
         pos = compact(r, data, ts, pos, fill < r->W - 1 ? fill : r->W - 1);
-    memcpy(data + pos * r->row_bytes, row, r->row_bytes);
+    copy_row(data + pos * r->row_bytes, row, r->row_bytes);
     ts[pos] = t;
     pos += 1;
     m[POS] = pos;
@@ -143,7 +159,7 @@ put_out_of_order(RingCore *r, long long *m, Py_ssize_t slot, const char *row, lo
     memmove(data + (ins + 1) * r->row_bytes, data + ins * r->row_bytes,
             (pos - ins) * r->row_bytes);
     memmove(ts + ins + 1, ts + ins, (pos - ins) * 8);
-    memcpy(data + ins * r->row_bytes, row, r->row_bytes);
+    copy_row(data + ins * r->row_bytes, row, r->row_bytes);
     ts[ins] = t;
     m[POS] = pos + 1;
     m[FILL] = fill < r->W ? fill + 1 : r->W;
@@ -224,29 +240,33 @@ PyDoc_STRVAR(ring_scatter_doc,
 
 #define PREFETCH 8
 
-/* Rows i of a validated batch whose slot has ``slots[i] & mask == part`` (mask 0: every
- * row), in order; late, out-of-order and expired rows counted in ``counters``. Touches no
- * Python object: the split scatter runs it on a second thread (_split.h). */
+/* Row k of a scatter's share: ``order[k * step]``, or k itself when ``order`` is NULL. */
+static inline Py_ssize_t
+row_of(const long long *order, Py_ssize_t step, Py_ssize_t k)
+{
+    return order != NULL ? (Py_ssize_t)order[k * step] : k;
+}
+
+/* Rows ``row_of(order, step, k)`` for k < count of a validated batch, in that order; late,
+ * out-of-order and expired rows counted in ``counters``. Touches no Python object: the
+ * split scatter runs it on a second thread. */
 static void
 scatter_rows(RingCore *self, const long long *slots, const long long *ts_in, const char *rows,
-             Py_ssize_t n, long long now, long long tick0, long long *counters, long long part,
-             long long mask)
+             const long long *order, Py_ssize_t step, Py_ssize_t count, long long now,
+             long long tick0, long long *counters)
 {
-    /* the rows are far apart in memory: ask for the lines of this part's next rows early
-     * (a part of two looks twice as far ahead, to find as many of its own) */
-    Py_ssize_t ahead = PREFETCH * (mask + 1), half = ahead / 2;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i + ahead < n && (slots[i + ahead] & mask) == part)
-            __builtin_prefetch(self->meta + slots[i + ahead] * META_COLS, 1);
-        if (i + half < n && (slots[i + half] & mask) == part) {
-            Py_ssize_t s2 = slots[i + half];
+    /* the rows are far apart in memory: ask for the lines of the next ones early */
+    for (Py_ssize_t k = 0; k < count; k++) {
+        if (k + PREFETCH < count)
+            __builtin_prefetch(self->meta + slots[row_of(order, step, k + PREFETCH)] * META_COLS,
+                               1);
+        if (k + PREFETCH / 2 < count) {
+            Py_ssize_t s2 = slots[row_of(order, step, k + PREFETCH / 2)];
             long long p2 = self->meta[s2 * META_COLS + POS];
             __builtin_prefetch(self->data + (s2 * self->cap + p2) * self->row_bytes, 1);
             __builtin_prefetch(self->ts + s2 * self->cap + p2, 1);
         }
-        Py_ssize_t s = slots[i];
-        if ((s & mask) != part)
-            continue;
+        Py_ssize_t i = row_of(order, step, k), s = slots[i];
         long long t = ts_in[i];
         const char *row = rows + i * self->row_bytes;
         long long *m = self->meta + s * META_COLS;
@@ -273,7 +293,67 @@ scatter_rows(RingCore *self, const long long *slots, const long long *ts_in, con
     }
 }
 
-#include "_split.h" /* split_scatter: large batches on two threads */
+/* A large batch's scatter on two threads, split by slot parity: each thread first lists its
+ * rows (branch-free, in batch order) in ``order``, the caller's from the front and the
+ * helper's from the back (``order`` has n + 1 entries: each list writes one spare entry past
+ * its end, the same one), then writes them. */
+typedef struct {
+    RingCore *ring;
+    const long long *slots, *ts_in;
+    const char *rows;
+    long long *order;
+    Py_ssize_t n;
+    long long now, tick0;
+    long long counters[3]; /* late, out of order, expired: the helper's share */
+} ScatterJob;
+
+/* The rows of parity ``part`` into ``order`` at step +1 (part 0) or -1 (part 1, from
+ * order[n]); returns how many. */
+static Py_ssize_t
+list_part(const long long *slots, Py_ssize_t n, long long part, long long *order)
+{
+    Py_ssize_t c = 0, step = part ? -1 : 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        order[c * step] = i;
+        c += (slots[i] & 1) == part;
+    }
+    return c;
+}
+
+static void
+scatter_part(ScatterJob *j, long long part, long long *counters)
+{
+    long long *order = part ? j->order + j->n : j->order;
+    Py_ssize_t count = list_part(j->slots, j->n, part, order);
+    scatter_rows(j->ring, j->slots, j->ts_in, j->rows, order, part ? -1 : 1, count, j->now,
+                 j->tick0, counters);
+}
+
+static void
+scatter_helper(void *arg)
+{
+    ScatterJob *j = arg;
+    scatter_part(j, 1, j->counters);
+}
+
+/* Scatter a validated batch: on two threads when it is large enough, else on this one. */
+static void
+scatter_batch(RingCore *r, const long long *slots, const long long *ts_in, const char *rows,
+              Py_ssize_t n, long long now, long long tick0)
+{
+    long long *order = split_wanted(n) ? PyMem_Malloc((n + 1) * sizeof(long long)) : NULL;
+    if (order == NULL) {
+        scatter_rows(r, slots, ts_in, rows, NULL, 1, n, now, tick0, r->counters);
+        return;
+    }
+    ScatterJob job = {r, slots, ts_in, rows, order, n, now, tick0, {0, 0, 0}};
+    split_begin(scatter_helper, &job);
+    scatter_part(&job, 0, r->counters);
+    split_end();
+    for (int k = 0; k < 3; k++)
+        r->counters[k] += job.counters[k];
+    PyMem_Free(order);
+}
 
 static PyObject *
 ring_scatter(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -312,9 +392,7 @@ ring_scatter(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    long long tick0 = self->tick;
-    if (!split_scatter(self, slots, ts_in, rows, n, now, tick0))
-        scatter_rows(self, slots, ts_in, rows, n, now, tick0, self->counters, 0, 0);
+    scatter_batch(self, slots, ts_in, rows, n, now, self->tick);
     count_events(self, n);
     Py_RETURN_NONE;
 }
