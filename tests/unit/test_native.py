@@ -301,3 +301,59 @@ def test_a_forked_child_scatters_on_its_own_helper() -> None:
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         _native.set_split(before)
+
+
+def test_a_full_ring_compacted_ahead_keeps_its_window_and_ends_its_views() -> None:
+    """A ring a large scatter leaves full is compacted before its next append (on the helper
+    thread, during the next large batch's lookup; here by ``compact_full``, the same C):
+    the window shows the same rows, a view of the moved rows reads as invalid, and the next
+    appends land after the window."""
+    from heimdall.window import _native
+
+    before = _native.set_split(1)  # every batch is a large one
+    try:
+        spec = hd.StreamSpec("s", key="id", fields=["x"], window=hd.CountWindow(4))
+        store = hd.WindowStore([spec], max_keys=8)
+        ring = store._rings["s"]
+        assert ring.cap == 5
+        store.append_batch("s", ["a"] * 5, np.arange(5.0).reshape(5, 1), np.arange(5))
+        slot = ring.index["a"]
+        assert ring.meta[slot, k.POS] == ring.cap  # full: its next append would compact
+        whole = store.window("s", "a")
+        with ring.lock:
+            assert ring.compact_full() == 1
+            assert ring.compact_full() == 0  # done once
+        assert ring.meta[slot, k.POS] == 4
+        assert not whole.valid  # its rows moved under it
+        assert store.window("s", "a").values[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
+        store.append_batch("s", ["a"], np.array([[5.0]]), np.array([5]))
+        assert store.window("s", "a").values[:, 0].tolist() == [2.0, 3.0, 4.0, 5.0]
+        assert store.window("s", "a").ts_ns.tolist() == [2, 3, 4, 5]
+        # "a" is full again; "b" fills, then compacts in its own append: only "a" is left
+        store.append_batch("s", ["b"] * 5, np.zeros((5, 1)), np.arange(5))
+        store.append("s", "b", (1.0,), ts_ns=6)
+        with ring.lock:
+            assert ring.compact_full() == 1
+        assert ring.meta[slot, k.POS] == 4
+        assert store.window("s", "a").ts_ns.tolist() == [2, 3, 4, 5]
+        assert store.window("s", "b").ts_ns.tolist() == [2, 3, 4, 6]
+    finally:
+        _native.set_split(before)
+
+
+def test_append_rows_answers_for_held_keys_only() -> None:
+    """``append_rows`` writes a batch whose keys are all held (True); with a new key it writes
+    nothing (False), and append_batch then takes the new-key path."""
+    spec = hd.StreamSpec("s", key="id", fields=["x"], window=hd.CountWindow(4))
+    store = hd.WindowStore([spec], max_keys=8)
+    ring = store._rings["s"]
+    store.append_batch("s", ["a", "b"], np.array([[1.0], [2.0]]), np.array([1, 2]))
+    ts = np.array([3, 4], dtype=np.int64)
+    with ring.lock:
+        assert ring.append_rows(["a", "c"], np.array([[3.0], [4.0]]), ts, 0) is False
+        assert store.window("s", "a").values[:, 0].tolist() == [1.0]
+        assert ring.append_rows(["b", "a"], np.array([[3.0], [4.0]]), ts, 0) is True
+    assert store.window("s", "a").values[:, 0].tolist() == [1.0, 4.0]
+    assert store.window("s", "b").values[:, 0].tolist() == [2.0, 3.0]
+    with pytest.raises(ValueError, match="contiguous"):
+        ring.append_rows(["a"], np.array([[1, 2]]), np.array([1]), 0)

@@ -77,6 +77,7 @@ ring_dealloc(RingCore *self)
     PyObject_GC_UnTrack(self);
     ring_clear(self);
     PyMem_Free(self->scratch);
+    PyMem_Free(self->full);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -182,6 +183,7 @@ ring_bind(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     self->meta = (long long *)meta;
     self->stats = (long long *)stats;
     self->counters = (long long *)counters;
+    self->full_count = 0; /* slots of the arrays before, if any */
     self->kind = kind;
     Py_RETURN_NONE;
 }
@@ -302,6 +304,9 @@ static PyMethodDef ring_methods[] = {
      ring_write_row_doc},
     {"lookup", (PyCFunction)(void (*)(void))ring_lookup, METH_FASTCALL, ring_lookup_doc},
     {"scatter", (PyCFunction)(void (*)(void))ring_scatter, METH_FASTCALL, ring_scatter_doc},
+    {"append_rows", (PyCFunction)(void (*)(void))ring_append_rows, METH_FASTCALL,
+     ring_append_rows_doc},
+    {"compact_full", (PyCFunction)ring_compact_full, METH_NOARGS, ring_compact_full_doc},
     {"gather", (PyCFunction)(void (*)(void))ring_gather, METH_FASTCALL, ring_gather_doc},
     {"index_put", (PyCFunction)(void (*)(void))ring_index_put, METH_FASTCALL,
      ring_index_put_doc},

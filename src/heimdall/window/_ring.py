@@ -14,7 +14,10 @@ bounds, then ``WSEQ``; equal means the bounds are consistent. A view ``[a, b)`` 
 ``CSEQ = c0`` stays intact while ``WSEQ - c0 <= (cap - b) + max(0, a - (W - 1))``: that
 many appends go to rows after ``b``, and a compaction only overwrites rows before ``W - 1``.
 Out-of-order inserts, evictions and expiry raise ``WSEQ`` by ``cap + 1`` and so end every
-view of the slot.
+view of the slot. A ring left full (``POS == cap``) by a large batch may be compacted ahead
+of its next append, on the helper thread while the next large batch's keys are looked up
+(``_write.h``): its ``FILL`` rows move to the front, counted as one write, so the formula
+holds as it is.
 """
 
 from __future__ import annotations

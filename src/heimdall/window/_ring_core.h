@@ -31,7 +31,12 @@ typedef struct {
     long long *ts, *meta, *stats, *counters; /* counters: late, out of order, expired */
     char *scratch; /* one row */
     KeyTable keys; /* the index mirrored for the batch lookups (_keys.h) */
+    long long *full; /* slots a large scatter left full (POS == cap), FULL_SLOTS at most:
+                      * compacted ahead by the helper during the next batch's lookup */
+    Py_ssize_t full_count; /* entries written to ``full`` (past FULL_SLOTS: some dropped) */
 } RingCore;
+
+#define FULL_SLOTS 8192
 
 /* The table answers for the dict: it holds every key of it, and only plain ones. */
 static inline int

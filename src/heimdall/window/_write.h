@@ -288,6 +288,11 @@ scatter_rows(RingCore *self, const long long *slots, const long long *ts_in, con
         else {
             w = begin(m, 1);
             put_in_order(self, m, s, row, t);
+            if (m[POS] == self->cap && self->full != NULL) { /* compacted ahead next time */
+                Py_ssize_t at = __atomic_fetch_add(&self->full_count, 1, __ATOMIC_RELAXED);
+                if (at < FULL_SLOTS)
+                    self->full[at] = s;
+            }
         }
         end(m, w, now, tick0 + i);
     }
@@ -342,6 +347,10 @@ scatter_batch(RingCore *r, const long long *slots, const long long *ts_in, const
               Py_ssize_t n, long long now, long long tick0)
 {
     long long *order = split_wanted(n) ? PyMem_Malloc((n + 1) * sizeof(long long)) : NULL;
+    if (order != NULL && r->full == NULL) {
+        r->full = PyMem_Malloc(FULL_SLOTS * sizeof(long long));
+        r->full_count = 0;
+    }
     if (order == NULL) {
         scatter_rows(r, slots, ts_in, rows, NULL, 1, n, now, tick0, r->counters);
         return;
@@ -395,6 +404,116 @@ ring_scatter(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     scatter_batch(self, slots, ts_in, rows, n, now, self->tick);
     count_events(self, n);
     Py_RETURN_NONE;
+}
+
+/* ---- append_rows: a batch's lookup and scatter in one call ------------------------------ */
+
+/* A slot a scatter left full compacts at its next append. The helper does that compaction
+ * ahead, while the caller looks up the next batch's keys, so the scatter has less to move.
+ * A slot so compacted keeps every row of its window (FILL rows move to the front, one more
+ * than the append's own compaction keeps, so one append fewer fits before the next), and its
+ * seqlock counts the move as one write: a view it overwrites reads as no longer valid, as
+ * the formula in _ring.py says. TOUCH and TICK stay: no event came. */
+typedef struct {
+    RingCore *ring;
+    int stop;        /* set by the caller when its lookup is done */
+    Py_ssize_t done; /* slots compacted */
+} AheadJob;
+
+static void
+compact_ahead(void *arg)
+{
+    AheadJob *j = arg;
+    RingCore *r = j->ring;
+    Py_ssize_t n = r->full_count < FULL_SLOTS ? r->full_count : FULL_SLOTS;
+    while (n > 0 && !__atomic_load_n(&j->stop, __ATOMIC_ACQUIRE)) {
+        Py_ssize_t s = r->full[--n];
+        long long *m = r->meta + s * META_COLS;
+        if (m[POS] != r->cap)
+            continue; /* compacted by an append since, or the slot was reset */
+        long long w = begin(m, 1);
+        m[POS] = compact(r, r->data + s * r->cap * r->row_bytes, r->ts + s * r->cap, r->cap,
+                         m[FILL]);
+        __atomic_store_n(&m[CSEQ], w, __ATOMIC_RELEASE);
+        j->done += 1;
+    }
+    r->full_count = n;
+}
+
+PyDoc_STRVAR(ring_compact_full_doc,
+"compact_full($self, /)\n--\n\n"
+"Compact now, on this thread, the rings the last large scatters left full: what the helper\n"
+"does during a large batch's lookup (the caller holds ``lock``). Returns how many.");
+
+static PyObject *
+ring_compact_full(RingCore *self, PyObject *unused)
+{
+    AheadJob job = {self, 0, 0};
+    if (self->kind != 0 && self->full != NULL)
+        compact_ahead(&job);
+    return PyLong_FromSsize_t(job.done);
+}
+
+static int lookup_table(RingCore *self, PyObject *keys, int strict, long long absent,
+                        long long *slots); /* _read.h */
+
+PyDoc_STRVAR(ring_append_rows_doc,
+"append_rows($self, keys, values, ts_ns, now_ns, /)\n--\n\n"
+"``lookup`` then ``scatter`` in one call (the caller holds ``lock``): True when every key\n"
+"is held and the rows are written; False when a key is not held (nothing written); None\n"
+"when the key table cannot answer for these keys (nothing written: use lookup). A large\n"
+"batch's lookup runs beside the compaction, on the helper thread, of the slots the last\n"
+"large scatter left full.");
+
+static PyObject *
+ring_append_rows(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "append_rows() takes keys, values, ts_ns, now_ns");
+        return NULL;
+    }
+    if (self->kind == 0 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "append_rows() takes a list (and a bound ring)");
+        return NULL;
+    }
+    PyArrayObject *data_arr = (PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 0);
+    Py_ssize_t n = PyList_GET_SIZE(args[0]);
+    if (!int64_vector(args[2], n, "ts_ns"))
+        return NULL;
+    PyArrayObject *values = (PyArrayObject *)args[1];
+    if (!PyArray_Check(args[1]) || PyArray_NDIM(values) != 2 || PyArray_DIM(values, 0) != n
+        || PyArray_DIM(values, 1) != self->F || !PyArray_IS_C_CONTIGUOUS(values)
+        || !PyArray_EquivTypes(PyArray_DESCR(values), PyArray_DESCR(data_arr))) {
+        PyErr_Format(PyExc_ValueError, "append_rows: values must be a contiguous (%zd, %zd) "
+                     "array of the ring's dtype", n, self->F);
+        return NULL;
+    }
+    long long now = PyLong_AsLongLong(args[3]);
+    if (now == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyDict_CheckExact(self->index) || !keys_in_step(self))
+        Py_RETURN_NONE;
+    long long *slots = PyMem_Malloc((n > 0 ? n : 1) * sizeof(long long));
+    if (slots == NULL)
+        return PyErr_NoMemory();
+    AheadJob ahead = {self, 0, 0};
+    int helped = self->full_count > 0 && split_wanted(n);
+    if (helped)
+        split_begin(compact_ahead, &ahead);
+    int found = lookup_table(self, args[0], 1, 0, slots);
+    if (helped) {
+        __atomic_store_n(&ahead.stop, 1, __ATOMIC_RELEASE);
+        split_end();
+    }
+    if (found == 1) {
+        scatter_batch(self, slots, (const long long *)PyArray_DATA((PyArrayObject *)args[2]),
+                      PyArray_BYTES(values), n, now, self->tick);
+        count_events(self, n);
+    }
+    PyMem_Free(slots);
+    if (found == -1)
+        Py_RETURN_NONE;
+    return PyBool_FromLong(found == 1);
 }
 
 #endif

@@ -206,10 +206,16 @@ class WindowStore(StoreCore):
         if n == 0:
             return
         with ring.lock:
-            slots = ring.lookup(key_list)  # C; None if a key is new (or unhashable)
-            if slots is not None:
-                ring.scatter(slots, arr, ts, now)
+            # C: the lookup and the scatter; False if a key is new, None if the key table
+            # cannot answer for these keys (then the dict does)
+            done = ring.append_rows(key_list, arr, ts, now)
+            if done:
                 return
+            if done is None:
+                slots = ring.lookup(key_list)  # C; None if a key is new (or unhashable)
+                if slots is not None:
+                    ring.scatter(slots, arr, ts, now)
+                    return
             self._append_batch_new_keys(ring, stream, key_list, arr, ts, now)
 
     def _append_batch_new_keys(

@@ -43,7 +43,9 @@ class Window(tuple[Any, ...]):
     From ``WindowStore.window`` it is a zero-copy, read-only view into the store. It stays
     intact until the writer overwrites its rows: between 0 and ``slack + 1`` further appends
     to the key (``slack`` = W/4 by default), depending on where the key's ring stands when the
-    view is taken; an out-of-order insert, eviction or expiry of the key ends it at once.
+    view is taken; an out-of-order insert, eviction or expiry of the key ends it at once. A
+    view that the next append would end (the key's ring is full) can also end before it: a
+    large ``append_batch`` compacts full rings ahead of their next append.
     ``valid`` says whether it is still intact; a view never changes what it shows, it goes
     stale (newer rows are not in it) and later invalid. ``copy()`` returns an owned Window
     that is always valid. Iterating a Window yields its rows.
