@@ -163,6 +163,12 @@ ring_bind(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     if (scratch == NULL)
         return PyErr_NoMemory();
     self->scratch = scratch;
+    Py_ssize_t full_cap = slots < FULL_SLOTS ? (slots > 0 ? slots : 1) : FULL_SLOTS;
+    long long *full = PyMem_Realloc(self->full, full_cap * sizeof(long long));
+    if (full == NULL)
+        return PyErr_NoMemory();
+    self->full = full;
+    self->full_cap = full_cap;
     PyObject *locked = PyObject_GetAttrString(self->lock, "locked");
     if (locked == NULL)
         return NULL;
@@ -339,6 +345,8 @@ static PyMemberDef ring_members[] = {
      "keys gather() read again after a writer changed them under its copy"},
     {"key_table_bytes", T_PYSSIZET, offsetof(RingCore, key_table_bytes), READONLY,
      "bytes of the C key table's buckets"},
+    {"full_cap", T_PYSSIZET, offsetof(RingCore, full_cap), READONLY,
+     "entries of the list of rings a scatter left full (8 bytes each)"},
     {"time_ordered", T_BOOL, offsetof(RingCore, time_ordered), 0, "a time window"},
     {"reject_nan", T_BOOL, offsetof(RingCore, reject_nan), 0, "non-finite values rejected"},
     {NULL, 0, 0, 0, NULL},

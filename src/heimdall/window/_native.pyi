@@ -28,6 +28,7 @@ class RingCore:
     events: int
     reread: int
     key_table_bytes: int
+    full_cap: int
     time_ordered: bool
     reject_nan: bool
     def bind(self, data: np.ndarray, ts: np.ndarray, meta: np.ndarray,

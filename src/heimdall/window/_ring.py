@@ -373,9 +373,9 @@ class Ring(RingCore):
         return self.events, self.evictions, self.expired
 
     def nbytes(self) -> int:
-        """Bytes of the preallocated arrays and the C key table."""
+        """Bytes of the preallocated arrays, the C key table and the list of full rings."""
         return int(self.data.nbytes + self.ts.nbytes + self.meta.nbytes + self.live.nbytes
-                   + self.key_table_bytes)
+                   + self.key_table_bytes + 8 * self.full_cap)
 
     def describe_window(self) -> str:
         w = self.spec.window

@@ -31,9 +31,10 @@ typedef struct {
     long long *ts, *meta, *stats, *counters; /* counters: late, out of order, expired */
     char *scratch; /* one row */
     KeyTable keys; /* the index mirrored for the batch lookups (_keys.h) */
-    long long *full; /* slots a large scatter left full (POS == cap), FULL_SLOTS at most:
-                      * compacted ahead by the helper during the next batch's lookup */
-    Py_ssize_t full_count; /* entries written to ``full`` (past FULL_SLOTS: some dropped) */
+    long long *full; /* slots a scatter left full (POS == cap), ``full_cap`` at most: the
+                      * helper compacts them during the next large batch's lookup (_write.h) */
+    Py_ssize_t full_count; /* entries written to ``full`` (past full_cap: some dropped) */
+    Py_ssize_t full_cap;   /* min(slots, FULL_SLOTS), allocated by bind */
 } RingCore;
 
 #define FULL_SLOTS 8192

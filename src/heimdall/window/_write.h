@@ -288,9 +288,9 @@ scatter_rows(RingCore *self, const long long *slots, const long long *ts_in, con
         else {
             w = begin(m, 1);
             put_in_order(self, m, s, row, t);
-            if (m[POS] == self->cap && self->full != NULL) { /* compacted ahead next time */
+            if (m[POS] == self->cap) { /* compacted ahead, by the next large batch */
                 Py_ssize_t at = __atomic_fetch_add(&self->full_count, 1, __ATOMIC_RELAXED);
-                if (at < FULL_SLOTS)
+                if (at < self->full_cap)
                     self->full[at] = s;
             }
         }
@@ -347,10 +347,6 @@ scatter_batch(RingCore *r, const long long *slots, const long long *ts_in, const
               Py_ssize_t n, long long now, long long tick0)
 {
     long long *order = split_wanted(n) ? PyMem_Malloc((n + 1) * sizeof(long long)) : NULL;
-    if (order != NULL && r->full == NULL) {
-        r->full = PyMem_Malloc(FULL_SLOTS * sizeof(long long));
-        r->full_count = 0;
-    }
     if (order == NULL) {
         scatter_rows(r, slots, ts_in, rows, NULL, 1, n, now, tick0, r->counters);
         return;
@@ -425,7 +421,7 @@ compact_ahead(void *arg)
 {
     AheadJob *j = arg;
     RingCore *r = j->ring;
-    Py_ssize_t n = r->full_count < FULL_SLOTS ? r->full_count : FULL_SLOTS;
+    Py_ssize_t n = r->full_count < r->full_cap ? r->full_count : r->full_cap;
     while (n > 0 && !__atomic_load_n(&j->stop, __ATOMIC_ACQUIRE)) {
         Py_ssize_t s = r->full[--n];
         long long *m = r->meta + s * META_COLS;
@@ -442,14 +438,14 @@ compact_ahead(void *arg)
 
 PyDoc_STRVAR(ring_compact_full_doc,
 "compact_full($self, /)\n--\n\n"
-"Compact now, on this thread, the rings the last large scatters left full: what the helper\n"
+"Compact now, on this thread, the rings scatters left full: what the helper\n"
 "does during a large batch's lookup (the caller holds ``lock``). Returns how many.");
 
 static PyObject *
 ring_compact_full(RingCore *self, PyObject *unused)
 {
     AheadJob job = {self, 0, 0};
-    if (self->kind != 0 && self->full != NULL)
+    if (self->kind != 0)
         compact_ahead(&job);
     return PyLong_FromSsize_t(job.done);
 }
@@ -462,8 +458,8 @@ PyDoc_STRVAR(ring_append_rows_doc,
 "``lookup`` then ``scatter`` in one call (the caller holds ``lock``): True when every key\n"
 "is held and the rows are written; False when a key is not held (nothing written); None\n"
 "when the key table cannot answer for these keys (nothing written: use lookup). A large\n"
-"batch's lookup runs beside the compaction, on the helper thread, of the slots the last\n"
-"large scatter left full.");
+"batch's lookup runs beside the compaction, on the helper thread, of the rings scatters\n"
+"left full.");
 
 static PyObject *
 ring_append_rows(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
