@@ -360,6 +360,23 @@ scatter_batch(RingCore *r, const long long *slots, const long long *ts_in, const
     PyMem_Free(order);
 }
 
+/* The rows of a batch's ``values`` (n, F), C-contiguous in the ring's dtype; NULL with
+ * ValueError otherwise. */
+static const char *
+batch_rows(RingCore *self, PyObject *obj, Py_ssize_t n, const char *what)
+{
+    PyArrayObject *values = (PyArrayObject *)obj;
+    PyArrayObject *data_arr = (PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 0);
+    if (!PyArray_Check(obj) || PyArray_NDIM(values) != 2 || PyArray_DIM(values, 0) != n
+        || PyArray_DIM(values, 1) != self->F || !PyArray_IS_C_CONTIGUOUS(values)
+        || !PyArray_EquivTypes(PyArray_DESCR(values), PyArray_DESCR(data_arr))) {
+        PyErr_Format(PyExc_ValueError, "%s: values must be a contiguous (%zd, %zd) array of "
+                     "the ring's dtype", what, n, self->F);
+        return NULL;
+    }
+    return PyArray_BYTES(values);
+}
+
 static PyObject *
 ring_scatter(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -372,24 +389,17 @@ ring_scatter(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyArrayObject *meta_arr = (PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 2);
-    PyArrayObject *data_arr = (PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 0);
     Py_ssize_t n = PyArray_Check(args[0]) ? PyArray_SIZE((PyArrayObject *)args[0]) : -1;
     if (!int64_vector(args[0], n, "slots") || !int64_vector(args[2], n, "ts_ns"))
         return NULL;
-    PyArrayObject *values = (PyArrayObject *)args[1];
-    if (!PyArray_Check(args[1]) || PyArray_NDIM(values) != 2 || PyArray_DIM(values, 0) != n
-        || PyArray_DIM(values, 1) != self->F || !PyArray_IS_C_CONTIGUOUS(values)
-        || !PyArray_EquivTypes(PyArray_DESCR(values), PyArray_DESCR(data_arr))) {
-        PyErr_Format(PyExc_ValueError, "scatter: values must be a contiguous (%zd, %zd) array "
-                     "of the ring's dtype", n, self->F);
+    const char *rows = batch_rows(self, args[1], n, "scatter");
+    if (rows == NULL)
         return NULL;
-    }
     long long now = PyLong_AsLongLong(args[3]);
     if (now == -1 && PyErr_Occurred())
         return NULL;
     const long long *slots = (const long long *)PyArray_DATA((PyArrayObject *)args[0]);
     const long long *ts_in = (const long long *)PyArray_DATA((PyArrayObject *)args[2]);
-    const char *rows = PyArray_BYTES(values);
     Py_ssize_t max_slots = PyArray_DIM(meta_arr, 0);
     for (Py_ssize_t i = 0; i < n; i++) {
         if (slots[i] < 0 || slots[i] >= max_slots) {
@@ -472,18 +482,12 @@ ring_append_rows(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "append_rows() takes a list (and a bound ring)");
         return NULL;
     }
-    PyArrayObject *data_arr = (PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 0);
     Py_ssize_t n = PyList_GET_SIZE(args[0]);
     if (!int64_vector(args[2], n, "ts_ns"))
         return NULL;
-    PyArrayObject *values = (PyArrayObject *)args[1];
-    if (!PyArray_Check(args[1]) || PyArray_NDIM(values) != 2 || PyArray_DIM(values, 0) != n
-        || PyArray_DIM(values, 1) != self->F || !PyArray_IS_C_CONTIGUOUS(values)
-        || !PyArray_EquivTypes(PyArray_DESCR(values), PyArray_DESCR(data_arr))) {
-        PyErr_Format(PyExc_ValueError, "append_rows: values must be a contiguous (%zd, %zd) "
-                     "array of the ring's dtype", n, self->F);
+    const char *rows = batch_rows(self, args[1], n, "append_rows");
+    if (rows == NULL)
         return NULL;
-    }
     long long now = PyLong_AsLongLong(args[3]);
     if (now == -1 && PyErr_Occurred())
         return NULL;
@@ -503,7 +507,7 @@ ring_append_rows(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (found == 1) {
         scatter_batch(self, slots, (const long long *)PyArray_DATA((PyArrayObject *)args[2]),
-                      PyArray_BYTES(values), n, now, self->tick);
+                      rows, n, now, self->tick);
         count_events(self, n);
     }
     PyMem_Free(slots);
