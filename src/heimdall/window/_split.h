@@ -3,9 +3,9 @@
  * A batch's rows go to random slots, each a few cache misses away, and a compaction moves a
  * slot's W - 1 rows every slack appends: the scatter is bound by memory latency, which a
  * second core hides as well as the first. So a batch of at least ``split_min_rows`` rows is
- * written by the calling thread and one helper thread: ``split_begin(fn, arg)`` hands
- * ``fn(arg)`` to the helper, the caller does its own share, and ``split_end()`` waits for the
- * helper's. The scatter splits the rows by slot parity, so each slot still has one writer and
+ * written by the calling thread and one helper thread: ``split_begin(fn, arg)`` posts
+ * ``fn(arg)`` for the helper, the caller does its own share, and ``split_end()`` waits for the
+ * helper's, or takes it back if the helper has not started it. The scatter splits the rows by slot parity, so each slot still has one writer and
  * its rows are written in batch order (_write.h).
  *
  * (The key lookup stays on the caller: a caller has just made or touched its key objects, so
@@ -37,11 +37,19 @@ typedef void (*split_fn)(void *arg);
 
 #define SPLIT_SPIN_NS 50000 /* how long an idle helper waits for the next job before it sleeps */
 
+/* The job's ticket: its number times 4 plus its state. Posted by the caller; taken by the
+ * helper, which then runs it and marks it done; or taken back by the caller, when the helper
+ * has not taken it by the time the caller wants it (the helper is asleep, or its CPU is busy
+ * with another process): the caller then runs it itself, or drops it. So the caller never
+ * waits for a helper that is not running, only for one that has started the job. */
+enum { JOB_POSTED = 1, JOB_TAKEN = 2, JOB_DONE = 3 }; /* 0: taken back, or none */
+
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t go;
-    split_fn fn;  /* set with ``arg`` by split_begin; cleared by the helper when it is done */
+    split_fn fn; /* the posted job's, written before its ticket */
     void *arg;
+    unsigned long long ticket;
     int sleeping; /* the helper waits on ``go`` (read and written under seq_cst) */
     pid_t pid;    /* the process the helper runs in (0: none yet) */
 } split;
@@ -65,27 +73,33 @@ split_pause(void)
 #endif
 }
 
-/* The job handed to the helper, once one is there (spinning, then sleeping). */
-static split_fn
+static inline int
+job_posted(unsigned long long t)
+{
+    return (t & 3) == JOB_POSTED;
+}
+
+/* The ticket of a posted job, once there is one (spinning, then sleeping). */
+static unsigned long long
 split_next(void)
 {
     long long until = split_clock_ns() + SPLIT_SPIN_NS;
+    unsigned long long t;
     for (unsigned k = 1;; k++) {
-        split_fn fn = __atomic_load_n(&split.fn, __ATOMIC_ACQUIRE);
-        if (fn != NULL)
-            return fn;
+        t = __atomic_load_n(&split.ticket, __ATOMIC_ACQUIRE);
+        if (job_posted(t))
+            return t;
         split_pause();
         if ((k & 255) == 0 && split_clock_ns() > until)
             break;
     }
     pthread_mutex_lock(&split.mu);
     __atomic_store_n(&split.sleeping, 1, __ATOMIC_SEQ_CST);
-    split_fn fn;
-    while ((fn = __atomic_load_n(&split.fn, __ATOMIC_SEQ_CST)) == NULL)
+    while (!job_posted(t = __atomic_load_n(&split.ticket, __ATOMIC_SEQ_CST)))
         pthread_cond_wait(&split.go, &split.mu);
     __atomic_store_n(&split.sleeping, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&split.mu);
-    return fn;
+    return t;
 }
 
 static void *
@@ -93,9 +107,16 @@ split_main(void *unused)
 {
     (void)unused;
     for (;;) {
-        split_fn fn = split_next();
-        fn(split.arg);
-        __atomic_store_n(&split.fn, NULL, __ATOMIC_RELEASE);
+        unsigned long long t = split_next();
+        split_fn fn = __atomic_load_n(&split.fn, __ATOMIC_RELAXED);
+        void *arg = __atomic_load_n(&split.arg, __ATOMIC_RELAXED);
+        unsigned long long taken = (t & ~3ULL) | JOB_TAKEN;
+        /* the same ticket still posted: fn and arg are that job's */
+        if (!__atomic_compare_exchange_n(&split.ticket, &t, taken, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            continue; /* taken back by the caller */
+        fn(arg);
+        __atomic_store_n(&split.ticket, (t & ~3ULL) | JOB_DONE, __ATOMIC_RELEASE);
     }
     return NULL;
 }
@@ -110,7 +131,7 @@ split_ready(void)
     /* first use, or a child after fork: fresh primitives, a new thread */
     if (pthread_mutex_init(&split.mu, NULL) != 0 || pthread_cond_init(&split.go, NULL) != 0)
         return 0;
-    split.fn = NULL;
+    split.ticket = 0;
     split.sleeping = 0;
     pthread_attr_t attr;
     pthread_t thread;
@@ -131,30 +152,43 @@ split_wanted(Py_ssize_t n)
     return split_min_rows > 0 && n >= split_min_rows && split_ready();
 }
 
-/* Hand ``fn(arg)`` to the helper (split_wanted said yes); the caller then does its share
+/* Post ``fn(arg)`` for the helper (split_wanted said yes); the caller then does its share
  * and calls split_end. */
 static void
 split_begin(split_fn fn, void *arg)
 {
-    split.arg = arg;
-    __atomic_store_n(&split.fn, fn, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&split.fn, fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&split.arg, arg, __ATOMIC_RELAXED);
+    unsigned long long next = ((split.ticket >> 2) + 1) << 2 | JOB_POSTED;
+    __atomic_store_n(&split.ticket, next, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&split.sleeping, __ATOMIC_SEQ_CST)) {
-        /* the helper holds the mutex from its last look at ``fn`` until it waits */
+        /* the helper holds the mutex from its last look at the ticket until it waits */
         pthread_mutex_lock(&split.mu);
         pthread_cond_signal(&split.go);
         pthread_mutex_unlock(&split.mu);
     }
 }
 
-/* Wait until the helper has done the job split_begin gave it. */
-static void
-split_end(void)
+/* The job split_begin posted is done when this returns: by the helper, or, if the helper
+ * had not taken it yet, here (``run_here``) or not at all. Returns 1 if the helper did it. */
+static int
+split_end(int run_here)
 {
-    for (unsigned k = 1; __atomic_load_n(&split.fn, __ATOMIC_ACQUIRE) != NULL; k++) {
+    unsigned long long t = __atomic_load_n(&split.ticket, __ATOMIC_ACQUIRE);
+    if (job_posted(t)
+        && __atomic_compare_exchange_n(&split.ticket, &t, t & ~3ULL, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE)) {
+        if (run_here)
+            split.fn(split.arg);
+        return 0;
+    }
+    for (unsigned k = 1; (__atomic_load_n(&split.ticket, __ATOMIC_ACQUIRE) & 3) != JOB_DONE;
+         k++) {
         split_pause();
         if ((k & 1023) == 0)
             sched_yield(); /* the helper may be waiting for this CPU */
     }
+    return 1;
 }
 
 #endif

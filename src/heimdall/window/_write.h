@@ -354,7 +354,7 @@ scatter_batch(RingCore *r, const long long *slots, const long long *ts_in, const
     ScatterJob job = {r, slots, ts_in, rows, order, n, now, tick0, {0, 0, 0}};
     split_begin(scatter_helper, &job);
     scatter_part(&job, 0, r->counters);
-    split_end();
+    split_end(1); /* the helper's half, here if it has not started it */
     for (int k = 0; k < 3; k++)
         r->counters[k] += job.counters[k];
     PyMem_Free(order);
@@ -503,7 +503,7 @@ ring_append_rows(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     int found = lookup_table(self, args[0], 1, 0, slots);
     if (helped) {
         __atomic_store_n(&ahead.stop, 1, __ATOMIC_RELEASE);
-        split_end();
+        split_end(0); /* not started by now: left to the appends */
     }
     if (found == 1) {
         scatter_batch(self, slots, (const long long *)PyArray_DATA((PyArrayObject *)args[2]),
