@@ -170,8 +170,8 @@ split_begin(split_fn fn, void *arg)
 }
 
 /* The job split_begin posted is done when this returns: by the helper, or, if the helper
- * had not taken it yet, here (``run_here``) or not at all. Returns 1 if the helper did it. */
-static int
+ * had not taken it yet, here (``run_here``) or not at all. */
+static void
 split_end(int run_here)
 {
     unsigned long long t = __atomic_load_n(&split.ticket, __ATOMIC_ACQUIRE);
@@ -180,7 +180,7 @@ split_end(int run_here)
                                        __ATOMIC_ACQUIRE)) {
         if (run_here)
             split.fn(split.arg);
-        return 0;
+        return;
     }
     for (unsigned k = 1; (__atomic_load_n(&split.ticket, __ATOMIC_ACQUIRE) & 3) != JOB_DONE;
          k++) {
@@ -188,7 +188,6 @@ split_end(int run_here)
         if ((k & 1023) == 0)
             sched_yield(); /* the helper may be waiting for this CPU */
     }
-    return 1;
 }
 
 #endif
