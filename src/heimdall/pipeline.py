@@ -39,7 +39,7 @@ from heimdall.sinks.base import CallbackSink, Sink
 from heimdall.sinks.pulsar import PulsarSink
 from heimdall.sources._embedded import EmbeddedPulsar
 from heimdall.sources._ingest import StreamIngest
-from heimdall.sources.pulsar import PulsarSource
+from heimdall.sources.pulsar import PulsarSource, batch_position
 from heimdall.window import WindowStore, warm_up
 
 log = logging.getLogger("heimdall")
@@ -228,6 +228,7 @@ class Pipeline:
                     since = ckpt.stats.restored_created_ns // 1_000_000 - _RECALL_MARGIN_MS
                 self.source.recall_since_ms = max(0, since)
                 ckpt.ack = self.source.ack
+                ckpt.entry_of = batch_position  # a producer batch is acknowledged whole
                 self.source.on_pending = ckpt.on_pending
                 for ingest in self.ingests:
                     ingest.defer_acks = True

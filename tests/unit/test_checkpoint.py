@@ -259,3 +259,79 @@ def test_restored_ids_stay_in_checkpoints_while_dedup_holds_them(
     ck.checkpoint()
     last, _ = restart()
     assert last.applied.duplicates([b"id-1", b"id-4"]) == [1]
+
+
+def _batched_id(entry: int, index: int, size: int) -> bytes:
+    """A serialized MessageIdData: ledger 7, ``entry``, message ``index`` of a batch of
+    ``size`` (varints all below 128)."""
+    return bytes([0x08, 7, 0x10, entry, 0x20, index, 0x30, size])
+
+
+def test_a_producer_batch_split_over_checkpoints_keeps_its_ids_till_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pulsar acknowledges a producer batch to the broker only once all its messages are
+    acknowledged, so a batch whose first part one checkpoint covered and whose rest comes in
+    a later one, more than _ACK_SETTLE_S after, is redelivered whole by a crash before that:
+    every checkpoint in between, and the one that covers the rest, must hold the first
+    part's ids (they were dropped after _ACK_SETTLE_S)."""
+    from heimdall.checkpoint import checkpointer as mod
+    from heimdall.sources.pulsar import batch_position
+
+    now = [100.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: now[0])
+    store = hd.WindowStore(specs(), max_keys=8)
+    ingest = ingest_for(store)
+    ck = Checkpointer(cfg(tmp_path), store, [ingest], ack=lambda c, m: None,
+                      entry_of=batch_position)
+    worker, other = object(), object()
+    first = [_batched_id(1, 0, 1), *(_batched_id(2, i, 6) for i in range(3))]
+    rest = [_batched_id(2, i, 6) for i in range(3, 6)]
+
+    def checkpoint(*applied: tuple[object, list[bytes]]) -> list[bytes]:
+        for w, ids in applied:
+            ingest.pending.append((w, list(ids), ids))
+            ingest.pending_messages += len(ids)
+        ck.checkpoint()
+        now[0] += 10 * mod._ACK_SETTLE_S
+        fresh = ingest_for(hd.WindowStore(specs(), max_keys=8))
+        Checkpointer(cfg(tmp_path), fresh.store, [fresh]).restore()
+        known = [*first, *rest, b"x-1", b"x-2", b"y-1"]
+        return [known[i] for i in fresh.applied.duplicates(known)]
+
+    # (each checkpoint also holds the one before it, however old)
+    # entry 2's first half, then another worker's messages, then its rest
+    assert checkpoint((worker, first)) == first
+    assert checkpoint((other, [b"x-1"])) == [*first, b"x-1"]
+    assert checkpoint((other, [b"x-2"])) == [*first[1:], b"x-1", b"x-2"]  # first[0] gone
+    # the checkpoint that takes the rest fails to write: that changes nothing, and the
+    # next one, given the same pending, closes the batch
+    ingest.pending.append((worker, list(rest), rest))
+    ingest.pending_messages += len(rest)
+
+    def fail(*args: Any) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(mod._file, "write", fail)
+        assert ck.checkpoint() is None
+    assert checkpoint() == [*first[1:], *rest, b"x-2"]
+    # once whole, its ids ride like that checkpoint's own: held while they may be unsettled
+    assert checkpoint((worker, [b"y-1"])) == [*first[1:], *rest, b"y-1"]
+    assert checkpoint((other, [b"x-1"])) == [b"x-1", b"y-1"]
+    # a batch still open after several checkpoints accumulates; a worker with nothing new
+    # keeps its batch open
+    opening = [_batched_id(3, i, 4) for i in range(2)]
+    ingest.pending.append((worker, opening[:1], opening[:1]))
+    ingest.pending.append((other, [b"x-1"], [b"x-1"]))
+    ingest.pending_messages += 2
+    ck.checkpoint()
+    held = ck._open["s"].open[id(worker)]
+    assert held[1] == opening[:1]
+    ingest.pending.append((worker, opening[1:], opening[1:]))
+    ingest.pending_messages += 1
+    ck.checkpoint()
+    assert ck._open["s"].open[id(worker)][1] == opening
+    ingest.pending.append((other, [b"x-2"], [b"x-2"]))
+    ingest.pending_messages += 1
+    ck.checkpoint()
+    assert ck._open["s"].open[id(worker)][1] == opening

@@ -8,9 +8,9 @@ list, releases the lock, writes the file (fsync, rename), and only then acknowle
 swapped out. So after a crash the broker redelivers exactly what the newest checkpoint lacks,
 and the ids of what it covers but may not have seen acknowledged are in the checkpoint, to
 drop their redeliveries: those of the checkpoints acknowledged in the last second (the client
-sends acknowledgements in groups), and those restored at start, for as long as ingest's
-deduplication holds them (their redeliveries may come late, and the process may die again
-before they do).
+sends acknowledgements in groups), those of producer batches acknowledged only in part so
+far (``OpenBatches``), and those restored at start, for as long as ingest's deduplication
+holds them (their redeliveries may come late, and the process may die again before they do).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,9 @@ from heimdall.window import WindowStore
 log = logging.getLogger("heimdall.checkpoint")
 
 Ack = Callable[[Any, list[Any]], None]  # (consumer, messages): acknowledge them
+# a message's id -> (its producer batch, how many of the batch's messages follow it), or
+# None when it was not batched (``heimdall.sources.pulsar.batch_position``)
+EntryOf = Callable[[Any], tuple[Hashable, int] | None]
 _COUNTERS = ("messages", "bytes", "rows", "dead_letters", "duplicates", "batches", "pushed")
 
 
@@ -83,7 +86,8 @@ class Checkpointer:
     """Checkpoints ``store`` and ``ingests`` into ``config.dir``; thread-safe."""
 
     def __init__(self, config: CheckpointConfig, store: WindowStore,
-                 ingests: Sequence[StreamIngest], ack: Ack | None = None) -> None:
+                 ingests: Sequence[StreamIngest], ack: Ack | None = None,
+                 entry_of: EntryOf | None = None) -> None:
         self.config = config
         self.dir = Path(config.dir)
         self.store = store
@@ -95,6 +99,8 @@ class Checkpointer:
         # acknowledgements may not have reached the broker yet, oldest first
         self._acked: dict[str, deque[tuple[float, list[Any]]]] = {
             i.name: deque() for i in self.ingests}
+        self.entry_of = entry_of
+        self._open: dict[str, OpenBatches] = {}
         self._seq = 0
         # per stream: reusable snapshot buffers and how many rows of them are committed, so
         # the copy under the ingest lock meets no page fault (160 ms instead of 20 for 123 MB)
@@ -185,11 +191,12 @@ class Checkpointer:
                 self.stats.pause_s.observe(pause)
                 self.stats.max_pause_s = max(self.stats.max_pause_s, pause)
                 ids = [i for _, _, batch_ids in pending for i in batch_ids]
-                taken_ids[name] = ids
+                held, closed = self._open_batches(name, pending)
+                taken_ids[name] = [*closed, *ids]
                 streams[name] = {
                     "ring": ring_state, "counters": counters,
                     "acked_ids": list(dict.fromkeys([*restored, *self._unsettled(name),
-                                                     *ids])),
+                                                     *held, *closed, *ids])),
                 }
                 arrays.update({f"{name}/{k}": v for k, v in ring_arrays.items()})
                 if ingest is not None:
@@ -214,6 +221,8 @@ class Checkpointer:
             self.stats.bytes = size
             self.stats.last_seq = self._seq
             self.stats.last_write_s = time.perf_counter() - t0
+            for opened in self._open.values():
+                opened.commit()
             for ingest, pending in swapped:
                 self._acked.setdefault(ingest.name, deque()).append(
                     (time.monotonic(), taken_ids[ingest.name]))
@@ -223,6 +232,13 @@ class Checkpointer:
                         self.stats.acked += len(msgs)
             self._prune()
             return path
+
+    def _open_batches(self, name: str, pending: list[Any]) -> tuple[list[Any], list[Any]]:
+        """(ids of producer batches left open by the checkpoints so far, this one included;
+        ids of those this one closes), when the source says what batch a message is of."""
+        if self.entry_of is None:
+            return [], []
+        return self._open.setdefault(name, OpenBatches(self.entry_of)).step(pending)
 
     def _unsettled(self, name: str) -> list[Any]:
         """Ids of the checkpoints acknowledged in the last ``_ACK_SETTLE_S`` seconds, and of
@@ -288,6 +304,69 @@ class Checkpointer:
             self._thread = None
         if final:
             self.checkpoint()
+
+
+class OpenBatches:
+    """The producer batches of a stream that its checkpoints so far acknowledged in part.
+
+    Pulsar's client acknowledges a producer batch (one broker entry) to the broker only once
+    every message of it is acknowledged. A batch whose messages are split over two checkpoints
+    therefore stays unacknowledged until the later one; a crash before that brings the whole
+    batch back, the part the earlier checkpoint covered too. So the ids of that part stay in
+    every checkpoint until one covers the rest; then they are that one's ids, kept as long as
+    its own (``_unsettled``). A worker's messages come in order and a batch's together, so a
+    worker has at most one batch open, at the end of what it applied, and the next thing it
+    applies after that batch's rest closes it.
+    """
+
+    def __init__(self, entry_of: EntryOf) -> None:
+        self.entry_of = entry_of
+        self.open: dict[int, tuple[Hashable, list[Any]]] = {}  # id(worker): (batch, its ids)
+        self.next = self.open  # as the checkpoint being written leaves it
+
+    def step(self, pending: list[tuple[Any, list[Any], list[Any]]]
+             ) -> tuple[list[Any], list[Any]]:
+        """A checkpoint's ``pending`` (worker, messages, ids): (the ids of the batches open
+        after it, to hold in it; the ids of the batches it closes). Nothing changes until
+        ``commit``: a checkpoint that fails to write leaves its pending for the next one."""
+        applied: dict[int, list[list[Any]]] = {}
+        for worker, _msgs, ids in pending:
+            if ids:
+                applied.setdefault(id(worker), []).append(ids)
+        after = dict(self.open)
+        closed: list[Any] = []
+        for worker, batches in applied.items():
+            before = after.pop(worker, None)
+            tail = self._tail(batches)
+            if before is not None and tail is not None and before[0] == tail[0]:
+                after[worker] = (tail[0], [*before[1], *tail[1]])  # still not whole
+                continue
+            if before is not None:  # its rest came, first, in this checkpoint
+                closed.extend(before[1])
+            if tail is not None:
+                after[worker] = tail
+        self.next = after
+        held = [i for _, ids in after.values() for i in ids]
+        return held, closed
+
+    def commit(self) -> None:
+        """The checkpoint ``step`` was given is written: what it left open is now open."""
+        self.open = self.next
+
+    def _tail(self, batches: list[list[Any]]) -> tuple[Hashable, list[Any]] | None:
+        """The batch a worker's messages end inside of, with its ids among them; None when
+        the last one ends its batch or was not batched."""
+        at = self.entry_of(batches[-1][-1])
+        if at is None or at[1] == 0:
+            return None
+        ids: list[Any] = []
+        for batch_ids in reversed(batches):
+            for i in reversed(batch_ids):
+                here = self.entry_of(i)
+                if here is None or here[0] != at[0]:
+                    return at[0], ids[::-1]
+                ids.append(i)
+        return at[0], ids[::-1]
 
 
 def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:

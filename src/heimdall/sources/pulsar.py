@@ -82,27 +82,38 @@ def _varint(data: bytes, i: int) -> tuple[int, int]:
             return value, i
 
 
-def batch_rest(message_id: bytes) -> int:
-    """How many messages of a producer batch follow the message whose serialized id
-    (MessageIdData: batch_index is field 4, batch_size field 6) is given; -1 when it was not
-    batched, or the id cannot be read."""
-    index = size = -1
+def batch_position(message_id: bytes) -> tuple[tuple[int, int, int], int] | None:
+    """The broker entry (ledger, entry, partition) of the message whose serialized id
+    (MessageIdData: ledgerId, entryId, partition, batch_index and batch_size are fields 1,
+    2, 3, 4 and 6) is given, and how many messages of its producer batch follow it; None
+    when it was not batched, or the id cannot be read."""
+    fields = [0, 0, -1, -1, -1]  # ledger, entry, partition, batch_index, batch_size
     i, n = 0, len(message_id)
     try:
         while i < n:
             key, i = _varint(message_id, i)  # the field's tag
             if key & 7 not in (0, 2):  # no other wire type in MessageIdData
-                return -1
+                return None
             value, i = _varint(message_id, i)  # the value, or a length
             if key & 7 == 2:
                 i += value
-            elif key >> 3 == 4:
-                index = value
+            elif key >> 3 in (1, 2, 3, 4):
+                fields[(key >> 3) - 1] = value
             elif key >> 3 == 6:
-                size = value
+                fields[4] = value
     except IndexError:  # truncated
-        return -1
-    return size - 1 - index if 0 <= index < size else -1
+        return None
+    ledger, entry, partition, index, size = fields
+    if not 0 <= index < size:
+        return None
+    return (ledger, entry, partition), size - 1 - index
+
+
+def batch_rest(message_id: bytes) -> int:
+    """How many messages of a producer batch follow the message whose serialized id is
+    given (``batch_position``); -1 when it was not batched, or the id cannot be read."""
+    at = batch_position(message_id)
+    return -1 if at is None else at[1]
 
 
 def entry_rest_reader() -> Callable[[Any], int]:
