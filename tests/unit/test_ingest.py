@@ -194,6 +194,15 @@ def test_batch_rest_reads_a_serialized_message_id() -> None:
     assert batch_rest(bytes.fromhex("0d00000000")) == -1  # a wire type MessageIdData lacks
 
 
+def test_batch_position_reads_the_entry_of_a_batched_message() -> None:
+    from heimdall.sources.pulsar import batch_position
+
+    # ledger 300, entry 150, partition 2, batch_index 5 of 10 (the ack set skipped)
+    assert batch_position(bytes.fromhex("08ac02109601180220052a020102300a")) == ((300, 150, 2), 4)
+    assert batch_position(bytes.fromhex("0807100920003002")) == ((7, 9, -1), 1)  # no partition
+    assert batch_position(bytes.fromhex("08001001")) is None  # not batched
+
+
 def test_fingerprints_with_equal_hashes_are_told_apart_by_id() -> None:
     """-1 and -2 have the same Python hash: the C table holds them as one fingerprint, so
     both become candidates and their ids decide."""
