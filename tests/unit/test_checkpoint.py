@@ -335,3 +335,9 @@ def test_a_producer_batch_split_over_checkpoints_keeps_its_ids_till_whole(
     ingest.pending_messages += 1
     ck.checkpoint()
     assert ck._open["s"].open[id(worker)][1] == opening
+    # ... but not for ever: after IDLE_MAX checkpoints without it, the rest is not coming
+    for _ in range(mod.OpenBatches.IDLE_MAX - 2):
+        ck.checkpoint()
+    assert ck._open["s"].open[id(worker)][2] == mod.OpenBatches.IDLE_MAX - 1
+    ck.checkpoint()
+    assert ck._open["s"].open == {}

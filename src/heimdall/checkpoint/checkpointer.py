@@ -317,11 +317,18 @@ class OpenBatches:
     its own (``_unsettled``). A worker's messages come in order and a batch's together, so a
     worker has at most one batch open, at the end of what it applied, and the next thing it
     applies after that batch's rest closes it.
+
+    A batch whose worker applies nothing for ``IDLE_MAX`` checkpoints is closed all the same:
+    its rest is not coming through that worker (it stopped, or the rest went to the dead-letter
+    topic, acknowledged at once), so the ids would otherwise ride in every checkpoint forever.
     """
+
+    IDLE_MAX = 64
 
     def __init__(self, entry_of: EntryOf) -> None:
         self.entry_of = entry_of
-        self.open: dict[int, tuple[Hashable, list[Any]]] = {}  # id(worker): (batch, its ids)
+        # id(worker): (the batch, its ids so far, checkpoints since the worker last applied)
+        self.open: dict[int, tuple[Hashable, list[Any], int]] = {}
         self.next = self.open  # as the checkpoint being written leaves it
 
     def step(self, pending: list[tuple[Any, list[Any], list[Any]]]
@@ -333,20 +340,27 @@ class OpenBatches:
         for worker, _msgs, ids in pending:
             if ids:
                 applied.setdefault(id(worker), []).append(ids)
-        after = dict(self.open)
+        after: dict[int, tuple[Hashable, list[Any], int]] = {}
         closed: list[Any] = []
+        for worker, (batch, ids, idle) in self.open.items():
+            if worker in applied:
+                continue
+            if idle + 1 >= self.IDLE_MAX:
+                closed.extend(ids)
+            else:
+                after[worker] = (batch, ids, idle + 1)
         for worker, batches in applied.items():
-            before = after.pop(worker, None)
+            before = self.open.get(worker)
             tail = self._tail(batches)
             if before is not None and tail is not None and before[0] == tail[0]:
-                after[worker] = (tail[0], [*before[1], *tail[1]])  # still not whole
+                after[worker] = (tail[0], [*before[1], *tail[1]], 0)  # still not whole
                 continue
             if before is not None:  # its rest came, first, in this checkpoint
                 closed.extend(before[1])
             if tail is not None:
-                after[worker] = tail
+                after[worker] = (*tail, 0)
         self.next = after
-        held = [i for _, ids in after.values() for i in ids]
+        held = [i for _, ids, _ in after.values() for i in ids]
         return held, closed
 
     def commit(self) -> None:
