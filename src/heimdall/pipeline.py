@@ -87,7 +87,9 @@ class Pipeline:
         self.grpc: GrpcServer | None = None
         self.checkpointer: Checkpointer | None = None
         if (ck := config.active_checkpoint) is not None:
-            self.checkpointer = Checkpointer(ck, self.store, self.ingests)
+            # a producer batch is acknowledged whole: its batch is read from a message's id
+            self.checkpointer = Checkpointer(ck, self.store, self.ingests,
+                                             entry_of=batch_position)
         self._stopped = threading.Event()
         self._running = False
         for m in config.models:
@@ -228,7 +230,6 @@ class Pipeline:
                     since = ckpt.stats.restored_created_ns // 1_000_000 - _RECALL_MARGIN_MS
                 self.source.recall_since_ms = max(0, since)
                 ckpt.ack = self.source.ack
-                ckpt.entry_of = batch_position  # a producer batch is acknowledged whole
                 self.source.on_pending = ckpt.on_pending
                 for ingest in self.ingests:
                     ingest.defer_acks = True
