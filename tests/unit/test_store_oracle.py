@@ -188,3 +188,64 @@ def test_eviction_follows_updates_between_evictions() -> None:
         store.append_batch("s", [key], [[1.0, 2.0]], [0])
         seen.append(sorted(store.keys("s")))
     assert seen[-4:] == [["a", "c"], ["a", "d"], ["c", "d"], ["c", "e"]]
+
+
+def _batched_equals_one_by_one(keys: list[int], max_keys: int, batch: int, late: bool) -> None:
+    window = hd.TimeWindow(seconds=5, max_rows=4) if late else hd.CountWindow(4)
+    spec = _spec(window, allowed_lateness_s=2)
+    batched = hd.WindowStore([spec], max_keys=max_keys)
+    one_by_one = hd.WindowStore([spec], max_keys=max_keys)
+    # out-of-order and late times too, for the time window
+    ts = [(j - 3 * (j % 4 == 3)) * 10**9 for j in range(len(keys))]
+    for i in range(0, len(keys), batch):
+        rows = range(i, min(i + batch, len(keys)))
+        batched.append_batch("s", [keys[j] for j in rows], [[float(j), 0.0] for j in rows],
+                             [ts[j] for j in rows])
+        for j in rows:
+            one_by_one.append("s", keys[j], (float(j), 0.0), ts_ns=ts[j])
+    assert sorted(batched.keys("s")) == sorted(one_by_one.keys("s"))
+    for key in one_by_one.keys("s"):
+        a, b = batched.window("s", key), one_by_one.window("s", key)
+        assert a.values.tolist() == b.values.tolist()
+        assert a.ts_ns.tolist() == b.ts_ns.tolist()
+    assert batched.stats()["streams"]["s"] == one_by_one.stats()["streams"]["s"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 15), min_size=1, max_size=300),
+    max_keys=st.integers(1, 10),
+    batch=st.integers(1, 60),
+    late=st.booleans(),
+)
+def test_batches_evict_as_rows_one_by_one(
+    keys: list[int], max_keys: int, batch: int, late: bool
+) -> None:
+    """append_batch into a full store (its evictions planned for the whole batch, _admit)
+    ends exactly as append row by row: the same keys, windows and counts."""
+    _batched_equals_one_by_one(keys, max_keys, batch, late)
+
+
+def test_batches_evict_as_rows_one_by_one_over_random_churn() -> None:
+    """The same over 300 random streams of the shape that needs evictions in most batches
+    (more keys than max_keys, batches of many new keys), which Hypothesis meets only now
+    and then."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        max_keys = int(rng.integers(1, 12))
+        universe = max_keys + int(rng.integers(1, 2 * max_keys + 2))
+        keys = rng.integers(0, universe, int(rng.integers(20, 200))).tolist()
+        _batched_equals_one_by_one(keys, max_keys, int(rng.integers(2, 40)), trial % 2 == 1)
+
+
+def test_a_victim_with_later_rows_in_the_batch_comes_back_as_a_new_key() -> None:
+    store = hd.WindowStore([_spec(hd.CountWindow(3))], max_keys=2)
+    store.append_batch("s", ["a", "b"], [[1.0, 0.0], [2.0, 0.0]], [0, 1])
+    # "c" evicts "a" (the least recently updated; no row before it touched a), then "a"
+    # comes back and evicts "b", then "b" evicts "c"... as one row after another would
+    store.append_batch("s", ["c", "a", "a", "b"], [[3.0, 0], [4.0, 0], [5.0, 0], [6.0, 0]],
+                       [2, 3, 4, 5])
+    assert sorted(store.keys("s")) == ["a", "b"]
+    assert store.window("s", "a")["a"].tolist() == [4.0, 5.0]
+    assert store.window("s", "b")["a"].tolist() == [6.0]
+    assert store.stats()["streams"]["s"]["evictions"] == 3

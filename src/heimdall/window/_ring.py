@@ -130,58 +130,79 @@ class Ring(RingCore):
         """A slot for a key not in the index (lock held). Evicts the least recently updated."""
         if self.shared_index is not None:
             encode_key(key)  # a key the shared index cannot hold fails before any change
-        if self.free:
-            slot = self.free.pop()
-        elif self.high_water < self.max_keys:
-            slot = self.high_water
-            self.high_water += 1
-        elif not self.evict:
-            raise CapacityError(
-                f"stream {self.spec.name!r} holds max_keys={self.max_keys} keys and eviction is "
-                f"off; cannot add key {key!r}"
-            )
-        else:
+        slot = self.spare_slot()
+        if slot is None:
+            if not self.evict:
+                raise CapacityError(
+                    f"stream {self.spec.name!r} holds max_keys={self.max_keys} keys and "
+                    f"eviction is off; cannot add key {key!r}"
+                )
             slot = self._victim()
-            self._clear(slot)
-            self.evictions += 1
-            if self.shared_stats is not None:
-                self.shared_stats[1] = self.evictions
-        # A slot is all zeros when first used, and reset by _clear when it was used before.
-        self.slot_keys[slot] = key
-        keyid = self.next_keyid
-        self.next_keyid = keyid + 1
-        self.slot_keyid[slot] = keyid
-        if self.lru_heap is not None:
-            heapq.heappush(self.lru_heap, (self.tick, keyid, slot))
-        self.live[slot] = True
-        if self.shared_index is not None:
-            self.shared_index.put(key, slot)  # key bytes first, then the index entry
-        self.index_put(key, slot)  # the dict and the C key table
+            self.evict_slot(slot)
+        self.own_slots([slot], [key])
         return slot
+
+    def spare_slot(self) -> int | None:
+        """A slot no key holds, taken (lock held); None when ``max_keys`` keys are held."""
+        if self.free:
+            return self.free.pop()
+        if self.high_water < self.max_keys:
+            self.high_water += 1
+            return self.high_water - 1
+        return None
+
+    def evict_slot(self, slot: int) -> None:
+        """Evict the key in ``slot`` (lock held): cleared and counted."""
+        self._clear(slot)
+        self.evictions += 1
+        if self.shared_stats is not None:
+            self.shared_stats[1] = self.evictions
 
     def new_slots(self, keys: list[Hashable]) -> None:
         """``new_slot`` for each of ``keys`` (none in the index, no two equal) when there is
         room for all of them without evicting (lock held): the same slots, in one pass."""
         n = len(keys)
-        if self.shared_index is not None or self.lru_heap is not None \
-                or n > len(self.free) + self.max_keys - self.high_water:
+        if n > len(self.free) + self.max_keys - self.high_water:
             for key in keys:
                 self.new_slot(key)
             return
+        if self.shared_index is not None:
+            for key in keys:
+                encode_key(key)  # a key the shared index cannot hold fails before any change
         reuse = min(n, len(self.free))
         slots = self.free[len(self.free) - reuse:][::-1]  # the order of free.pop()
         del self.free[len(self.free) - reuse:]
         hw = self.high_water
         slots.extend(range(hw, hw + n - reuse))
         self.high_water = hw + n - reuse
+        self.own_slots(slots, keys)
+
+    def own_slots(self, slots: list[int], keys: list[Hashable]) -> None:
+        """Give each free slot of ``slots`` to its key of ``keys`` (keys not in the index,
+        no two equal), in order (lock held)."""
+        # A slot is all zeros when first used, and reset by _clear when it was used before.
         keyid = self.next_keyid
-        self.next_keyid = keyid + n
-        self.live[slots] = True  # as new_slot: live and owner before the index entry
+        self.next_keyid = keyid + len(slots)
+        self.live[slots] = True  # live and owner before the index entry
         slot_keys, slot_keyid, put = self.slot_keys, self.slot_keyid, self.index_put
+        shared = self.shared_index
         for i, (slot, key) in enumerate(zip(slots, keys, strict=True)):
             slot_keys[slot] = key
             slot_keyid[slot] = keyid + i
+            if shared is not None:
+                shared.put(key, slot)
             put(key, slot)
+        if self.lru_heap is not None:
+            heap, tick = self.lru_heap, self.tick
+            for i, slot in enumerate(slots):
+                heapq.heappush(heap, (tick, keyid + i, slot))
+
+    def evict_slots(self, slots: list[int]) -> None:
+        """``evict_slot`` for each of ``slots`` (distinct), at once (lock held)."""
+        self._clear_slots(slots)
+        self.evictions += len(slots)
+        if self.shared_stats is not None:
+            self.shared_stats[1] = self.evictions
 
     def _victim(self) -> int:
         """The least recently updated live slot. Amortized O(log max_keys) per eviction."""
@@ -206,7 +227,8 @@ class Ring(RingCore):
         raise CapacityError(f"stream {self.spec.name!r}: no key to evict")  # pragma: no cover
 
     def _clear(self, slot: int) -> None:
-        """Take the key out of ``slot`` and reset it; every view of the slot ends."""
+        """Take the key out of ``slot`` and reset it; every view of the slot ends. (One
+        slot's ``_clear_slots``, without numpy's per-call cost: an append's eviction.)"""
         m = slot * k.META_COLS
         mv = self.meta_mv
         if self.shared_index is not None:  # readers stop finding it before anything changes
@@ -222,19 +244,42 @@ class Ring(RingCore):
         mv[m + k.NEWEST] = 0
         mv[m + k.CSEQ] = mv[m + k.WSEQ]
 
-    def maybe_expire(self, now_ns: int) -> None:
-        """Expire idle keys if a sweep is due (lock held)."""
+    def _clear_slots(self, slots: list[int]) -> None:
+        """``_clear`` for each of ``slots`` (distinct), at once: every WSEQ is raised before
+        any of the slots changes, every CSEQ set after."""
+        if not slots:
+            return
+        meta, slot_keys, slot_keyid = self.meta, self.slot_keys, self.slot_keyid
+        at = np.asarray(slots, dtype=np.intp)
+        if self.shared_index is not None:  # readers stop finding them before anything changes
+            for slot in slots:
+                self.shared_index.remove(slot_keys[slot], slot)
+        meta[at, k.WSEQ] += self.cap + 1
+        meta[at, k.KEYGEN] += 1
+        remove = self.index_remove
+        for slot in slots:
+            remove(slot_keys[slot])
+            slot_keys[slot] = None
+            slot_keyid[slot] = -1
+        self.live[at] = False
+        meta[at, k.POS] = 0
+        meta[at, k.FILL] = 0
+        meta[at, k.NEWEST] = 0
+        meta[at, k.CSEQ] = meta[at, k.WSEQ]
+
+    def maybe_expire(self, now_ns: int) -> int:
+        """Expire idle keys if a sweep is due (lock held). Returns how many."""
         if self.ttl_ns and now_ns >= self.next_sweep_ns:
             self.next_sweep_ns = now_ns + self.sweep_every_ns
-            self.expire_idle(now_ns)
+            return self.expire_idle(now_ns)
+        return 0
 
     def expire_idle(self, now_ns: int) -> int:
         """Drop keys not updated for ``ttl_ns`` (lock held). Returns how many."""
         if not self.ttl_ns:
             return 0
         idle = np.flatnonzero(self.live & (self.meta[:, k.TOUCH] < now_ns - self.ttl_ns)).tolist()
-        for slot in idle:
-            self._clear(slot)
+        self._clear_slots(idle)
         self.free.extend(idle)
         self.expired += len(idle)
         if self.shared_stats is not None:

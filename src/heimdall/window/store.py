@@ -27,6 +27,7 @@ from heimdall.errors import (
 from heimdall.schema import StreamSpec
 from heimdall.window import _kernels as k
 from heimdall.window import _native
+from heimdall.window._admit import admit_batch
 from heimdall.window._native import StoreCore
 from heimdall.window._ring import Ring
 from heimdall.window._shared import Segment, plan
@@ -245,7 +246,9 @@ class WindowStore(StoreCore):
                     f"stream {stream!r}: the batch brings {len(new)} new keys, room for {room} "
                     f"(max_keys={ring.max_keys}) and eviction is off"
                 )
-        ring.maybe_expire(now)
+        if ring.maybe_expire(now):
+            held = ring.lookup(key_list, k.ABSENT)  # keys expired: the rows' slots again
+            new = list(dict.fromkeys([key_list[i] for i in np.flatnonzero(held < 0).tolist()]))
         if len(new) <= len(ring.free) + ring.max_keys - ring.high_water:
             # room for every new key without evicting: the slots they get in order of first
             # appearance are the ones the row-by-row loop below would give them
@@ -254,9 +257,17 @@ class WindowStore(StoreCore):
             if slots is not None:
                 ring.scatter(slots, arr, ts, now)
                 return
+            start = 0
+        else:
+            # evicting: every row's slot planned first, then one scatter (_admit)
+            start = admit_batch(ring, key_list, held)
+            if start:
+                ring.scatter(held[:start], arr[:start], ts[:start], now)
+            if start == len(key_list):
+                return
         slots = np.empty(len(key_list), dtype=np.int64)
-        start = 0
-        for i, key in enumerate(key_list):
+        for i in range(start, len(key_list)):
+            key = key_list[i]
             slot = index.get(key)
             if slot is None:
                 full = not ring.free and ring.high_water >= ring.max_keys
