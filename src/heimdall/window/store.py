@@ -236,7 +236,7 @@ class WindowStore(StoreCore):
             for key in key_list:
                 _check_key(stream, key)
             raise
-        new = list(dict.fromkeys([key_list[i] for i in np.flatnonzero(held < 0).tolist()]))
+        new = _absent_keys(key_list, held)
         for key in new:
             _check_key(stream, key)
         if not ring.evict:
@@ -248,7 +248,7 @@ class WindowStore(StoreCore):
                 )
         if ring.maybe_expire(now):
             held = ring.lookup(key_list, k.ABSENT)  # keys expired: the rows' slots again
-            new = list(dict.fromkeys([key_list[i] for i in np.flatnonzero(held < 0).tolist()]))
+            new = _absent_keys(key_list, held)
         if len(new) <= len(ring.free) + ring.max_keys - ring.high_water:
             # room for every new key without evicting: the slots they get in order of first
             # appearance are the ones the row-by-row loop below would give them
@@ -558,6 +558,11 @@ def _finite(v: Any) -> bool:
         return math.isfinite(v)
     except (TypeError, OverflowError):
         return True
+
+
+def _absent_keys(keys: list[Any], slots: np.ndarray) -> list[Any]:
+    """The keys of the rows ``lookup`` found no slot for, once each, in row order."""
+    return list(dict.fromkeys([keys[i] for i in np.flatnonzero(slots < 0).tolist()]))
 
 
 def _check_key(stream: str, key: Any) -> None:
