@@ -154,9 +154,7 @@ class Ring(RingCore):
     def evict_slot(self, slot: int) -> None:
         """Evict the key in ``slot`` (lock held): cleared and counted."""
         self._clear(slot)
-        self.evictions += 1
-        if self.shared_stats is not None:
-            self.shared_stats[1] = self.evictions
+        self._count_evictions(1)
 
     def new_slots(self, keys: list[Hashable]) -> None:
         """``new_slot`` for each of ``keys`` (none in the index, no two equal) when there is
@@ -200,7 +198,10 @@ class Ring(RingCore):
     def evict_slots(self, slots: list[int]) -> None:
         """``evict_slot`` for each of ``slots`` (distinct), at once (lock held)."""
         self._clear_slots(slots)
-        self.evictions += len(slots)
+        self._count_evictions(len(slots))
+
+    def _count_evictions(self, n: int) -> None:
+        self.evictions += n
         if self.shared_stats is not None:
             self.shared_stats[1] = self.evictions
 
@@ -227,8 +228,9 @@ class Ring(RingCore):
         raise CapacityError(f"stream {self.spec.name!r}: no key to evict")  # pragma: no cover
 
     def _clear(self, slot: int) -> None:
-        """Take the key out of ``slot`` and reset it; every view of the slot ends. (One
-        slot's ``_clear_slots``, without numpy's per-call cost: an append's eviction.)"""
+        """Take the key out of ``slot`` and reset it; every view of the slot ends. The same
+        steps as ``_clear_slots`` (change both together), one slot at a time: numpy's
+        fancy indexing costs ~14 us a call, this ~1 us (an append's eviction)."""
         m = slot * k.META_COLS
         mv = self.meta_mv
         if self.shared_index is not None:  # readers stop finding it before anything changes
@@ -245,8 +247,8 @@ class Ring(RingCore):
         mv[m + k.CSEQ] = mv[m + k.WSEQ]
 
     def _clear_slots(self, slots: list[int]) -> None:
-        """``_clear`` for each of ``slots`` (distinct), at once: every WSEQ is raised before
-        any of the slots changes, every CSEQ set after."""
+        """``_clear`` for each of ``slots`` (distinct), at once (change both together): every
+        WSEQ is raised before any of the slots changes, every CSEQ set after."""
         if not slots:
             return
         meta, slot_keys, slot_keyid = self.meta, self.slot_keys, self.slot_keyid

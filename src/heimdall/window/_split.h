@@ -5,8 +5,9 @@
  * second core hides as well as the first. So a batch of at least ``split_min_rows`` rows is
  * written by the calling thread and one helper thread: ``split_begin(fn, arg)`` posts
  * ``fn(arg)`` for the helper, the caller does its own share, and ``split_end()`` waits for the
- * helper's, or takes it back if the helper has not started it. The scatter splits the rows by slot parity, so each slot still has one writer and
- * its rows are written in batch order (_write.h).
+ * helper's, or takes it back if the helper has not started it. The scatter splits the rows
+ * by slot parity, so each slot still has one writer and its rows are written in batch order
+ * (_write.h).
  *
  * (The key lookup stays on the caller: a caller has just made or touched its key objects, so
  * their cache lines sit in its core, and a helper reading half of them gains nothing.)
