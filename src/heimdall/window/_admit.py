@@ -49,16 +49,16 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
     n = len(keys)
     absent = np.flatnonzero(slots < 0)
     group_of: dict[Hashable, int] = {}
-    new_keys: list[Hashable] = []
+    new_keys: list[Hashable] = []  # in order of their first rows:
+    new_rows: list[int] = []
     groups: list[int] = []  # the new key of each absent row
-    events: list[tuple[int, int]] = []  # (row, g): key g >= 0 of new_keys, or old slot -1 - g
     for i in absent.tolist():
         key = keys[i]
         g = group_of.get(key)
         if g is None:
             g = group_of[key] = len(new_keys)
             new_keys.append(key)
-            events.append((i, g))  # rows ascending: already a heap
+            new_rows.append(i)
         groups.append(g)
     if ring.shared_index is not None:
         for key in new_keys:
@@ -67,38 +67,44 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
     rows = np.flatnonzero(slots >= 0)
     np.minimum.at(first, slots[rows], rows)
     live = np.flatnonzero(ring.live[: ring.high_water])  # the keys held before the batch
+    # the first new keys take the slots no key holds (no eviction comes before them)
+    spare = min(len(new_keys), len(ring.free) + ring.max_keys - ring.high_water)
+    owners = ring.spare_slots(spare)
+    owned: list[Hashable] = new_keys[:spare]  # the keys of owners
+    placed = owners + [0] * (len(new_keys) - spare)  # each new key's slot
     # victims are old keys no earlier row touched: with uniform keys, a third or so of them
-    want = 4 * (len(new_keys) - len(ring.free) - (ring.max_keys - ring.high_water)) + 64
-    candidates = _oldest_first(live, ring.meta[live, k.TICK], want)
-    placed = [0] * len(new_keys)
-    back: dict[int, int] = {}  # an evicted slot whose key came back -> its new slot
-    gone: dict[int, Hashable] = {}  # an evicted slot whose key has rows later -> the key
+    candidates = _oldest_first(live, ring.meta[live, k.TICK], 4 * (len(new_keys) - spare) + 64)
+    first_row = first.item
+    slot_keys = ring.slot_keys
     evicted: list[int] = []
-    owners: list[int] = []  # the slots new keys take, in row order; their keys:
-    owned: list[Hashable] = []
-    stop = n
-    while events:
-        row, g = heapq.heappop(events)
-        slot = ring.spare_slot()
-        if slot is None:
-            for slot in candidates:
-                f = int(first[slot])
-                if f > row:  # no row before this one touched it
-                    break
-            else:
-                stop = row  # every key left was touched by this batch: row by row from here
-                break
-            if f < n:
-                gone[slot] = ring.slot_keys[slot]
-                heapq.heappush(events, (f, -1 - slot))
-            evicted.append(slot)
-        owners.append(slot)
-        if g >= 0:
-            owned.append(new_keys[g])
-            placed[g] = slot
+    back: dict[int, int] = {}  # an evicted slot whose key came back -> its new slot
+    coming: list[tuple[int, int]] = []  # a heap of (row, evicted slot) for keys coming back
+    gone: dict[int, Hashable] = {}  # those slots' keys
+    g, stop = spare, n
+    while g < len(new_keys) or coming:
+        if coming and (g == len(new_keys) or coming[0][0] < new_rows[g]):
+            row, old = heapq.heappop(coming)
+            key = gone[old]
         else:
-            owned.append(gone[-1 - g])
-            back[-1 - g] = slot
+            row, old, key = new_rows[g], -1, new_keys[g]
+            g += 1
+        for slot in candidates:
+            f = first_row(slot)
+            if f > row:  # no row before this one touched it
+                break
+        else:
+            stop = row  # every key left was touched by this batch: row by row from here
+            break
+        if f < n:
+            gone[slot] = slot_keys[slot]
+            heapq.heappush(coming, (f, slot))
+        evicted.append(slot)
+        owners.append(slot)
+        owned.append(key)
+        if old < 0:
+            placed[g - 1] = slot
+        else:
+            back[old] = slot
     # all evictions, then all new keys: no new key is evicted, and a key evicted and back
     # leaves the index before it comes back, as row by row
     ring.evict_slots(evicted)

@@ -167,13 +167,17 @@ class Ring(RingCore):
         if self.shared_index is not None:
             for key in keys:
                 encode_key(key)  # a key the shared index cannot hold fails before any change
+        self.own_slots(self.spare_slots(n), keys)
+
+    def spare_slots(self, n: int) -> list[int]:
+        """``spare_slot`` ``n`` times, in one pass: there are that many (lock held)."""
         reuse = min(n, len(self.free))
         slots = self.free[len(self.free) - reuse:][::-1]  # the order of free.pop()
         del self.free[len(self.free) - reuse:]
         hw = self.high_water
         slots.extend(range(hw, hw + n - reuse))
         self.high_water = hw + n - reuse
-        self.own_slots(slots, keys)
+        return slots
 
     def own_slots(self, slots: list[int], keys: list[Hashable]) -> None:
         """Give each free slot of ``slots`` to its key of ``keys`` (keys not in the index,
