@@ -249,3 +249,17 @@ def test_a_victim_with_later_rows_in_the_batch_comes_back_as_a_new_key() -> None
     assert store.window("s", "a")["a"].tolist() == [4.0, 5.0]
     assert store.window("s", "b")["a"].tolist() == [6.0]
     assert store.stats()["streams"]["s"]["evictions"] == 3
+
+
+def test_a_batch_that_touches_the_oldest_keys_first_still_evicts_as_row_by_row() -> None:
+    """The plan first sorts only as many of the oldest keys as it expects to need; a batch
+    whose first rows touch more of them than that makes it sort more (here all 300)."""
+    keys = list(range(300)) + list(range(150)) + [1000, 1001, 3, 151, 1002, 1000]
+    _batched_equals_one_by_one(keys, 300, 300, late=False)
+    rng = np.random.default_rng(11)
+    for trial in range(12):
+        max_keys = int(rng.integers(200, 400))
+        old = rng.permutation(int(rng.integers(150, max_keys))).tolist()  # the oldest keys
+        new = rng.integers(0, 2 * max_keys, int(rng.integers(3, 30))).tolist()
+        keys = list(range(max_keys)) + old + new
+        _batched_equals_one_by_one(keys, max_keys, max_keys, late=trial % 2 == 1)

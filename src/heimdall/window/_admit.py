@@ -18,8 +18,7 @@ applies the rest row by row, as before.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 
 import numpy as np
 
@@ -28,16 +27,13 @@ from heimdall.window._ring import Ring
 from heimdall.window._shared import encode_key
 
 
-def _oldest_first(live: np.ndarray, ticks: np.ndarray, m: int) -> Iterator[int]:
-    """The slots ``live``, least recently updated first by ``ticks`` (unique: one per row
-    written). Sorts ``m`` first, then more as they are read."""
-    done = 0
-    while done < len(live):
-        m = min(len(live), m)
-        part = np.argpartition(ticks, m - 1)[:m] if m < len(live) else np.arange(len(live))
-        part = part[np.argsort(ticks[part], kind="stable")]
-        yield from live[part[done:]].tolist()
-        done, m = m, 4 * m
+def _oldest_first(live: np.ndarray, ticks: np.ndarray, m: int) -> np.ndarray:
+    """The ``m`` slots of ``live`` least recently updated, oldest first by ``ticks`` (unique:
+    one per row written); all of them when ``m`` is that many or more."""
+    if m >= len(live):
+        return live[np.argsort(ticks, kind="stable")]
+    part = np.argpartition(ticks, m - 1)[:m]
+    return live[part[np.argsort(ticks[part], kind="stable")]]
 
 
 def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
@@ -48,18 +44,11 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
     row, looking their keys up again)."""
     n = len(keys)
     absent = np.flatnonzero(slots < 0)
-    group_of: dict[Hashable, int] = {}
-    new_keys: list[Hashable] = []  # in order of their first rows:
-    new_rows: list[int] = []
-    groups: list[int] = []  # the new key of each absent row
-    for i in absent.tolist():
-        key = keys[i]
-        g = group_of.get(key)
-        if g is None:
-            g = group_of[key] = len(new_keys)
-            new_keys.append(key)
-            new_rows.append(i)
-        groups.append(g)
+    absent_keys = [keys[i] for i in absent.tolist()]
+    new_keys = list(dict.fromkeys(absent_keys))  # in order of their first rows
+    group_of = {key: g for g, key in enumerate(new_keys)}
+    groups = np.fromiter(map(group_of.__getitem__, absent_keys), np.int64, len(absent))
+    new_rows = absent[np.unique(groups, return_index=True)[1]]  # each new key's first row
     if ring.shared_index is not None:
         for key in new_keys:
             encode_key(key)  # a key the shared index cannot hold fails before any change
@@ -71,49 +60,41 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
     spare = min(len(new_keys), len(ring.free) + ring.max_keys - ring.high_water)
     owners = ring.spare_slots(spare)
     owned: list[Hashable] = new_keys[:spare]  # the keys of owners
-    placed = owners + [0] * (len(new_keys) - spare)  # each new key's slot
+    placed = np.zeros(len(new_keys), dtype=np.int64)  # each new key's slot
+    placed[:spare] = owners
     # victims are old keys no earlier row touched: with uniform keys, a third or so of them
-    candidates = _oldest_first(live, ring.meta[live, k.TICK], 4 * (len(new_keys) - spare) + 64)
-    first_row = first.item
-    slot_keys = ring.slot_keys
-    evicted: list[int] = []
-    back: dict[int, int] = {}  # an evicted slot whose key came back -> its new slot
-    coming: list[tuple[int, int]] = []  # a heap of (row, evicted slot) for keys coming back
-    gone: dict[int, Hashable] = {}  # those slots' keys
-    g, stop = spare, n
-    while g < len(new_keys) or coming:
-        if coming and (g == len(new_keys) or coming[0][0] < new_rows[g]):
-            row, old = heapq.heappop(coming)
-            key = gone[old]
-        else:
-            row, old, key = new_rows[g], -1, new_keys[g]
-            g += 1
-        for slot in candidates:
-            f = first_row(slot)
-            if f > row:  # no row before this one touched it
-                break
-        else:
-            stop = row  # every key left was touched by this batch: row by row from here
+    # (the plan asks for more candidates when that is too few)
+    new_first = new_rows[spare:]
+    ticks = ring.meta[live, k.TICK]
+    m = 4 * len(new_first) + 64
+    while True:
+        candidates = _oldest_first(live, ticks, m)
+        victims = np.empty(len(candidates), dtype=np.int64)
+        who = np.empty(len(candidates), dtype=np.int64)
+        done, stop = k.plan_evictions(new_first, slots, first, candidates, n,
+                                      len(candidates) == len(live), victims, who)
+        done, stop = int(done), int(stop)
+        if done >= 0:
             break
-        if f < n:
-            gone[slot] = slot_keys[slot]
-            heapq.heappush(coming, (f, slot))
-        evicted.append(slot)
-        owners.append(slot)
-        owned.append(key)
-        if old < 0:
-            placed[g - 1] = slot
-        else:
-            back[old] = slot
+        m *= 4
+    victims, who = victims[:done], who[:done]
+    evicted: list[int] = victims.tolist()
+    owners += evicted
+    slot_keys = ring.slot_keys
+    owned += [new_keys[spare + g] if g >= 0 else slot_keys[-g - 1] for g in who.tolist()]
+    to_new = who >= 0
+    placed[spare + who[to_new]] = victims[to_new]
+    back = np.arange(ring.high_water)  # an evicted slot whose key came back -> its new slot
+    back[-who[~to_new] - 1] = victims[~to_new]
     # all evictions, then all new keys: no new key is evicted, and a key evicted and back
     # leaves the index before it comes back, as row by row
     ring.evict_slots(evicted)
     ring.own_slots(owners, owned)
     # rows of evicted keys that came back, by their old slot (before the new keys' rows
     # are written in, as a new key may have taken such a slot)
-    if back:
-        rows = np.flatnonzero(np.isin(slots[:stop], np.fromiter(back, np.int64, len(back))))
-        slots[rows] = [back[s] for s in slots[rows].tolist()]
+    if not to_new.all():
+        held = np.flatnonzero(slots[:stop] >= 0)
+        slots[held] = back[slots[held]]
     if len(absent):
-        slots[absent] = np.asarray(placed, dtype=np.int64)[groups]  # past stop: not read
+        slots[absent] = placed[groups]  # past stop: not read
     return stop

@@ -1,4 +1,5 @@
-"""Numba kernels over one stream's ring buffers. Internal.
+"""Numba kernels over one stream's ring buffers, and the eviction plan of a batch
+(``plan_evictions``, for _admit.py). Internal.
 
 All kernels hold the GIL (no ``nogil``), so to other Python threads of this process a
 kernel's writes appear at once. Layout: ``data`` (max_keys, cap, F), ``ts`` (max_keys, cap)
@@ -124,3 +125,65 @@ def aggregate(data, ts, meta, slots, rows, span_ns, out, ok):
                 out[i, 5, j] = hi
                 out[i, 6, j] = data[s, b - 1, j]
         ok[i] = meta[s, WSEQ] == c0
+
+
+@njit(cache=True)
+def plan_evictions(new_rows, held, first, candidates, n, exhaustive, victims, who):
+    """The eviction loop of ``_admit.admit_batch``: each event, in row order, takes the next
+    of ``candidates`` (slots, least recently updated first) that no earlier row touched.
+
+    Events: a new key's first row (``new_rows``, ascending: key g), and the first row
+    ``first[v]`` of a victim ``v`` the batch touches later (its key comes back there; ``held``
+    gives a row's slot before the batch). Eviction e takes slot ``victims[e]`` for
+    ``who[e]``: g, or ``-v - 1`` for the key of slot v coming back. Returns (evictions, stop):
+    stop is ``n`` when every event has its slot, or the row of the first event no candidate
+    is left for when ``candidates`` holds every live slot (``exhaustive``); evictions is -1
+    when more candidates are needed (not ``exhaustive``)."""
+    heap = np.empty(len(candidates), np.int64)  # rows of keys coming back: at most one each
+    h = 0
+    g = 0
+    c = 0
+    e = 0
+    while g < len(new_rows) or h > 0:
+        if h > 0 and (g == len(new_rows) or heap[0] < new_rows[g]):
+            row = heap[0]
+            old = held[row]
+            h -= 1  # pop: the last entry sifts down from the root
+            x = heap[h]
+            i = 0
+            while True:
+                j = 2 * i + 1
+                if j >= h:
+                    break
+                if j + 1 < h and heap[j + 1] < heap[j]:
+                    j += 1
+                if heap[j] >= x:
+                    break
+                heap[i] = heap[j]
+                i = j
+            heap[i] = x
+            tag = -old - 1
+        else:
+            row = new_rows[g]
+            tag = g
+            g += 1
+        while c < len(candidates) and first[candidates[c]] <= row:
+            c += 1  # touched by a row before this one: more recent than any untouched key
+        if c == len(candidates):
+            if exhaustive:
+                return e, row
+            return -1, n
+        v = candidates[c]
+        c += 1
+        f = first[v]
+        if f < n:  # push: the victim's key comes back at its first row
+            i = h
+            h += 1
+            while i > 0 and heap[(i - 1) // 2] > f:
+                heap[i] = heap[(i - 1) // 2]
+                i = (i - 1) // 2
+            heap[i] = f
+        victims[e] = v
+        who[e] = tag
+        e += 1
+    return e, n

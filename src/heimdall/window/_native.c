@@ -16,8 +16,8 @@
  *
  * Files (one translation unit): _ring_core.h (RingCore's fields, shared helpers), _keys.h
  * (the key table), _write.h (the write path), _split.h (a large batch's scatter on two
- * threads), _read.h (lookups, the gather), and here the two types, the key index's upkeep
- * and the module.
+ * threads), _read.h (lookups, the gather), _index.h (the key index's upkeep), and here the
+ * two types and the module.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,6 +32,7 @@
 #include "_ring_core.h" /* RingCore, the key table */
 #include "_write.h"     /* pack_row, write_row, scatter */
 #include "_read.h"      /* lookup, gather */
+#include "_index.h"     /* the key index's upkeep */
 
 /* the Window class (view.py), set once by setup() */
 static PyTypeObject *window_type = NULL;
@@ -92,29 +93,6 @@ array_bytes(PyObject *obj, const char *what, Py_ssize_t min_bytes)
         return NULL;
     }
     return PyArray_BYTES((PyArrayObject *)obj);
-}
-
-/* The key table from the dict index: empty, sized for the ring's slots, then every key. */
-static int
-keys_rebuild(RingCore *self, Py_ssize_t max_keys)
-{
-    if (keys_init(&self->keys, max_keys) < 0)
-        return -1;
-    self->key_table_bytes = (Py_ssize_t)((self->keys.mask + 1) * sizeof(KeyEntry));
-    if (self->index == NULL || !PyDict_CheckExact(self->index))
-        return 0; /* an attached reader's index: lookups read it, not the table */
-    PyObject *key, *slot;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(self->index, &pos, &key, &slot)) {
-        if (!keys_plain(key)) {
-            self->keys.exotic += 1;
-            continue;
-        }
-        Py_ssize_t s = PyLong_AsSsize_t(slot);
-        if ((s == -1 && PyErr_Occurred()) || keys_put(&self->keys, key, s) < 0)
-            return -1;
-    }
-    return 0;
 }
 
 PyDoc_STRVAR(ring_bind_doc,
@@ -194,116 +172,6 @@ ring_bind(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(ring_index_put_doc,
-"index_put($self, key, slot, /)\n--\n\n"
-"``index[key] = slot``, in the dict and in the C key table.");
-
-static PyObject *
-ring_index_put(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2 || !PyLong_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "index_put() takes a key and an int slot");
-        return NULL;
-    }
-    PyObject *key = args[0];
-    if (self->index == NULL || !PyDict_CheckExact(self->index)) {
-        PyErr_SetString(PyExc_TypeError, "index_put: the ring's index is not a dict");
-        return NULL;
-    }
-    Py_ssize_t slot = PyLong_AsSsize_t(args[1]);
-    if (slot == -1 && PyErr_Occurred())
-        return NULL;
-    int held = PyDict_Contains(self->index, key);
-    if (held < 0 || PyDict_SetItem(self->index, key, args[1]) < 0)
-        return NULL;
-    if (!keys_plain(key)) {
-        self->keys.exotic += !held;
-        Py_RETURN_NONE;
-    }
-    if (keys_put(&self->keys, key, slot) < 0) {
-        if (!held) { /* as it was */
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyDict_DelItem(self->index, key);
-            PyErr_Restore(type, value, tb);
-        }
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(ring_index_remove_doc,
-"index_remove($self, key, /)\n--\n\n"
-"``index.pop(key, None)``, in the dict and in the C key table.");
-
-static PyObject *
-ring_index_remove(RingCore *self, PyObject *key)
-{
-    if (self->index == NULL || !PyDict_CheckExact(self->index)) {
-        PyErr_SetString(PyExc_TypeError, "index_remove: the ring's index is not a dict");
-        return NULL;
-    }
-    int held = PyDict_Contains(self->index, key);
-    if (held < 0)
-        return NULL;
-    if (!held)
-        Py_RETURN_NONE;
-    if (keys_plain(key) && keys_remove(&self->keys, key) < 0)
-        return NULL;
-    if (!keys_plain(key) && self->keys.exotic > 0)
-        self->keys.exotic -= 1; /* (an equal plain key held instead: out of step until
-                                   index_rebuild, and lookups read the dict) */
-    if (PyDict_DelItem(self->index, key) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(ring_index_rebuild_doc,
-"index_rebuild($self, /)\n--\n\n"
-"Rebuild the C key table from ``index`` (after ``index`` was replaced).");
-
-static PyObject *
-ring_index_rebuild(RingCore *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->kind == 0) {
-        PyErr_SetString(PyExc_RuntimeError, "index_rebuild: the ring is not bound");
-        return NULL;
-    }
-    Py_ssize_t slots = PyArray_DIM((PyArrayObject *)PyTuple_GET_ITEM(self->buffers, 2), 0);
-    if (keys_rebuild(self, slots) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(ring_index_check_doc,
-"index_check($self, /)\n--\n\n"
-"Whether the C key table answers for ``index``: it holds exactly the dict's keys, each with\n"
-"the dict's slot, and every entry can be found from its home bucket (for tests).");
-
-static PyObject *
-ring_index_check(RingCore *self, PyObject *Py_UNUSED(ignored))
-{
-    if (!keys_in_step(self))
-        Py_RETURN_FALSE;
-    const KeyTable *t = &self->keys;
-    Py_ssize_t seen = 0;
-    for (uint64_t i = 0; i <= t->mask; i++) {
-        KeyEntry *e = &t->entries[i];
-        if (e->key == NULL)
-            continue;
-        seen += 1;
-        Py_hash_t h = keys_hash(e->key);
-        PyObject *slot = PyDict_GetItemWithError(self->index, e->key);
-        if (slot == NULL || keys_find(t, e->key, h) != e || (uint32_t)h != e->hash
-            || PyLong_AsSsize_t(slot) != e->slot) {
-            if (PyErr_Occurred())
-                return NULL;
-            Py_RETURN_FALSE;
-        }
-    }
-    return PyBool_FromLong(seen == t->count);
-}
-
 static PyMethodDef ring_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))ring_bind, METH_FASTCALL, ring_bind_doc},
     {"write_row", (PyCFunction)(void (*)(void))ring_write_row, METH_FASTCALL,
@@ -317,6 +185,10 @@ static PyMethodDef ring_methods[] = {
     {"index_put", (PyCFunction)(void (*)(void))ring_index_put, METH_FASTCALL,
      ring_index_put_doc},
     {"index_remove", (PyCFunction)ring_index_remove, METH_O, ring_index_remove_doc},
+    {"own_slots_index", (PyCFunction)(void (*)(void))ring_own_slots_index, METH_FASTCALL,
+     ring_own_slots_index_doc},
+    {"free_slots_index", (PyCFunction)ring_free_slots_index, METH_O,
+     ring_free_slots_index_doc},
     {"index_rebuild", (PyCFunction)ring_index_rebuild, METH_NOARGS, ring_index_rebuild_doc},
     {"index_check", (PyCFunction)ring_index_check, METH_NOARGS, ring_index_check_doc},
     {NULL, NULL, 0, NULL},

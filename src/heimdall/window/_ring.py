@@ -186,14 +186,13 @@ class Ring(RingCore):
         keyid = self.next_keyid
         self.next_keyid = keyid + len(slots)
         self.live[slots] = True  # live and owner before the index entry
-        slot_keys, slot_keyid, put = self.slot_keys, self.slot_keyid, self.index_put
-        shared = self.shared_index
-        for i, (slot, key) in enumerate(zip(slots, keys, strict=True)):
-            slot_keys[slot] = key
+        slot_keyid = self.slot_keyid
+        for i, slot in enumerate(slots):
             slot_keyid[slot] = keyid + i
-            if shared is not None:
-                shared.put(key, slot)
-            put(key, slot)
+        if self.shared_index is not None:
+            for slot, key in zip(slots, keys, strict=True):
+                self.shared_index.put(key, slot)
+        self.own_slots_index(slots, keys)  # C: slot_keys and the index, slot by slot
         if self.lru_heap is not None:
             heap, tick = self.lru_heap, self.tick
             for i, slot in enumerate(slots):
@@ -255,17 +254,15 @@ class Ring(RingCore):
         WSEQ is raised before any of the slots changes, every CSEQ set after."""
         if not slots:
             return
-        meta, slot_keys, slot_keyid = self.meta, self.slot_keys, self.slot_keyid
+        meta, slot_keyid = self.meta, self.slot_keyid
         at = np.asarray(slots, dtype=np.intp)
         if self.shared_index is not None:  # readers stop finding them before anything changes
             for slot in slots:
-                self.shared_index.remove(slot_keys[slot], slot)
+                self.shared_index.remove(self.slot_keys[slot], slot)
         meta[at, k.WSEQ] += self.cap + 1
         meta[at, k.KEYGEN] += 1
-        remove = self.index_remove
+        self.free_slots_index(slots)  # C: out of the index, slot_keys[slot] = None
         for slot in slots:
-            remove(slot_keys[slot])
-            slot_keys[slot] = None
             slot_keyid[slot] = -1
         self.live[at] = False
         meta[at, k.POS] = 0
