@@ -43,12 +43,12 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
     of them, or the row where the plan stops (the rows from there on the caller takes row by
     row, looking their keys up again)."""
     n = len(keys)
-    absent = np.flatnonzero(slots < 0)
-    absent_keys = [keys[i] for i in absent.tolist()]
-    new_keys = list(dict.fromkeys(absent_keys))  # in order of their first rows
-    group_of = {key: g for g, key in enumerate(new_keys)}
-    groups = np.fromiter(map(group_of.__getitem__, absent_keys), np.int64, len(absent))
-    new_rows = absent[np.unique(groups, return_index=True)[1]]  # each new key's first row
+    absent = np.flatnonzero(slots < 0).tolist()
+    at = keys.__getitem__
+    # each new key's first row: the rows read backwards, so that the first one is kept
+    first_of = dict(zip(map(at, reversed(absent)), reversed(absent), strict=True))
+    new_rows = np.sort(np.fromiter(first_of.values(), np.int64, len(first_of)))
+    new_keys = list(map(at, new_rows.tolist()))  # in order of their first rows
     if ring.shared_index is not None:
         for key in new_keys:
             encode_key(key)  # a key the shared index cannot hold fails before any change
@@ -60,8 +60,6 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
     spare = min(len(new_keys), len(ring.free) + ring.max_keys - ring.high_water)
     owners = ring.spare_slots(spare)
     owned: list[Hashable] = new_keys[:spare]  # the keys of owners
-    placed = np.zeros(len(new_keys), dtype=np.int64)  # each new key's slot
-    placed[:spare] = owners
     # victims are old keys no earlier row touched: with uniform keys, a third or so of them
     # (the plan asks for more candidates when that is too few)
     new_first = new_rows[spare:]
@@ -77,24 +75,18 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
         if done >= 0:
             break
         m *= 4
-    victims, who = victims[:done], who[:done]
-    evicted: list[int] = victims.tolist()
+    evicted: list[int] = victims[:done].tolist()
     owners += evicted
-    slot_keys = ring.slot_keys
-    owned += [new_keys[spare + g] if g >= 0 else slot_keys[-g - 1] for g in who.tolist()]
-    to_new = who >= 0
-    placed[spare + who[to_new]] = victims[to_new]
-    back = np.arange(ring.high_water)  # an evicted slot whose key came back -> its new slot
-    back[-who[~to_new] - 1] = victims[~to_new]
+    # the key of each eviction: a new key (who = g), or an evicted key coming back (-v - 1)
+    who = who[:done]
+    tagged = new_keys + ring.slot_keys  # new key g at spare + g, slot v's at len(new_keys) + v
+    owned += map(tagged.__getitem__,
+                 np.where(who >= 0, spare + who, len(new_keys) - 1 - who).tolist())
     # all evictions, then all new keys: no new key is evicted, and a key evicted and back
     # leaves the index before it comes back, as row by row
     ring.evict_slots(evicted)
     ring.own_slots(owners, owned)
-    # rows of evicted keys that came back, by their old slot (before the new keys' rows
-    # are written in, as a new key may have taken such a slot)
-    if not to_new.all():
-        held = np.flatnonzero(slots[:stop] >= 0)
-        slots[held] = back[slots[held]]
-    if len(absent):
-        slots[absent] = placed[groups]  # past stop: not read
+    # every row's slot before stop is now its key's in the index: a key held all along, a
+    # new key, or a victim back in its new slot (all its rows come after its eviction)
+    slots[:] = ring.lookup(keys, k.ABSENT)
     return stop

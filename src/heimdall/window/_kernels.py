@@ -127,6 +127,32 @@ def aggregate(data, ts, meta, slots, rows, span_ns, out, ok):
         ok[i] = meta[s, WSEQ] == c0
 
 
+
+@njit(cache=True)
+def open_clears(meta, slots, cap):
+    """The first step of clearing ``slots`` (``Ring._clear_slots``): each WSEQ raised past any
+    write (every view of the slot ends) and KEYGEN bumped (the slot changes hands)."""
+    for s in slots:
+        meta[s, WSEQ] += cap + 1
+        meta[s, KEYGEN] += 1
+
+
+@njit(cache=True)
+def empty_slots(meta, slots):
+    """The next step: each slot's rows gone (its CSEQ still below WSEQ: no view reads it)."""
+    for s in slots:
+        meta[s, POS] = 0
+        meta[s, FILL] = 0
+        meta[s, NEWEST] = 0
+
+
+@njit(cache=True)
+def close_clears(meta, slots):
+    """The last step, in a call of its own so that it comes after the others: each CSEQ set
+    to its WSEQ."""
+    for s in slots:
+        meta[s, CSEQ] = meta[s, WSEQ]
+
 @njit(cache=True)
 def plan_evictions(new_rows, held, first, candidates, n, exhaustive, victims, who):
     """The eviction loop of ``_admit.admit_batch``: each event, in row order, takes the next

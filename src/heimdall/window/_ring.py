@@ -254,21 +254,18 @@ class Ring(RingCore):
         WSEQ is raised before any of the slots changes, every CSEQ set after."""
         if not slots:
             return
-        meta, slot_keyid = self.meta, self.slot_keyid
-        at = np.asarray(slots, dtype=np.intp)
+        at = np.asarray(slots, dtype=np.int64)
         if self.shared_index is not None:  # readers stop finding them before anything changes
             for slot in slots:
                 self.shared_index.remove(self.slot_keys[slot], slot)
-        meta[at, k.WSEQ] += self.cap + 1
-        meta[at, k.KEYGEN] += 1
+        k.open_clears(self.meta, at, self.cap)
         self.free_slots_index(slots)  # C: out of the index, slot_keys[slot] = None
+        slot_keyid = self.slot_keyid
         for slot in slots:
             slot_keyid[slot] = -1
         self.live[at] = False
-        meta[at, k.POS] = 0
-        meta[at, k.FILL] = 0
-        meta[at, k.NEWEST] = 0
-        meta[at, k.CSEQ] = meta[at, k.WSEQ]
+        k.empty_slots(self.meta, at)
+        k.close_clears(self.meta, at)
 
     def maybe_expire(self, now_ns: int) -> int:
         """Expire idle keys if a sweep is due (lock held). Returns how many."""
