@@ -128,7 +128,7 @@ def test_new_slots_gives_the_slots_new_slot_would() -> None:
         for i in range(8):
             ring.new_slot(f"k{i}")
         for slot in (5, 1, 6):
-            ring._clear(slot)
+            ring._clear_slots([slot])
             ring.free.append(slot)
     new = ["n0", 3, "n1", "n2", 4, "n5"]  # three freed slots, then three above the mark
     for key in new:

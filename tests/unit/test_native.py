@@ -357,3 +357,27 @@ def test_append_rows_answers_for_held_keys_only() -> None:
     assert store.window("s", "b").values[:, 0].tolist() == [2.0, 3.0]
     with pytest.raises(ValueError, match="contiguous"):
         ring.append_rows(["a"], np.array([[1, 2]]), np.array([1]), 0)
+
+
+def test_the_c_eviction_plan_checks_its_arguments() -> None:
+    """``plan_evictions`` (_admit.h) indexes ``held`` and ``first`` by each other's values:
+    a table that does not hold together is refused before the loop reads it."""
+    from heimdall.window import _native
+
+    def plan(first: list[int], candidates: list[int], n: int = 2) -> tuple[int, int]:
+        held = np.array([1, 0], np.int64)  # row 0 is slot 1's, row 1 slot 0's
+        out = [np.empty(len(candidates), np.int64) for _ in range(2)]
+        return _native.plan_evictions(np.empty(0, np.int64), held, np.array(first, np.int64),
+                                      np.array(candidates, np.int64), n, True, *out)
+
+    assert plan([1, 0, 2], [2]) == (0, 2)  # no new key: nothing to evict
+    with pytest.raises(ValueError, match="first\\[0\\] is not slot 0's row"):
+        plan([0, 1, 2], [2])
+    with pytest.raises(ValueError, match="first\\[2\\]"):
+        plan([1, 0, 3], [2])
+    with pytest.raises(IndexError, match="candidate 3 out of range"):
+        plan([1, 0, 2], [3])
+    with pytest.raises(ValueError, match="int64"):
+        _native.plan_evictions(np.empty(0, np.int32), np.zeros(2, np.int64),
+                               np.zeros(0, np.int64), np.zeros(0, np.int64), 2, True,
+                               np.zeros(0, np.int64), np.zeros(0, np.int64))

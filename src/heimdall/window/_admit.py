@@ -23,6 +23,7 @@ from collections.abc import Hashable
 import numpy as np
 
 from heimdall.window import _kernels as k
+from heimdall.window import _native
 from heimdall.window._ring import Ring
 from heimdall.window._shared import encode_key
 
@@ -69,9 +70,8 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
         candidates = _oldest_first(live, ticks, m)
         victims = np.empty(len(candidates), dtype=np.int64)
         who = np.empty(len(candidates), dtype=np.int64)
-        done, stop = k.plan_evictions(new_first, slots, first, candidates, n,
-                                      len(candidates) == len(live), victims, who)
-        done, stop = int(done), int(stop)
+        done, stop = _native.plan_evictions(new_first, slots, first, candidates, n,
+                                            len(candidates) == len(live), victims, who)
         if done >= 0:
             break
         m *= 4

@@ -1,6 +1,7 @@
 /* The key index's upkeep: ``Ring.index`` (a dict, key -> slot) and the C key table that
- * mirrors it (_keys.h) changed together, one key or a batch of slots at a time. Internal;
- * included by _native.c after _read.h.
+ * mirrors it (_keys.h) changed together, one key or a batch of slots at a time, and slots
+ * freed (their keys out, their rows reset by the seqlock). Internal; included by _native.c
+ * after _write.h.
  */
 #ifndef HEIMDALL_INDEX_H
 #define HEIMDALL_INDEX_H
@@ -167,27 +168,60 @@ ring_own_slots_index(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(ring_free_slots_index_doc,
-"free_slots_index($self, slots, /)\n--\n\n"
-"For each slot of ``slots`` (a list of ints), in order: ``index_remove(slot_keys[slot])``\n"
-"and ``slot_keys[slot] = None``. On an error the slots before it are done.");
+PyDoc_STRVAR(ring_free_slots_doc,
+"free_slots($self, slots, /)\n--\n\n"
+"Take the keys out of ``slots`` (a list of distinct ints) and reset them, by the seqlock:\n"
+"first every slot's WSEQ raised past any write (every view of it ends) and its KEYGEN\n"
+"bumped; then each key out of the index and ``slot_keys[slot] = None``; then each slot's\n"
+"POS, FILL and NEWEST zeroed; then each CSEQ set to its WSEQ. If taking a key out fails\n"
+"(an exotic key's ``__eq__``) the slots are reset all the same, the keys from that one on\n"
+"stay in the index, and the error is raised.");
 
 static PyObject *
-ring_free_slots_index(RingCore *self, PyObject *slots)
+ring_free_slots(RingCore *self, PyObject *slots)
 {
-    if (!index_lists(self, slots, "free_slots_index"))
+    if (!index_lists(self, slots, "free_slots"))
         return NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(slots); i++) {
-        Py_ssize_t slot = index_slot(self, PyList_GET_ITEM(slots, i), "free_slots_index");
-        if (slot < 0)
-            return NULL;
-        PyObject *key = Py_NewRef(PyList_GET_ITEM(self->slot_keys, slot));
-        int failed = key != Py_None && index_remove_one(self, key) < 0;
-        Py_DECREF(key);
-        if (failed)
-            return NULL;
-        PyList_SetItem(self->slot_keys, slot, Py_NewRef(Py_None));
+    if (self->kind == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "free_slots: the ring is not bound");
+        return NULL;
     }
+    Py_ssize_t n = PyList_GET_SIZE(slots);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (index_slot(self, PyList_GET_ITEM(slots, i), "free_slots") < 0)
+            return NULL;
+    long long *meta = self->meta;
+#define SLOT_META(i) (meta + PyLong_AsSsize_t(PyList_GET_ITEM(slots, i)) * META_COLS)
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long *m = SLOT_META(i);
+        begin(m, self->cap + 1);
+        m[KEYGEN] += 1;
+    }
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t slot = PyLong_AsSsize_t(PyList_GET_ITEM(slots, i));
+        PyObject *key = PyList_GET_ITEM(self->slot_keys, slot);
+        if (!failed && key != Py_None) {
+            Py_INCREF(key);
+            failed = index_remove_one(self, key) < 0;
+            Py_DECREF(key);
+        }
+        if (!failed)
+            PyList_SetItem(self->slot_keys, slot, Py_NewRef(Py_None));
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long *m = SLOT_META(i);
+        m[POS] = 0;
+        m[FILL] = 0;
+        m[NEWEST] = 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long *m = SLOT_META(i);
+        __atomic_store_n(&m[CSEQ], m[WSEQ], __ATOMIC_RELEASE);
+    }
+#undef SLOT_META
+    if (failed)
+        return NULL;
     Py_RETURN_NONE;
 }
 

@@ -16,8 +16,8 @@
  *
  * Files (one translation unit): _ring_core.h (RingCore's fields, shared helpers), _keys.h
  * (the key table), _write.h (the write path), _split.h (a large batch's scatter on two
- * threads), _read.h (lookups, the gather), _index.h (the key index's upkeep), and here the
- * two types and the module.
+ * threads), _read.h (lookups, the gather), _index.h (the key index's upkeep), _admit.h (a
+ * batch's eviction plan), and here the two types and the module.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,7 +32,8 @@
 #include "_ring_core.h" /* RingCore, the key table */
 #include "_write.h"     /* pack_row, write_row, scatter */
 #include "_read.h"      /* lookup, gather */
-#include "_index.h"     /* the key index's upkeep */
+#include "_index.h"     /* the key index's upkeep, slots freed */
+#include "_admit.h"     /* a batch's eviction plan */
 
 /* the Window class (view.py), set once by setup() */
 static PyTypeObject *window_type = NULL;
@@ -187,8 +188,7 @@ static PyMethodDef ring_methods[] = {
     {"index_remove", (PyCFunction)ring_index_remove, METH_O, ring_index_remove_doc},
     {"own_slots_index", (PyCFunction)(void (*)(void))ring_own_slots_index, METH_FASTCALL,
      ring_own_slots_index_doc},
-    {"free_slots_index", (PyCFunction)ring_free_slots_index, METH_O,
-     ring_free_slots_index_doc},
+    {"free_slots", (PyCFunction)ring_free_slots, METH_O, ring_free_slots_doc},
     {"index_rebuild", (PyCFunction)ring_index_rebuild, METH_NOARGS, ring_index_rebuild_doc},
     {"index_check", (PyCFunction)ring_index_check, METH_NOARGS, ring_index_check_doc},
     {NULL, NULL, 0, NULL},
@@ -587,6 +587,8 @@ static PyMethodDef module_methods[] = {
     {"setup", setup, METH_O, setup_doc},
     {"first_nonfinite", first_nonfinite, METH_O, first_nonfinite_doc},
     {"set_split", set_split, METH_O, set_split_doc},
+    {"plan_evictions", (PyCFunction)(void (*)(void))plan_evictions, METH_FASTCALL,
+     plan_evictions_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -153,7 +153,7 @@ class Ring(RingCore):
 
     def evict_slot(self, slot: int) -> None:
         """Evict the key in ``slot`` (lock held): cleared and counted."""
-        self._clear(slot)
+        self._clear_slots([slot])
         self._count_evictions(1)
 
     def new_slots(self, keys: list[Hashable]) -> None:
@@ -182,7 +182,7 @@ class Ring(RingCore):
     def own_slots(self, slots: list[int], keys: list[Hashable]) -> None:
         """Give each free slot of ``slots`` to its key of ``keys`` (keys not in the index,
         no two equal), in order (lock held)."""
-        # A slot is all zeros when first used, and reset by _clear when it was used before.
+        # A slot is all zeros when first used, and reset by _clear_slots when it was used before.
         keyid = self.next_keyid
         self.next_keyid = keyid + len(slots)
         self.live[slots] = True  # live and owner before the index entry
@@ -230,42 +230,18 @@ class Ring(RingCore):
             return slot
         raise CapacityError(f"stream {self.spec.name!r}: no key to evict")  # pragma: no cover
 
-    def _clear(self, slot: int) -> None:
-        """Take the key out of ``slot`` and reset it; every view of the slot ends. The same
-        steps as ``_clear_slots`` (change both together), one slot at a time: numpy's
-        fancy indexing costs ~14 us a call, this ~1 us (an append's eviction)."""
-        m = slot * k.META_COLS
-        mv = self.meta_mv
-        if self.shared_index is not None:  # readers stop finding it before anything changes
-            self.shared_index.remove(self.slot_keys[slot], slot)
-        mv[m + k.WSEQ] += self.cap + 1
-        mv[m + k.KEYGEN] += 1
-        self.index_remove(self.slot_keys[slot])
-        self.slot_keys[slot] = None
-        self.slot_keyid[slot] = -1
-        self.live[slot] = False
-        mv[m + k.POS] = 0
-        mv[m + k.FILL] = 0
-        mv[m + k.NEWEST] = 0
-        mv[m + k.CSEQ] = mv[m + k.WSEQ]
-
     def _clear_slots(self, slots: list[int]) -> None:
-        """``_clear`` for each of ``slots`` (distinct), at once (change both together): every
-        WSEQ is raised before any of the slots changes, every CSEQ set after."""
-        if not slots:
-            return
-        at = np.asarray(slots, dtype=np.int64)
-        if self.shared_index is not None:  # readers stop finding them before anything changes
+        """Take the keys out of ``slots`` (distinct) and reset them; every view of them ends.
+        Readers in other processes stop finding the keys first; then the C steps, in the
+        seqlock's order (``free_slots``)."""
+        if self.shared_index is not None:
             for slot in slots:
                 self.shared_index.remove(self.slot_keys[slot], slot)
-        k.open_clears(self.meta, at, self.cap)
-        self.free_slots_index(slots)  # C: out of the index, slot_keys[slot] = None
         slot_keyid = self.slot_keyid
         for slot in slots:
             slot_keyid[slot] = -1
-        self.live[at] = False
-        k.empty_slots(self.meta, at)
-        k.close_clears(self.meta, at)
+        self.live[slots] = False
+        self.free_slots(slots)
 
     def maybe_expire(self, now_ns: int) -> int:
         """Expire idle keys if a sweep is due (lock held). Returns how many."""
