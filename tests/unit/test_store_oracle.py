@@ -263,3 +263,31 @@ def test_a_batch_that_touches_the_oldest_keys_first_still_evicts_as_row_by_row()
         new = rng.integers(0, 2 * max_keys, int(rng.integers(3, 30))).tolist()
         keys = list(range(max_keys)) + old + new
         _batched_equals_one_by_one(keys, max_keys, max_keys, late=trial % 2 == 1)
+
+
+def test_batches_between_single_appends_evict_as_rows_one_by_one_in_bounded_memory() -> None:
+    """append()'s eviction keeps a heap of the keys by age, which only it pops; batches that
+    evict in between (the plan, not the heap) must leave it bounded and still right."""
+    spec = _spec(hd.CountWindow(2))
+    mixed = hd.WindowStore([spec], max_keys=50)
+    one_by_one = hd.WindowStore([spec], max_keys=50)
+    ring = mixed._rings["s"]
+    rng = np.random.default_rng(5)
+    t = 0
+    for step in range(200):
+        keys = rng.integers(0, 150, 1 if step % 5 == 0 else 40).tolist()
+        rows = [[float(t + j), 0.0] for j in range(len(keys))]
+        if len(keys) == 1:
+            mixed.append("s", keys[0], rows[0], ts_ns=t)
+        else:
+            mixed.append_batch("s", keys, rows, list(range(t, t + len(keys))))
+        for j, key in enumerate(keys):
+            one_by_one.append("s", key, rows[j], ts_ns=t + j)
+        t += len(keys)
+        if ring.lru_heap is not None:
+            assert len(ring.lru_heap) <= 2 * len(ring.index) + 64
+    assert mixed.stats()["streams"]["s"]["evictions"] > 3000
+    assert sorted(mixed.keys("s")) == sorted(one_by_one.keys("s"))
+    for key in one_by_one.keys("s"):
+        assert mixed.window("s", key).values.tolist() == one_by_one.window("s", key).values.tolist()
+    assert mixed.stats()["streams"]["s"] == one_by_one.stats()["streams"]["s"]

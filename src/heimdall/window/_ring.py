@@ -193,8 +193,13 @@ class Ring(RingCore):
             for slot, key in zip(slots, keys, strict=True):
                 self.shared_index.put(key, slot)
         self.own_slots_index(slots, keys)  # C: slot_keys and the index, slot by slot
-        if self.lru_heap is not None:
-            heap, tick = self.lru_heap, self.tick
+        heap = self.lru_heap
+        if heap is not None and len(heap) + len(slots) > 2 * len(self.index) + 64:
+            # only append()'s eviction pops the heap: batches alone would grow it without end;
+            # past the size _victim rebuilds at, it is dropped (rebuilt when next needed)
+            self.lru_heap = None
+        elif heap is not None:
+            tick = self.tick
             for i, slot in enumerate(slots):
                 heapq.heappush(heap, (tick, keyid + i, slot))
 
