@@ -107,10 +107,9 @@ class Ring(RingCore):
         self.row_bytes = self.F * self.dtype.itemsize
         self.index: dict[Hashable, int] = {}
         self.slot_keys: list[Any] = [None] * max_keys
-        # LRU: a min-heap of (tick, key id, slot), built at the first eviction and checked
-        # lazily: an entry whose slot was updated since is pushed again with its new tick.
-        self.slot_keyid: list[int] = [-1] * max_keys
-        self.next_keyid = 0
+        # LRU: a min-heap of (tick, KEYGEN, slot), built at the first eviction and checked
+        # lazily: an entry whose slot changed hands since (its KEYGEN bumped) is dropped, one
+        # whose slot was updated since is pushed again with its new tick.
         self.lru_heap: list[tuple[int, int, int]] | None = None
         self.live = shared["live"] if shared is not None else np.zeros(max_keys, dtype=bool)
         self.free: list[int] = []
@@ -183,12 +182,7 @@ class Ring(RingCore):
         """Give each free slot of ``slots`` to its key of ``keys`` (keys not in the index,
         no two equal), in order (lock held)."""
         # A slot is all zeros when first used, and reset by _clear_slots when it was used before.
-        keyid = self.next_keyid
-        self.next_keyid = keyid + len(slots)
-        self.live[slots] = True  # live and owner before the index entry
-        slot_keyid = self.slot_keyid
-        for i, slot in enumerate(slots):
-            slot_keyid[slot] = keyid + i
+        self.live[slots] = True  # live before the index entry
         if self.shared_index is not None:
             for slot, key in zip(slots, keys, strict=True):
                 self.shared_index.put(key, slot)
@@ -199,9 +193,9 @@ class Ring(RingCore):
             # past the size _victim rebuilds at, it is dropped (rebuilt when next needed)
             self.lru_heap = None
         elif heap is not None:
-            tick = self.tick
-            for i, slot in enumerate(slots):
-                heapq.heappush(heap, (tick, keyid + i, slot))
+            tick, mv = self.tick, self.meta_mv
+            for slot in slots:
+                heapq.heappush(heap, (tick, mv[(slot << 3) + k.KEYGEN], slot))
 
     def evict_slots(self, slots: list[int]) -> None:
         """``evict_slot`` for each of ``slots`` (distinct), at once (lock held)."""
@@ -217,20 +211,19 @@ class Ring(RingCore):
         """The least recently updated live slot. Amortized O(log max_keys) per eviction."""
         heap = self.lru_heap
         if heap is None or len(heap) > 2 * len(self.index) + 64:
-            live = np.flatnonzero(self.live).tolist()
-            ticks = self.meta[live, k.TICK].tolist()
-            keyids = self.slot_keyid
-            heap = [(t, keyids[s], s) for t, s in zip(ticks, live, strict=True)]
+            live = np.flatnonzero(self.live)
+            heap = list(zip(self.meta[live, k.TICK].tolist(), self.meta[live, k.KEYGEN].tolist(),
+                            live.tolist(), strict=True))
             heapq.heapify(heap)
             self.lru_heap = heap
         mv = self.meta_mv
         while heap:
-            tick, keyid, slot = heapq.heappop(heap)
-            if self.slot_keyid[slot] != keyid:
+            tick, keygen, slot = heapq.heappop(heap)
+            if mv[(slot << 3) + k.KEYGEN] != keygen:
                 continue  # the key left this slot (evicted or expired)
             now_tick = mv[(slot << 3) + k.TICK]
             if now_tick != tick:
-                heapq.heappush(heap, (now_tick, keyid, slot))
+                heapq.heappush(heap, (now_tick, keygen, slot))
                 continue
             return slot
         raise CapacityError(f"stream {self.spec.name!r}: no key to evict")  # pragma: no cover
@@ -242,9 +235,6 @@ class Ring(RingCore):
         if self.shared_index is not None:
             for slot in slots:
                 self.shared_index.remove(self.slot_keys[slot], slot)
-        slot_keyid = self.slot_keyid
-        for slot in slots:
-            slot_keyid[slot] = -1
         self.live[slots] = False
         self.free_slots(slots)
 
@@ -362,8 +352,6 @@ class Ring(RingCore):
         self.index = {key: slot for slot, key in enumerate(state["slot_keys"])
                       if self.live[slot]}
         self.index_rebuild()
-        self.slot_keyid[:hw] = [i if self.live[i] else -1 for i in range(hw)]
-        self.next_keyid = hw
         self.lru_heap = None
         self.free = [int(x) for x in state["free"]]
         self.tick = int(state["tick"])
