@@ -61,11 +61,12 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
     spare = min(len(new_keys), len(ring.free) + ring.max_keys - ring.high_water)
     owners = ring.spare_slots(spare)
     owned: list[Hashable] = new_keys[:spare]  # the keys of owners
-    # victims are old keys no earlier row touched: with uniform keys, a third or so of them
-    # (the plan asks for more candidates when that is too few)
+    # victims are old keys no earlier row touched: the oldest need / (the share of held keys
+    # the batch leaves untouched), and a margin (the plan asks for more when that is too few)
     new_first = new_rows[spare:]
     ticks = ring.meta[live, k.TICK]
-    m = 4 * len(new_first) + 64
+    untouched = len(live) - int(np.count_nonzero(first < n))
+    m = int(1.25 * len(new_first) * len(live) / max(untouched, 1)) + 64
     while True:
         candidates = _oldest_first(live, ticks, m)
         victims = np.empty(len(candidates), dtype=np.int64)
