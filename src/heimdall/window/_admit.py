@@ -37,19 +37,25 @@ def _oldest_first(live: np.ndarray, ticks: np.ndarray, m: int) -> np.ndarray:
     return live[part[np.argsort(ticks[part], kind="stable")]]
 
 
-def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray) -> int:
-    """Give the batch's new keys slots as ``Ring.new_slot`` would, row by row, with nothing
-    written (lock held; eviction on). ``slots``: the rows' slots from ``lookup``, ``ABSENT``
-    for a key not held; each row's slot is written in place. Returns the rows so placed: all
-    of them, or the row where the plan stops (the rows from there on the caller takes row by
-    row, looking their keys up again)."""
-    n = len(keys)
+def new_keys_of(keys: list[Hashable], slots: np.ndarray) -> tuple[np.ndarray, list[Hashable]]:
+    """The keys of the rows ``lookup`` found no slot for (``slots`` < 0), once each, in order
+    of their first rows (each the object at that row); and those rows, ascending."""
     absent = np.flatnonzero(slots < 0).tolist()
     at = keys.__getitem__
     # each new key's first row: the rows read backwards, so that the first one is kept
     first_of = dict(zip(map(at, reversed(absent)), reversed(absent), strict=True))
-    new_rows = np.sort(np.fromiter(first_of.values(), np.int64, len(first_of)))
-    new_keys = list(map(at, new_rows.tolist()))  # in order of their first rows
+    rows = np.sort(np.fromiter(first_of.values(), np.int64, len(first_of)))
+    return rows, list(map(at, rows.tolist()))
+
+
+def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray, new_rows: np.ndarray,
+                new_keys: list[Hashable]) -> int:
+    """Give the batch's new keys slots as ``Ring.new_slot`` would, row by row, with nothing
+    written (lock held; eviction on). ``slots``: the rows' slots from ``lookup``, ``ABSENT``
+    for a key not held; each row's slot is written in place. ``new_rows``, ``new_keys``: from
+    ``new_keys_of``. Returns the rows so placed: all of them, or the row where the plan stops
+    (the rows from there on the caller takes row by row, looking their keys up again)."""
+    n = len(keys)
     if ring.shared_index is not None:
         for key in new_keys:
             encode_key(key)  # a key the shared index cannot hold fails before any change

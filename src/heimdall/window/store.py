@@ -27,7 +27,7 @@ from heimdall.errors import (
 from heimdall.schema import StreamSpec
 from heimdall.window import _kernels as k
 from heimdall.window import _native
-from heimdall.window._admit import admit_batch
+from heimdall.window._admit import admit_batch, new_keys_of
 from heimdall.window._native import StoreCore
 from heimdall.window._ring import Ring
 from heimdall.window._shared import Segment, plan
@@ -236,7 +236,7 @@ class WindowStore(StoreCore):
             for key in key_list:
                 _check_key(stream, key)
             raise
-        new = _absent_keys(key_list, held)
+        new_rows, new = new_keys_of(key_list, held)
         if not {str, int}.issuperset(map(type, new)):  # the types of keys, then which one
             for key in new:
                 _check_key(stream, key)
@@ -249,7 +249,7 @@ class WindowStore(StoreCore):
                 )
         if ring.maybe_expire(now):
             held = ring.lookup(key_list, k.ABSENT)  # keys expired: the rows' slots again
-            new = _absent_keys(key_list, held)
+            new_rows, new = new_keys_of(key_list, held)
         if len(new) <= len(ring.free) + ring.max_keys - ring.high_water:
             # room for every new key without evicting: the slots they get in order of first
             # appearance are the ones the row-by-row loop below would give them
@@ -261,7 +261,7 @@ class WindowStore(StoreCore):
             start = 0
         else:
             # evicting: every row's slot planned first, then one scatter (_admit)
-            start = admit_batch(ring, key_list, held)
+            start = admit_batch(ring, key_list, held, new_rows, new)
             if start:
                 ring.scatter(held[:start], arr[:start], ts[:start], now)
             if start == len(key_list):
@@ -560,11 +560,6 @@ def _finite(v: Any) -> bool:
         return math.isfinite(v)
     except (TypeError, OverflowError):
         return True
-
-
-def _absent_keys(keys: list[Any], slots: np.ndarray) -> list[Any]:
-    """The keys of the rows ``lookup`` found no slot for, once each, in row order."""
-    return list(dict.fromkeys([keys[i] for i in np.flatnonzero(slots < 0).tolist()]))
 
 
 def _check_key(stream: str, key: Any) -> None:
