@@ -202,6 +202,16 @@ def test_a_live_writers_segment_cannot_be_removed_or_created_twice() -> None:
     assert not os.path.exists(f"/dev/shm/{name}")
 
 
+@pytest.mark.parametrize(("name", "says"), [
+    ("", "non-empty str"), (False, "non-empty str"), ("a/b", "no '/'"), ("x" * 201, "200 bytes"),
+])
+def test_a_shared_memory_name_the_os_cannot_take_gets_a_clear_error(name: Any, says: str) -> None:
+    with pytest.raises(hd.ConfigError, match=says):
+        hd.WindowStore([spec()], max_keys=8, shared_memory=name)
+    with pytest.raises(hd.ConfigError, match=says):
+        hd.attach(name)
+
+
 def test_eviction_and_key_reuse_seen_from_a_reader() -> None:
     name = f"hd-it-{uuid.uuid4().hex[:10]}"
     with hd.WindowStore([spec()], max_keys=2, shared_memory=name) as store:

@@ -48,6 +48,20 @@ KEY_BYTES = 64
 STATE_LIVE, STATE_CLOSED = 1, 2
 ST_EVENTS, ST_EVICTIONS, ST_EXPIRED, ST_LATE, ST_OOO, ST_EXPIRED_ON_ARRIVAL = range(6)
 _ALIGN = 64
+NAME_MAX = 200  # POSIX shared memory names live in /dev/shm: one file name, 255 bytes at most
+
+
+def check_name(name: Any) -> str:
+    """A segment's name as ``shm_open`` takes it (after the leading slash Python adds);
+    ConfigError naming what is wrong otherwise."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"a shared-memory name is a non-empty str; received {name!r}")
+    if "/" in name or "\0" in name:
+        raise ConfigError(f"a shared-memory name holds no '/' or NUL; received {name!r}")
+    if len(name.encode()) > NAME_MAX:
+        raise ConfigError(f"a shared-memory name is at most {NAME_MAX} bytes; received "
+                          f"{len(name.encode())}")
+    return name
 
 
 def encode_key(key: Any) -> bytes:
@@ -141,6 +155,7 @@ class Segment:
 
     @classmethod
     def create(cls, name: str, layout: dict[str, Any], size: int) -> Segment:
+        check_name(name)
         try:
             shm = shared_memory.SharedMemory(name=name, create=True, size=size)
         except FileExistsError:
@@ -163,6 +178,7 @@ class Segment:
 
     @classmethod
     def attach(cls, name: str) -> Segment:
+        check_name(name)
         try:
             shm = shared_memory.SharedMemory(name=name)
         except FileNotFoundError:
