@@ -244,3 +244,21 @@ def test_eviction_and_key_reuse_seen_from_a_reader() -> None:
         reader.close()
     with pytest.raises(hd.SharedMemoryError):
         reader.window("s", "b")
+
+
+def test_a_key_shared_memory_cannot_hold_is_refused_and_nothing_is_written() -> None:
+    name = f"hd-it-{uuid.uuid4().hex[:10]}"
+    with hd.WindowStore([spec()], max_keys=8, shared_memory=name) as store:
+        store.append("s", "ok", (1, 1), ts_ns=1)
+        for key, says in ((2**63, "past int64"), (-(2**63) - 1, "past int64"),
+                          ("k" * 63, "63 bytes")):
+            with pytest.raises(hd.SchemaError, match=says):
+                store.append("s", key, (1, 1), ts_ns=2)
+            with pytest.raises(hd.SchemaError, match=says):
+                store.append_batch("s", ["ok", key], np.ones((2, 2)), [2, 3])
+        store.append("s", 2**63 - 1, (2, 2), ts_ns=4)  # the ends of int64 are held
+        store.append("s", -(2**63), (3, 3), ts_ns=5)
+        assert sorted(store.keys("s"), key=str) == sorted(["ok", 2**63 - 1, -(2**63)], key=str)
+        assert store.window("s", "ok").values.tolist() == [[1, 1]]
+        with hd.attach(name) as reader:
+            assert reader.window("s", -(2**63)).values.tolist() == [[3, 3]]

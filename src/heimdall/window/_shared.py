@@ -70,6 +70,9 @@ def encode_key(key: Any) -> bytes:
     if isinstance(key, str):
         b = b"s" + key.encode()
     elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        if not -(2**63) <= key < 2**63:
+            raise SchemaError(f"key {key!r} is past int64; shared-memory stores hold int keys "
+                              f"from -2**63 to 2**63 - 1")
         b = b"i" + struct.pack("<q", int(key))
     else:
         raise SchemaError(f"a key is a str or an int; received {key!r}")
