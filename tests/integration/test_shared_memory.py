@@ -251,7 +251,7 @@ def test_a_key_shared_memory_cannot_hold_is_refused_and_nothing_is_written() -> 
     with hd.WindowStore([spec()], max_keys=8, shared_memory=name) as store:
         store.append("s", "ok", (1, 1), ts_ns=1)
         for key, says in ((2**63, "past int64"), (-(2**63) - 1, "past int64"),
-                          ("k" * 63, "63 bytes")):
+                          ("k" * 63, "63 bytes"), ("\ud800", "not valid UTF-8")):
             with pytest.raises(hd.SchemaError, match=says):
                 store.append("s", key, (1, 1), ts_ns=2)
             with pytest.raises(hd.SchemaError, match=says):

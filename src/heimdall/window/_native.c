@@ -34,6 +34,7 @@
 #include "_read.h"      /* lookup, gather */
 #include "_index.h"     /* the key index's upkeep, slots freed */
 #include "_admit.h"     /* a batch's eviction plan */
+#include "_shared_index.h" /* the owner's writes to a shared-memory store's key index */
 
 /* the Window class (view.py), set once by setup() */
 static PyTypeObject *window_type = NULL;
@@ -589,6 +590,9 @@ static PyMethodDef module_methods[] = {
     {"set_split", set_split, METH_O, set_split_doc},
     {"plan_evictions", (PyCFunction)(void (*)(void))plan_evictions, METH_FASTCALL,
      plan_evictions_doc},
+    {"shared_put", (PyCFunction)(void (*)(void))shared_put, METH_FASTCALL, shared_put_doc},
+    {"shared_remove", (PyCFunction)(void (*)(void))shared_remove, METH_FASTCALL,
+     shared_remove_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -601,6 +605,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     import_array();
+    crc_init();
     split_min_rows = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 4096 : 0;
     str_append_py = PyUnicode_InternFromString("_append_py");
     str_window_slow = PyUnicode_InternFromString("_window_slow");

@@ -184,8 +184,7 @@ class Ring(RingCore):
         # A slot is all zeros when first used, and reset by _clear_slots when it was used before.
         self.live[slots] = True  # live before the index entry
         if self.shared_index is not None:
-            for slot, key in zip(slots, keys, strict=True):
-                self.shared_index.put(key, slot)
+            self.shared_index.put_many(slots, keys)
         self.own_slots_index(slots, keys)  # C: slot_keys and the index, slot by slot
         heap = self.lru_heap
         if heap is not None and len(heap) + len(slots) > 2 * len(self.index) + 64:
@@ -233,8 +232,7 @@ class Ring(RingCore):
         Readers in other processes stop finding the keys first; then the C steps, in the
         seqlock's order (``free_slots``)."""
         if self.shared_index is not None:
-            for slot in slots:
-                self.shared_index.remove(self.slot_keys[slot], slot)
+            self.shared_index.remove_many(slots)
         self.live[slots] = False
         self.free_slots(slots)
 
@@ -359,8 +357,7 @@ class Ring(RingCore):
         self.evictions = int(state["evictions"])
         self.expired = int(state["expired"])
         if self.shared_index is not None and self.shared_stats is not None:
-            for key, slot in self.index.items():
-                self.shared_index.put(key, slot)
+            self.shared_index.put_many(list(self.index.values()), list(self.index))
             self.shared_stats[:3] = (self.events, self.evictions, self.expired)
 
     # ---- helpers -------------------------------------------------------------------------

@@ -42,6 +42,7 @@ import numpy as np
 from heimdall.errors import ConfigError, SchemaError, SharedMemoryError
 from heimdall.schema import StreamSpec
 from heimdall.window import _kernels as k
+from heimdall.window import _native
 
 MAGIC = b"HDSHM001"
 HEADER = 4096
@@ -68,7 +69,11 @@ def check_name(name: Any) -> str:
 def encode_key(key: Any) -> bytes:
     """A key's bytes in the shared index. Raises SchemaError if it cannot be shared."""
     if isinstance(key, str):
-        b = b"s" + key.encode()
+        try:
+            b = b"s" + key.encode()
+        except UnicodeEncodeError as exc:
+            raise SchemaError(f"key {key!r} is not valid UTF-8 ({exc.reason}); shared-memory "
+                              f"stores hold keys as UTF-8") from None
     elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         if not -(2**63) <= key < 2**63:
             raise SchemaError(f"key {key!r} is past int64; shared-memory stores hold int keys "
@@ -286,39 +291,14 @@ class SharedIndex:
 
     # ---- the owner ----------------------------------------------------------------------
 
-    def put(self, key: Any, slot: int) -> None:
-        kb = encode_key(key)
-        off = slot * KEY_BYTES
-        self._k[off + 1: off + 1 + len(kb)] = kb
-        self._k[off] = len(kb)
-        t, mask = self._t, self.mask
-        i = self._home(kb)
-        while t[i]:
-            i = (i + 1) & mask
-        t[i] = slot + 1
+    def put_many(self, slots: list[int], keys: list[Any]) -> None:
+        """Each key into the index at its slot (slots that hold no key), in order. The keys
+        were checked with ``encode_key`` (C: _shared_index.h, the same encoding and probe)."""
+        _native.shared_put(self.table, self.keys, self.version, slots, keys)
 
-    def remove(self, key: Any, slot: int) -> None:
-        kb = encode_key(key)
-        t, mask = self._t, self.mask
-        i = self._home(kb)
-        while t[i] and t[i] != slot + 1:
-            i = (i + 1) & mask
-        if not t[i]:
-            return
-        self._v[0] += 1  # odd: a removal is under way
-        t[i] = 0
-        j = i
-        while True:  # shift back the entries that probed past i
-            j = (j + 1) & mask
-            if not t[j]:
-                break
-            home = self._home(self._key_at(t[j] - 1))
-            if (j - home) & mask >= (j - i) & mask:
-                t[i] = t[j]
-                t[j] = 0
-                i = j
-        self._v[0] += 1
-        self._k[slot * KEY_BYTES] = 0
+    def remove_many(self, slots: list[int]) -> None:
+        """The keys ``slots`` hold out of the index, in order (C: _shared_index.h)."""
+        _native.shared_remove(self.table, self.keys, self.version, slots)
 
     # ---- anyone -------------------------------------------------------------------------
 
