@@ -182,7 +182,7 @@ class Ring(RingCore):
         """Give each free slot of ``slots`` to its key of ``keys`` (keys not in the index,
         no two equal), in order (lock held)."""
         # A slot is all zeros when first used, and reset by _clear_slots when it was used before.
-        self.live[slots] = True  # live before the index entry
+        self._mark_live(slots, True)  # live before the index entry
         if self.shared_index is not None:
             self.shared_index.put_many(slots, keys)
         self.own_slots_index(slots, keys)  # C: slot_keys and the index, slot by slot
@@ -233,8 +233,18 @@ class Ring(RingCore):
         seqlock's order (``free_slots``)."""
         if self.shared_index is not None:
             self.shared_index.remove_many(slots)
-        self.live[slots] = False
+        self._mark_live(slots, False)
         self.free_slots(slots)
+
+    def _mark_live(self, slots: list[int], value: bool) -> None:
+        """``live[slots] = value``; a few slots one by one (an append's eviction: numpy's
+        fancy indexing costs ~1 us a call, an item ~0.1 us)."""
+        live = self.live
+        if len(slots) < 8:
+            for slot in slots:
+                live[slot] = value
+        else:
+            live[slots] = value
 
     def maybe_expire(self, now_ns: int) -> int:
         """Expire idle keys if a sweep is due (lock held). Returns how many."""
