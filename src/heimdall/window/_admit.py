@@ -25,7 +25,6 @@ import numpy as np
 from heimdall.window import _kernels as k
 from heimdall.window import _native
 from heimdall.window._ring import Ring
-from heimdall.window._shared import encode_key
 
 
 def _oldest_first(live: np.ndarray, ticks: np.ndarray, m: int) -> np.ndarray:
@@ -56,9 +55,7 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray, new_rows: n
     ``new_keys_of``. Returns the rows so placed: all of them, or the row where the plan stops
     (the rows from there on the caller takes row by row, looking their keys up again)."""
     n = len(keys)
-    if ring.shared_index is not None:
-        for key in new_keys:
-            encode_key(key)  # a key the shared index cannot hold fails before any change
+    ring.check_shareable(new_keys)
     first = np.full(ring.high_water, n, dtype=np.int64)  # each held slot's first row
     rows = np.flatnonzero(slots >= 0)
     np.minimum.at(first, slots[rows], rows)

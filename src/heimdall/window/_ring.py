@@ -125,10 +125,16 @@ class Ring(RingCore):
 
     # ---- keys ----------------------------------------------------------------------------
 
+    def check_shareable(self, keys: list[Hashable]) -> None:
+        """SchemaError for a key the shared index cannot hold (a shared-memory store), before
+        any change is made for these keys."""
+        if self.shared_index is not None:
+            for key in keys:
+                encode_key(key)
+
     def new_slot(self, key: Hashable) -> int:
         """A slot for a key not in the index (lock held). Evicts the least recently updated."""
-        if self.shared_index is not None:
-            encode_key(key)  # a key the shared index cannot hold fails before any change
+        self.check_shareable([key])
         slot = self.spare_slot()
         if slot is None:
             if not self.evict:
@@ -163,9 +169,7 @@ class Ring(RingCore):
             for key in keys:
                 self.new_slot(key)
             return
-        if self.shared_index is not None:
-            for key in keys:
-                encode_key(key)  # a key the shared index cannot hold fails before any change
+        self.check_shareable(keys)
         self.own_slots(self.spare_slots(n), keys)
 
     def spare_slots(self, n: int) -> list[int]:
