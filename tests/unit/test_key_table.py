@@ -41,6 +41,8 @@ def _agrees(ring: Ring) -> None:
     want = [ring.index.get(k, -1) for k in keys]
     assert ring.lookup(keys, -1).tolist() == want
     assert ring.lookup(POOL, -1).tolist() == want
+    mixed = [k if i % 3 else _fresh(k) for i, k in enumerate(POOL * 3)]  # held and afresh
+    assert ring.lookup(mixed, -1).tolist() == want * 3
     held = [k for k in keys if k in ring.index]
     got = ring.lookup(held)
     assert got is not None

@@ -38,9 +38,10 @@ lookup_mapping(PyObject *index, PyObject *keys, int strict, long long absent,
 
 /* lookup() through the key table. Each key's hash is taken LOOKAHEAD keys ahead of its
  * probe, and its home bucket prefetched then (its key object LOOKAHEAD keys before that);
- * half way, the key held in that bucket is prefetched when it is another object than the
- * one looked up (an equal key made afresh, as by a decoder, is compared byte by byte). So a
- * batch's misses overlap. 1: every slot written (``absent`` for a key not held); 0: a key
+ * half way, while the keys probed are equal objects made afresh (as by a decoder), compared
+ * byte by byte, the key held in that bucket is prefetched. While they are the objects the
+ * table holds (a caller that keeps its keys), that step is skipped: it would read the bucket
+ * before its line arrives and wait for it. So a batch's misses overlap. 1: every slot written (``absent`` for a key not held); 0: a key
  * not held under ``strict``; -1: a key that is not an exact str or int (no error set). */
 #define LOOKAHEAD 8
 static int
@@ -50,6 +51,7 @@ lookup_table(RingCore *self, PyObject *keys, int strict, long long absent, long 
     Py_ssize_t n = PyList_GET_SIZE(keys);
     PyObject **items = PySequence_Fast_ITEMS(keys);
     Py_hash_t *hs = (Py_hash_t *)slots; /* the hash of key i, until its slot replaces it */
+    int same = 1; /* the last key probed was the object the table holds */
     for (Py_ssize_t j = 0; j < n + LOOKAHEAD; j++) {
         if (j < n) {
             if (j + LOOKAHEAD < n)
@@ -62,7 +64,7 @@ lookup_table(RingCore *self, PyObject *keys, int strict, long long absent, long 
             __builtin_prefetch(&t->entries[keys_home(t, h)], 0);
         }
         Py_ssize_t m = j - LOOKAHEAD / 2;
-        if (m >= 0 && m < n) {
+        if (!same && m >= 0 && m < n) {
             PyObject *held = t->entries[keys_home(t, hs[m])].key;
             if (held != NULL && held != items[m]) {
                 __builtin_prefetch(held, 0);
@@ -73,6 +75,7 @@ lookup_table(RingCore *self, PyObject *keys, int strict, long long absent, long 
         if (i < 0)
             continue;
         KeyEntry *e = keys_find(t, items[i], hs[i]);
+        same = e != NULL && e->key == items[i];
         if (e != NULL)
             slots[i] = e->slot;
         else if (strict)
