@@ -41,8 +41,9 @@ lookup_mapping(PyObject *index, PyObject *keys, int strict, long long absent,
  * half way, while the keys probed are equal objects made afresh (as by a decoder), compared
  * byte by byte, the key held in that bucket is prefetched. While they are the objects the
  * table holds (a caller that keeps its keys), that step is skipped: it would read the bucket
- * before its line arrives and wait for it. So a batch's misses overlap. 1: every slot written (``absent`` for a key not held); 0: a key
- * not held under ``strict``; -1: a key that is not an exact str or int (no error set). */
+ * before its line arrives and wait for it. So a batch's misses overlap. 1: every slot
+ * written (``absent`` for a key not held); 0: a key not held under ``strict``; -1: a key that
+ * is not an exact str or int (no error set). */
 #define LOOKAHEAD 8
 static int
 lookup_table(RingCore *self, PyObject *keys, int strict, long long absent, long long *slots)
