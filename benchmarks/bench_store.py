@@ -252,14 +252,16 @@ def main() -> None:
     bare_slots = np.array([slot_of[k] for k in keys], dtype=np.int64)
     bare_scatter(bare_slots[:10], values[:10], ts[:10], bare_data, bare_ts, bare_pos)  # compile
 
-    def bare_pass(p: int) -> float:
-        t0 = time.perf_counter()
-        for i in starts:
-            bare_scatter(bare_slots[i : i + chunk], values[i : i + chunk], ts[i : i + chunk],
-                         bare_data, bare_ts, bare_pos)
-        return N / (time.perf_counter() - t0)
+    def kernel_pass(kernel, *ring):  # type: ignore[no-untyped-def]
+        """A pass of ``kernel`` over the chunks, slots known, into ``ring``'s arrays."""
+        def run(p: int) -> float:
+            t0 = time.perf_counter()
+            for i in starts:
+                kernel(bare_slots[i : i + chunk], values[i : i + chunk], ts[i : i + chunk], *ring)
+            return N / (time.perf_counter() - t0)
+        return run
 
-    bare_rates = first_and_steady(bare_pass)
+    bare_rates = first_and_steady(kernel_pass(bare_scatter, bare_data, bare_ts, bare_pos))
     # the floor of the store's own design: the same scatter into a ring with the store's
     # slack that compacts (contiguous windows at the memory bound), slots known, one thread
     cap = store._rings["s"].cap
@@ -267,15 +269,8 @@ def main() -> None:
     comp_ts = np.zeros((K, cap), np.int64)
     comp_pos = np.zeros(K, np.int64)
     compacting_scatter(bare_slots[:10], values[:10], ts[:10], comp_data, comp_ts, comp_pos, W)
-
-    def compacting_pass(p: int) -> float:
-        t0 = time.perf_counter()
-        for i in starts:
-            compacting_scatter(bare_slots[i : i + chunk], values[i : i + chunk],
-                               ts[i : i + chunk], comp_data, comp_ts, comp_pos, W)
-        return N / (time.perf_counter() - t0)
-
-    comp_rates = first_and_steady(compacting_pass)
+    comp_rates = first_and_steady(
+        kernel_pass(compacting_scatter, comp_data, comp_ts, comp_pos, W))
     # what a user writes by hand: each chunk's slots from a dict, then the numba scatter
     # (steady: the ring's memory already touched by the passes above)
     slot_get = slot_of.__getitem__
