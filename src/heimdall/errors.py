@@ -20,6 +20,21 @@
 
 from __future__ import annotations
 
+SHOWN_CHARS = 120
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a message echoes a
+    bounded prefix of what it received (a 100 KB key must not make a 100 KB message).
+
+    >>> shown("k" * 500)[-24:]
+    'kkkk... (502 characters)'
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
 
 class HeimdallError(Exception):
     """Root of every Heimdall exception."""

@@ -14,6 +14,9 @@ NanPolicy = Literal["reject", "allow"]
 TimeUnit = Literal["s", "ms", "us", "ns"]
 
 SUPPORTED_DTYPES = ("float32", "float64", "int32", "int64")
+# the longest span of event time a window or a read may name: 2**62 ns, ~146 years (the
+# span is kept in int64 nanoseconds and subtracted from event times)
+MAX_SECONDS = 2**62 / 1e9
 NS_PER_UNIT: dict[str, int] = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
@@ -53,8 +56,12 @@ class TimeWindow:
     max_rows: int = 4096
 
     def __post_init__(self) -> None:
-        if not isinstance(self.seconds, (int, float)) or not self.seconds > 0:
-            raise ConfigError(f"TimeWindow needs seconds > 0; received {self.seconds!r}")
+        if (isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float))
+                or not 0 < self.seconds <= MAX_SECONDS):
+            raise ConfigError(
+                f"TimeWindow needs 0 < seconds <= {MAX_SECONDS:.0e} (a span in int64 "
+                f"nanoseconds); received {self.seconds!r}"
+            )
         if (
             not isinstance(self.max_rows, int)
             or isinstance(self.max_rows, bool)

@@ -76,7 +76,7 @@ def test_rejected_batch_changes_nothing(
         ((float("inf"), 1.0), {}, r"\['temp'\]"),
         ((1.0, "x"), {}, "do not fit dtype float64"),
         ((1.0,), {}, "expected 2 values"),
-        ((1.0, 2.0), {"ts_ns": float("nan")}, "ts_ns is not finite"),
+        ((1.0, 2.0), {"ts_ns": float("nan")}, "ts_ns nan is non-finite"),
         ((1.0, 2.0), {"ts_ns": "now"}, "ts_ns must be an int"),
     ],
 )
@@ -122,7 +122,7 @@ def test_capacity_error_when_eviction_off() -> None:
     ("make", "match"),
     [
         (lambda: hd.CountWindow(0), "n >= 1"),
-        (lambda: hd.TimeWindow(seconds=-1), "seconds > 0"),
+        (lambda: hd.TimeWindow(seconds=-1), "0 < seconds"),
         (lambda: hd.StreamSpec("s", fields=[]), "at least one field"),
         (lambda: hd.StreamSpec("s", fields=["a", "a"]), "repeat"),
         (lambda: hd.StreamSpec("s", fields=["a"], dtype="complex64"), "not supported"),

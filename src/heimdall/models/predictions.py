@@ -11,7 +11,7 @@ from typing import Any, overload
 import msgspec
 import numpy as np
 
-from heimdall.errors import KeyNotFoundError
+from heimdall.errors import KeyNotFoundError, shown
 
 
 class Prediction(msgspec.Struct, frozen=True):
@@ -186,7 +186,7 @@ class Predictions:
                     return self._build(model, key, gen, row)
         known = sorted(self._by_model)
         raise KeyNotFoundError(
-            f"no prediction of model {model!r} for key {key!r}"
+            f"no prediction of model {shown(model)} for key {shown(key)}"
             + ("" if model in self._by_model else f"; models with predictions: {known}")
         )
 

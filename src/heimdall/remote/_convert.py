@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.errors import SchemaError
+from heimdall.errors import SchemaError, shown
 from heimdall.models.predictions import Prediction
 from heimdall.remote._pb import heimdall_pb2 as pb
 from heimdall.window.view import Window, WindowBatch
@@ -57,7 +57,7 @@ def to_key(key: Any, out: Any) -> Any:
     elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         out.i = int(key)
     else:
-        raise SchemaError(f"a key is a str or an int; received {key!r} ({type(key).__name__})")
+        raise SchemaError(f"a key is a str or an int; received {shown(key)} ({type(key).__name__})")
     return out
 
 

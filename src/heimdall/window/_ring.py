@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.errors import CapacityError, SchemaError
+from heimdall.errors import CapacityError, SchemaError, shown
 from heimdall.schema import NS_PER_UNIT, CountWindow, StreamSpec, TimeWindow
 from heimdall.window import _kernels as k
 from heimdall.window._native import RingCore
@@ -140,7 +140,7 @@ class Ring(RingCore):
             if not self.evict:
                 raise CapacityError(
                     f"stream {self.spec.name!r} holds max_keys={self.max_keys} keys and "
-                    f"eviction is off; cannot add key {key!r}"
+                    f"eviction is off; cannot add key {shown(key)}"
                 )
             slot = self._victim()
             self.evict_slot(slot)

@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.errors import HeimdallError, KeyNotFoundError, SchemaError, SharedMemoryError
+from heimdall.errors import (
+    HeimdallError,
+    KeyNotFoundError,
+    SchemaError,
+    SharedMemoryError,
+    shown,
+)
 from heimdall.window._ring import Ring
 from heimdall.window._shared import (
     STATE_LIVE,
@@ -197,7 +203,7 @@ class AttachedStore(WindowStore):
             slot = shared.lookup_encoded(kb)
             if slot is None:
                 memo.slot_of.pop(key, None)
-                raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r}")
+                raise KeyNotFoundError(f"stream {stream!r} holds no key {shown(key)}")
             m = slot << 3
             c0 = mv[m + 3]
             b = mv[m]
@@ -208,7 +214,7 @@ class AttachedStore(WindowStore):
                 memo.remember(key, slot, gen)
                 return view(ring, key, slot, b - n, b, c0)
             time.sleep(0)  # the writer is mid-append, or the slot changed hands
-        raise HeimdallError(f"stream {stream!r}, key {key!r}: no consistent read")
+        raise HeimdallError(f"stream {stream!r}, key {shown(key)}: no consistent read")
 
     def windows(self, stream: str, keys: Sequence[str | int], *, rows: int | None = None,
                 seconds: float | None = None) -> WindowBatch:

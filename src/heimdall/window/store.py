@@ -23,8 +23,9 @@ from heimdall.errors import (
     KeyNotFoundError,
     SchemaError,
     StreamNotFoundError,
+    shown,
 )
-from heimdall.schema import StreamSpec
+from heimdall.schema import MAX_SECONDS, StreamSpec
 from heimdall.window import _kernels as k
 from heimdall.window import _native
 from heimdall.window._admit import admit_batch, new_keys_of
@@ -36,6 +37,7 @@ from heimdall.window.view import Window, WindowBatch, view
 AGGREGATES = ("count", "sum", "mean", "std", "min", "max", "last")
 _AGG_INDEX = {name: i for i, name in enumerate(AGGREGATES)}
 _MAX_RETRIES = 10_000
+_TS_MIN, _TS_END = -(2**63), 2**63  # event times are int64 nanoseconds
 _native.setup(Window)  # the class the C window() builds
 
 
@@ -107,7 +109,7 @@ class WindowStore(StoreCore):
             return self._rings[stream]
         except (KeyError, TypeError):
             raise StreamNotFoundError(
-                f"no stream {stream!r}; streams are {list(self._rings)}"
+                f"no stream {shown(stream)}; streams are {list(self._rings)}"
             ) from None
 
     @property
@@ -140,7 +142,7 @@ class WindowStore(StoreCore):
             except KeyError:
                 missing = [f for f in ring.fields if f not in event]
                 raise SchemaError(
-                    f"stream {stream!r}, key {key!r}: event lacks field(s) {missing}; "
+                    f"stream {stream!r}, key {shown(key)}: event lacks field(s) {missing}; "
                     f"received fields {list(event)}"
                 ) from None
             row = (got,) if ring.F == 1 else got
@@ -150,7 +152,7 @@ class WindowStore(StoreCore):
             row = tuple(values)
         if len(row) != ring.F:
             raise SchemaError(
-                f"stream {stream!r}, key {key!r}: expected {ring.F} values "
+                f"stream {stream!r}, key {shown(key)}: expected {ring.F} values "
                 f"({list(ring.fields)}); received {len(row)}"
             )
         # The clock is read only when it is needed: arrival time, or idle-key expiry.
@@ -163,12 +165,12 @@ class WindowStore(StoreCore):
             if not finite and not all(_finite(v) for v in row):
                 bad = [f for f, v in zip(ring.spec.fields, row, strict=True) if not _finite(v)]
                 raise SchemaError(
-                    f"stream {stream!r}, key {key!r}: non-finite value in field(s) {bad} "
+                    f"stream {stream!r}, key {shown(key)}: non-finite value in field(s) {bad} "
                     f"(nan='reject'); received {row!r}"
                 )
         if ts_ns is None:
             ts_ns = now
-        elif type(ts_ns) is not int:
+        elif type(ts_ns) is not int or not _TS_MIN <= ts_ns < _TS_END:
             ts_ns = _check_ts(stream, key, ts_ns)
         _check_key(stream, key)  # before the index reads it: an unhashable key too
         with ring.lock:
@@ -299,12 +301,13 @@ class WindowStore(StoreCore):
         for _ in range(_MAX_RETRIES):
             slot = ring.index.get(key)
             if slot is None:
-                raise KeyNotFoundError(f"stream {stream!r} holds no key {key!r}")
+                raise KeyNotFoundError(f"stream {stream!r} holds no key {shown(key)}")
             b, n, w, c0 = ring.read_bounds(ring.meta_bytes, slot << 6)
             if w == c0 and ring.slot_keys[slot] == key:
                 return view(ring, key, slot, b - n, b, c0)
             time.sleep(0)  # a writer is mid-append: let it finish
-        raise HeimdallError(f"stream {stream!r}, key {key!r}: no consistent read after retries")
+        raise HeimdallError(
+            f"stream {stream!r}, key {shown(key)}: no consistent read after retries")
 
     def windows(
         self,
@@ -435,12 +438,13 @@ class WindowStore(StoreCore):
         names = [aggs] if isinstance(aggs, str) else list(aggs)
         for name in names:
             if name not in _AGG_INDEX:
-                raise SchemaError(f"unknown aggregate {name!r}; choose from {list(AGGREGATES)}")
+                raise SchemaError(
+                    f"unknown aggregate {shown(name)}; choose from {list(AGGREGATES)}")
         single = isinstance(keys, (str, int))
         key_list: list[Any] = [keys] if single else list(keys)  # type: ignore[arg-type]
         slots = ring.lookup(key_list, k.ABSENT)
         if single and slots[0] < 0:
-            raise KeyNotFoundError(f"stream {stream!r} holds no key {keys!r}")
+            raise KeyNotFoundError(f"stream {stream!r} holds no key {shown(keys)}")
         R = 0 if rows is None else _rows_arg(ring, rows)
         span = _span_arg(seconds)
         out = np.empty((len(key_list), len(AGGREGATES), ring.F), dtype=np.float64)
@@ -565,7 +569,8 @@ def _finite(v: Any) -> bool:
 def _check_key(stream: str, key: Any) -> None:
     if isinstance(key, bool) or not isinstance(key, (str, int)):
         raise SchemaError(
-            f"stream {stream!r}: a key must be str or int; received {key!r} ({type(key).__name__})"
+            f"stream {stream!r}: a key must be str or int; received {shown(key)} "
+            f"({type(key).__name__})"
         )
 
 
@@ -574,10 +579,13 @@ def _check_ts(stream: str, key: Any, ts_ns: Any) -> int:
         ts_ns, (int, float, np.integer, np.floating)
     ):
         raise SchemaError(
-            f"stream {stream!r}, key {key!r}: ts_ns must be an int; received {ts_ns!r}"
+            f"stream {stream!r}, key {shown(key)}: ts_ns must be an int; received {ts_ns!r}"
         )
-    if not math.isfinite(ts_ns):
-        raise SchemaError(f"stream {stream!r}, key {key!r}: ts_ns is not finite: {ts_ns!r}")
+    if not math.isfinite(ts_ns) or not _TS_MIN <= ts_ns < _TS_END:
+        raise SchemaError(
+            f"stream {stream!r}, key {shown(key)}: ts_ns {ts_ns!r} is non-finite or outside "
+            f"int64 nanoseconds (+-9.2e18)"
+        )
     return int(ts_ns)
 
 
@@ -596,6 +604,8 @@ def _as_values(ring: Ring, stream: str, values: Any, n: int) -> np.ndarray:
             raise SchemaError(
                 f"stream {stream!r}: values of dtype {arr.dtype} cannot be stored as {ring.dtype}"
             )
+        if ring.dtype.kind == "i" and not np.can_cast(arr.dtype, ring.dtype) and arr.size:
+            _check_int_range(ring, stream, arr)  # a narrowing cast would wrap around
         arr = arr.astype(ring.dtype)
     arr = np.ascontiguousarray(arr)
     if ring.reject_nan and n:
@@ -609,18 +619,40 @@ def _as_values(ring: Ring, stream: str, values: Any, n: int) -> np.ndarray:
     return arr
 
 
+def _check_int_range(ring: Ring, stream: str, arr: np.ndarray) -> None:
+    info = np.iinfo(ring.dtype)
+    bad = (arr < info.min) | (arr > info.max)
+    if bad.any():
+        r, j = divmod(int(np.argmax(bad)), ring.F)
+        raise SchemaError(
+            f"stream {stream!r}: row {r} field {ring.spec.fields[j]!r} is {arr[r, j]!r}, "
+            f"outside {ring.dtype} ({info.min}..{info.max}); nothing was written"
+        )
+
+
 def _as_ts(stream: str, ts_ns: Any, n: int) -> np.ndarray:
     ts = np.asarray(ts_ns)
     if ts.shape != (n,):
         raise SchemaError(f"stream {stream!r}: ts_ns must have shape ({n},); received {ts.shape}")
     if ts.dtype.kind == "f":
-        if not np.isfinite(ts).all():
-            raise SchemaError(f"stream {stream!r}: ts_ns holds non-finite values")
+        # float64 holds no int64 exactly past 2**53; what lies outside int64 would cast to
+        # INT64_MIN
+        bad = ~(np.isfinite(ts) & (ts >= _TS_MIN) & (ts < _TS_END))
+        if n and bad.any():
+            at = int(np.argmax(bad))
+            raise SchemaError(
+                f"stream {stream!r}: ts_ns[{at}] = {float(ts[at])!r} is non-finite or outside "
+                f"int64 nanoseconds (+-9.2e18); nothing was written")
         return ts.astype(np.int64)
     if ts.dtype.kind not in "iu":
         raise SchemaError(
             f"stream {stream!r}: ts_ns must be int64 nanoseconds; received {ts.dtype}"
         )
+    if ts.dtype.kind == "u" and ts.dtype.itemsize == 8 and n and int(ts.max()) >= _TS_END:
+        at = int(np.argmax(ts >= _TS_END))
+        raise SchemaError(
+            f"stream {stream!r}: ts_ns[{at}] = {int(ts[at])} does not fit int64 nanoseconds; "
+            f"nothing was written")
     return np.ascontiguousarray(ts, dtype=np.int64)
 
 
@@ -633,9 +665,10 @@ def check_rows(rows: int | None) -> None:
 def check_seconds(seconds: float | None) -> None:
     """Raise SchemaError unless ``seconds`` is None or > 0."""
     if seconds is not None and (
-        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+        or not 0 < seconds < math.inf
     ):
-        raise SchemaError(f"seconds must be > 0; received {seconds!r}")
+        raise SchemaError(f"seconds must be finite and > 0; received {seconds!r}")
 
 
 def _rows_arg(ring: Ring, rows: int | None) -> int:
@@ -645,4 +678,6 @@ def _rows_arg(ring: Ring, rows: int | None) -> int:
 
 def _span_arg(seconds: float | None) -> int:
     check_seconds(seconds)
-    return 0 if seconds is None else int(seconds * 1e9)
+    if seconds is None or seconds > MAX_SECONDS:
+        return 0  # all rows: a span past ~146 years holds every int64 time a window keeps
+    return int(seconds * 1e9)
