@@ -25,12 +25,20 @@ import grpc
 import numpy as np
 
 from heimdall import errors
-from heimdall.errors import AuthError, ConfigError, KeyNotFoundError, RemoteError
+from heimdall.errors import (
+    AuthError,
+    ConfigError,
+    HeimdallError,
+    KeyNotFoundError,
+    RemoteError,
+    SchemaError,
+    shown,
+)
 from heimdall.models.predictions import Prediction
 from heimdall.remote import _convert as cv
 from heimdall.remote._pb import heimdall_pb2 as pb
 from heimdall.remote._pb import heimdall_pb2_grpc as pb_grpc
-from heimdall.window.store import check_rows, check_seconds
+from heimdall.window.store import as_ts_ns, check_rows, check_seconds
 from heimdall.window.view import Window, WindowBatch
 
 # server-side exceptions raised again on the client, by the "heimdall-error" trailer
@@ -244,9 +252,11 @@ class RemoteStore:
         """Stream batches of (stream, keys, values, ts_ns or None) in one call; returns the
         rows written. A batch the server refuses raises (SchemaError ...) naming its index;
         the batches before it are written."""
+        requests = _PushRequests(batches)
         with self._translate():
-            reply = self._stub.Push(_push_requests(batches), timeout=None,
-                                    metadata=self._metadata)
+            reply = self._stub.Push(requests, timeout=None, metadata=self._metadata)
+        if requests.error is not None:
+            raise requests.error
         return int(reply.rows)
 
     def health(self) -> str:
@@ -317,18 +327,56 @@ class RemoteSubscription:
         self.close()
 
 
-def _push_requests(batches: Iterable[tuple[str, Sequence[str | int], Any, Any]]
-                   ) -> Iterator[Any]:
-    for stream, keys, values, ts_ns in batches:
-        req = pb.PushRequest(stream=stream)
-        cv.add_keys(keys, req.keys)
+class _PushRequests:
+    """The Push call's request stream, built batch by batch as grpcio pulls it. A batch that
+    cannot be sent (values that are not numbers, a key neither str nor int ...) ends the
+    stream and is kept in ``error``, raised once the call is over: grpcio would otherwise
+    turn it into UNKNOWN "Exception iterating requests!"."""
+
+    def __init__(self, batches: Iterable[tuple[str, Sequence[str | int], Any, Any]]) -> None:
+        self._batches = iter(batches)
+        self.error: HeimdallError | None = None
+        self._index = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self.error is not None:
+            raise StopIteration
+        try:
+            req = _push_request(*next(self._batches))
+        except StopIteration:
+            raise
+        except HeimdallError as exc:
+            self.error = type(exc)(f"push batch {self._index}: {exc}")
+            raise StopIteration from None
+        except (TypeError, ValueError) as exc:  # a batch that is not (stream, keys, values, ts)
+            self.error = SchemaError(f"push batch {self._index}: {type(exc).__name__}: {exc}")
+            raise StopIteration from None
+        self._index += 1
+        return req
+
+
+def _push_request(stream: str, keys: Sequence[str | int], values: Any, ts_ns: Any) -> Any:
+    if not isinstance(stream, str):
+        raise SchemaError(f"a stream name is a str; received {shown(stream)}")
+    req = pb.PushRequest(stream=stream)
+    cv.add_keys(keys, req.keys)
+    try:
         arr = np.asarray(values)
-        if arr.dtype.name not in cv.DTYPES:
-            arr = arr.astype(np.float64)
-        cv.to_array(np.ascontiguousarray(arr), req.values)
-        if ts_ns is not None:
-            cv.to_array(np.ascontiguousarray(ts_ns, dtype=np.int64), req.ts_ns)
-        yield req
+    except ValueError as exc:
+        raise SchemaError(f"stream {stream!r}: values are not a rectangular array: "
+                          f"{exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise SchemaError(f"stream {stream!r}: values must be numbers; received an array "
+                          f"of {arr.dtype} ({shown(arr.ravel()[:3].tolist())} ...)")
+    if arr.dtype.name not in cv.DTYPES:
+        arr = arr.astype(np.float64)
+    cv.to_array(np.ascontiguousarray(arr), req.values)
+    if ts_ns is not None:  # checked as the store checks it: refused here by name
+        cv.to_array(as_ts_ns(stream, ts_ns, len(req.keys)), req.ts_ns)
+    return req
 
 
 @contextmanager

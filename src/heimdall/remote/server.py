@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +38,7 @@ from heimdall.errors import (
     KeyNotFoundError,
     StaleWindowError,
     StreamNotFoundError,
+    shown,
 )
 from heimdall.models.predictions import Predictions
 from heimdall.remote import _convert as cv
@@ -54,6 +56,7 @@ _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 _READ_RETRIES = 1000
 _POLL_S = 0.25
 _DEFAULT_AGGS = ("count", "mean", "std", "min", "max", "last")
+_MAX_DETAILS = 2000  # characters of a status message (gRPC's metadata limit is 8 KiB)
 
 _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (StreamNotFoundError, grpc.StatusCode.NOT_FOUND),
@@ -148,6 +151,7 @@ class GrpcServer:
         """Bind and start serving. Non-blocking. Raises ConfigError if the address cannot be
         bound."""
         interceptors = [_BearerAuth(self.token)] if self.token else []
+        interceptors.append(_Guard())  # innermost: wraps the handler the service registered
         server = grpc.server(
             ThreadPoolExecutor(max_workers=self.max_concurrent_rpcs,
                                thread_name_prefix="heimdall-grpc"),
@@ -212,7 +216,7 @@ class GrpcServer:
             if w.valid:
                 return reply
             time.sleep(0)
-        raise StaleWindowError(f"stream {stream!r}, key {key!r}: no consistent read")
+        raise StaleWindowError(f"stream {stream!r}, key {shown(key)}: no consistent read")
 
     def check_reply_size(self, stream: str, n_keys: int, rows: int) -> None:
         spec = self.store.streams.get(stream)
@@ -237,7 +241,9 @@ class GrpcServer:
         return len(keys)
 
     def stats_json(self) -> str:
-        return json.dumps(self._stats(), default=_plain)
+        """The stats as standard JSON (RFC 8259): a figure that is not a number yet (NaN, an
+        infinity) is ``null``, which jq, Go and JavaScript parsers all read."""
+        return json.dumps(_json_safe(self._stats()), allow_nan=False)
 
     @property
     def stopping(self) -> bool:
@@ -309,11 +315,11 @@ class _Servicer(pb_grpc.HeimdallServicer):  # type: ignore[misc]
             if target == "stream":
                 if name not in self.store.streams:
                     raise StreamNotFoundError(
-                        f"no stream {name!r}; streams are {list(self.store.streams)}")
+                        f"no stream {shown(name)}; streams are {list(self.store.streams)}")
                 check_rows(request.rows or None)
             elif self.s.predictions is None or name not in self.s.known_models():
                 raise KeyNotFoundError(
-                    f"no model {name!r}; models are {sorted(self.s.known_models())}")
+                    f"no model {shown(name)}; models are {sorted(self.s.known_models())}")
             kind = "window" if target == "stream" else "prediction"
             sub = self.s.feed.subscribe(kind, name, set(keys) or None)
         context.add_callback(sub.wake)
@@ -368,9 +374,89 @@ def _status(context: grpc.ServicerContext, prefix: str = "") -> Iterator[None]:
     except HeimdallError as exc:
         code = next((c for t, c in _STATUS if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
         context.set_trailing_metadata((("heimdall-error", type(exc).__name__),))
-        context.abort(code, prefix + str(exc))
-    except (ValueError, TypeError) as exc:  # a malformed request the checks above missed
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{prefix}{type(exc).__name__}: {exc}")
+        context.abort(code, _bounded(prefix + str(exc)))
+    except (ValueError, TypeError, OverflowError) as exc:  # a malformed request the checks missed
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      _bounded(f"{prefix}{type(exc).__name__}: {exc}"))
+
+
+def _bounded(details: str) -> str:
+    """Status details within what gRPC's metadata takes, whatever the request echoed."""
+    if len(details) <= _MAX_DETAILS:
+        return details
+    return f"{details[:_MAX_DETAILS]}... ({len(details)} characters)"
+
+
+class _Guard(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Every Heimdall call's safety net, outermost: the request is parsed inside the call, so
+    bytes that are not the method's message (or hold a string that is not UTF-8) get
+    INVALID_ARGUMENT, not grpcio's INTERNAL "Exception deserializing request!"; an exception
+    no handler translated gets INTERNAL with its type and a logged traceback, never UNKNOWN.
+    Health checks and reflection pass untouched."""
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or not details.method.startswith(f"/{SERVICE}/"):
+            return handler
+        parse = handler.request_deserializer
+        method = details.method.rpartition("/")[2]
+        if handler.request_streaming:
+            inner_s = handler.stream_unary or handler.stream_stream
+
+            def streamed(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+                parsed = (_parse(parse, raw, context, method) for raw in requests)
+                return _guarded(inner_s, parsed, context, method)
+
+            kind = (grpc.stream_stream_rpc_method_handler if handler.response_streaming
+                    else grpc.stream_unary_rpc_method_handler)
+            return kind(streamed, request_deserializer=None,
+                        response_serializer=handler.response_serializer)
+        inner = handler.unary_unary or handler.unary_stream
+
+        def single(raw: bytes, context: grpc.ServicerContext) -> Any:
+            request = _parse(parse, raw, context, method)
+            if handler.response_streaming:
+                return _guarded_stream(inner, request, context, method)
+            return _guarded(inner, request, context, method)
+
+        kind = (grpc.unary_stream_rpc_method_handler if handler.response_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        return kind(single, request_deserializer=None,
+                    response_serializer=handler.response_serializer)
+
+
+def _parse(parse: Callable[[bytes], Any], raw: bytes, context: grpc.ServicerContext,
+           method: str) -> Any:
+    try:
+        return parse(raw)
+    except Exception as exc:  # protobuf's DecodeError, or a string field that is not UTF-8
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"{method}: the request is not a valid {method} message "
+                      f"({len(raw)} bytes): {type(exc).__name__}: {_bounded(str(exc))}")
+
+
+def _unhandled(exc: Exception, context: grpc.ServicerContext, method: str) -> None:
+    if context.code() is not None:  # aborted on purpose (context.abort raises): as it is
+        raise exc
+    log.exception("%s failed", method)
+    context.abort(grpc.StatusCode.INTERNAL,
+                  _bounded(f"{method}: internal error: {type(exc).__name__}: {exc}"))
+
+
+def _guarded(fn: Callable[..., Any], request: Any, context: grpc.ServicerContext,
+             method: str) -> Any:
+    try:
+        return fn(request, context)
+    except Exception as exc:
+        _unhandled(exc, context, method)
+
+
+def _guarded_stream(fn: Callable[..., Iterator[Any]], request: Any,
+                    context: grpc.ServicerContext, method: str) -> Iterator[Any]:
+    try:
+        yield from fn(request, context)
+    except Exception as exc:
+        _unhandled(exc, context, method)
 
 
 class _BearerAuth(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -384,10 +470,11 @@ class _BearerAuth(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(details)
         if handler is None or details.method.startswith(_HEALTH_PREFIX):
             return handler
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization" and hmac.compare_digest(
-                    value.encode() if isinstance(value, str) else value, self._expected):
-                return handler
+        given = [v for k, v in details.invocation_metadata or () if k == "authorization"]
+        # exactly one: a right token beside a wrong one is ambiguous, and refused
+        if len(given) == 1 and hmac.compare_digest(
+                given[0].encode() if isinstance(given[0], str) else given[0], self._expected):
+            return handler
         return _refusal(handler)
 
 
@@ -406,10 +493,19 @@ def _refusal(handler: Any) -> Any:
     return grpc.unary_unary_rpc_method_handler(_deny)
 
 
-def _plain(value: Any) -> Any:
-    """JSON for numpy scalars and arrays in stats."""
-    if isinstance(value, np.generic):
-        return value.item()
+def _json_safe(value: Any) -> Any:
+    """``value`` as plain JSON data: numpy scalars and arrays as numbers and lists, NaN and
+    infinities as None, anything else unknown as its str."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int)):
+        return value
     return str(value)

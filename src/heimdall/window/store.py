@@ -205,7 +205,7 @@ class WindowStore(StoreCore):
         if ts_ns is None:
             ts = np.full(n, now, dtype=np.int64)
         else:
-            ts = _as_ts(stream, ts_ns, n)
+            ts = as_ts_ns(stream, ts_ns, n)
         if n == 0:
             return
         with ring.lock:
@@ -630,7 +630,9 @@ def _check_int_range(ring: Ring, stream: str, arr: np.ndarray) -> None:
         )
 
 
-def _as_ts(stream: str, ts_ns: Any, n: int) -> np.ndarray:
+def as_ts_ns(stream: str, ts_ns: Any, n: int) -> np.ndarray:
+    """``ts_ns`` as (n,) int64 nanoseconds; SchemaError (naming the first bad entry) for a
+    shape, dtype or value that is not one."""
     ts = np.asarray(ts_ns)
     if ts.shape != (n,):
         raise SchemaError(f"stream {stream!r}: ts_ns must have shape ({n},); received {ts.shape}")
