@@ -262,3 +262,34 @@ def test_a_key_shared_memory_cannot_hold_is_refused_and_nothing_is_written() -> 
         assert store.window("s", "ok").values.tolist() == [[1, 1]]
         with hd.attach(name) as reader:
             assert reader.window("s", -(2**63)).values.tolist() == [[3, 3]]
+
+
+_LEAVE_WITHOUT_CLOSE = """
+import gc, os, sys
+import heimdall as hd
+store = hd.WindowStore([hd.StreamSpec("s", fields=["x"])], max_keys=10,
+                       shared_memory=sys.argv[1])
+store.append("s", "a", (1.0,))
+reader = hd.attach(sys.argv[1])
+kept = reader.window("s", "a")
+reader.close()
+assert kept.values.tolist() == [[1.0]]  # a view outliving its reader stays mapped
+if sys.argv[2] == "collect":
+    view = store.window("s", "a")  # a view outliving the store keeps the mapping, not the name
+    del store
+    gc.collect()
+    print(os.path.exists("/dev/shm/" + sys.argv[1]), view.values.tolist())
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "collect"])
+def test_a_segment_goes_with_its_store_without_close(how: str) -> None:
+    """A script that ends (or drops its store) without close() leaves no segment behind."""
+    name = f"hd-test-noclose-{uuid.uuid4().hex[:8]}"
+    out = subprocess.run([sys.executable, "-c", _LEAVE_WITHOUT_CLOSE, name, how],
+                         capture_output=True, text=True, timeout=60, check=True)
+    if how == "collect":
+        assert out.stdout.split()[0] == "False", out.stdout
+    assert not os.path.exists(f"/dev/shm/{name}")
+    with pytest.raises(hd.SharedMemoryError, match="no shared-memory store"):
+        hd.attach(name)

@@ -31,6 +31,7 @@ import os
 import secrets
 import struct
 import time
+import weakref
 import zlib
 from collections.abc import Iterator, Sequence
 from multiprocessing import resource_tracker, shared_memory
@@ -39,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.errors import ConfigError, SchemaError, SharedMemoryError
+from heimdall.errors import ConfigError, SchemaError, SharedMemoryError, shown
 from heimdall.schema import StreamSpec
 from heimdall.window import _kernels as k
 from heimdall.window import _native
@@ -57,9 +58,9 @@ def check_name(name: Any) -> str:
     """A segment's name as ``shm_open`` takes it (after the leading slash Python adds);
     ConfigError naming what is wrong otherwise."""
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"a shared-memory name is a non-empty str; received {name!r}")
+        raise ConfigError(f"a shared-memory name is a non-empty str; received {shown(name)}")
     if "/" in name or "\0" in name:
-        raise ConfigError(f"a shared-memory name holds no '/' or NUL; received {name!r}")
+        raise ConfigError(f"a shared-memory name holds no '/' or NUL; received {shown(name)}")
     if len(name.encode()) > NAME_MAX:
         raise ConfigError(f"a shared-memory name is at most {NAME_MAX} bytes; received "
                           f"{len(name.encode())}")
@@ -72,17 +73,17 @@ def encode_key(key: Any) -> bytes:
         try:
             b = b"s" + key.encode()
         except UnicodeEncodeError as exc:
-            raise SchemaError(f"key {key!r} is not valid UTF-8 ({exc.reason}); shared-memory "
+            raise SchemaError(f"key {shown(key)} is not valid UTF-8 ({exc.reason}); shared-memory "
                               f"stores hold keys as UTF-8") from None
     elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         if not -(2**63) <= key < 2**63:
-            raise SchemaError(f"key {key!r} is past int64; shared-memory stores hold int keys "
+            raise SchemaError(f"key {shown(key)} is past int64; shared-memory stores hold int keys "
                               f"from -2**63 to 2**63 - 1")
         b = b"i" + struct.pack("<q", int(key))
     else:
-        raise SchemaError(f"a key is a str or an int; received {key!r}")
+        raise SchemaError(f"a key is a str or an int; received {shown(key)}")
     if len(b) >= KEY_BYTES:
-        raise SchemaError(f"key {key!r} is {len(b) - 1} bytes; shared-memory stores hold keys "
+        raise SchemaError(f"key {shown(key)} is {len(b) - 1} bytes; shared-memory stores hold keys "
                           f"of at most {KEY_BYTES - 2} bytes")
     return b
 
@@ -143,8 +144,7 @@ def views(buf: memoryview, layout: dict[str, Any]) -> dict[str, dict[str, np.nda
     out = {}
     for s in layout["streams"]:
         out[s["spec"]["name"]] = {
-            name: np.ndarray(a["shape"], dtype=np.dtype(a["dtype"]), buffer=buf,
-                             offset=a["offset"])
+            name: _array(buf, a["shape"], a["dtype"], a["offset"])
             for name, a in s["arrays"].items()
         }
     return out
@@ -159,17 +159,20 @@ class Segment:
         self.owner = owner
         self.layout = layout
         self.name = shm.name
-        self.header = np.ndarray((4,), dtype=np.int64, buffer=_buf(shm), offset=8)
+        self.header = _array(_buf(shm), (4,), "int64", 8)
         self.arrays = views(_buf(shm), layout)
+        # the owner's segment goes with the store: at close(), when the store is collected,
+        # or when the interpreter exits without close() (weakref.finalize runs at exit)
+        self._release = weakref.finalize(self, _release, shm) if owner else None
 
     @classmethod
     def create(cls, name: str, layout: dict[str, Any], size: int) -> Segment:
         check_name(name)
         try:
-            shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+            shm = _SharedMemory(name=name, create=True, size=size)
         except FileExistsError:
             raise ConfigError(
-                f"shared memory {name!r} exists: another store owns it, or a killed one left "
+                f"shared memory {shown(name)} exists: another store owns it, or a killed one left "
                 f"it (`heimdall shm list`, `heimdall shm remove {name}`)") from None
         _untrack(shm)
         _advise_huge_pages(shm)
@@ -177,7 +180,7 @@ class Segment:
         if len(blob) > HEADER - 48:
             _unlink(shm)
             raise ConfigError("too many streams for one shared-memory header")
-        header = np.ndarray((4,), dtype=np.int64, buffer=_buf(shm), offset=8)
+        header = _array(_buf(shm), (4,), "int64", 8)
         header[0] = secrets.randbits(62)      # generation
         header[1] = os.getpid()              # writer
         header[3] = len(blob)
@@ -190,17 +193,17 @@ class Segment:
     def attach(cls, name: str) -> Segment:
         check_name(name)
         try:
-            shm = shared_memory.SharedMemory(name=name)
+            shm = _SharedMemory(name=name)
         except FileNotFoundError:
             raise SharedMemoryError(
-                f"no shared-memory store {name!r} on this host (`heimdall shm list` shows "
+                f"no shared-memory store {shown(name)} on this host (`heimdall shm list` shows "
                 f"them)") from None
         _untrack(shm)
         _advise_huge_pages(shm)
         if bytes(_buf(shm)[:8]) != MAGIC:
             shm.close()
-            raise SharedMemoryError(f"shared memory {name!r} is not a Heimdall store")
-        header = np.ndarray((4,), dtype=np.int64, buffer=_buf(shm), offset=8)
+            raise SharedMemoryError(f"shared memory {shown(name)} is not a Heimdall store")
+        header = _array(_buf(shm), (4,), "int64", 8)
         layout = json.loads(bytes(_buf(shm)[40:40 + int(header[3])]))
         return cls(shm, False, layout)
 
@@ -218,13 +221,39 @@ class Segment:
 
     def close(self) -> None:
         """Unmap; the owner also marks it closed and unlinks it."""
-        if self.owner:
-            self.header[2] = STATE_CLOSED
-            _unlink(self.shm)
+        if self._release is not None:
+            self._release()  # once: marks it closed, unlinks it
         self.arrays = {}
         self.header = np.zeros(4, dtype=np.int64)
         with contextlib.suppress(BufferError):  # a caller still holds a view: the OS keeps it
             self.shm.close()
+
+
+def _release(shm: shared_memory.SharedMemory) -> None:
+    """The owner's end of a segment: readers see it closed, the name is unlinked (the
+    mapping stays while views of it live)."""
+    if shm.buf is not None:
+        _array(shm.buf, (4,), "int64", 8)[2] = STATE_CLOSED
+    _unlink(shm)
+
+
+def _array(buf: memoryview, shape: Any, dtype: str, offset: int) -> np.ndarray:
+    """An array over the segment that holds a buffer export for as long as it (or any view
+    of it) lives, so the mapping cannot be unmapped under it: ``np.ndarray(buffer=...)``
+    keeps only a reference, and a store collected while a user still held a window view
+    left that view pointing at unmapped memory (a segfault on the next read)."""
+    dt = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    return np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(shape)
+
+
+class _SharedMemory(shared_memory.SharedMemory):
+    """``SharedMemory`` whose ``close`` leaves the mapping to its last array: while arrays
+    over it live, unmapping is refused (BufferError) and happens when they go."""
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):
+            super().close()
 
 
 def _buf(shm: shared_memory.SharedMemory) -> memoryview:
@@ -370,14 +399,14 @@ def remove_segment(name: str) -> None:
         if s["name"] == name:
             if s["state"] == "live":
                 raise SharedMemoryError(
-                    f"shared memory {name!r} belongs to a running writer (pid "
+                    f"shared memory {shown(name)} belongs to a running writer (pid "
                     f"{s['writer_pid']}); stop it instead")
-            shm = shared_memory.SharedMemory(name=name)
+            shm = _SharedMemory(name=name)
             _untrack(shm)
             shm.close()
             _unlink(shm)
             return
-    raise SharedMemoryError(f"no Heimdall shared memory named {name!r}")
+    raise SharedMemoryError(f"no Heimdall shared memory named {shown(name)}")
 
 
 def _pid_alive(pid: int) -> bool:
