@@ -20,13 +20,13 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, TypeVar
 
+from heimdall._signals import stop_on_signals
 from heimdall.checkpoint import Checkpointer
 from heimdall.config import HeimdallConfig, ModelConfig, ServerConfig, load_config
 from heimdall.errors import ConfigError
@@ -295,20 +295,12 @@ class Pipeline:
 
     def run(self) -> None:
         """Start, then block until SIGINT or SIGTERM (or ``stop()`` from another thread);
-        then stop gracefully. Call from the main thread."""
-        self.start()
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("%s: stopping", signal.Signals(signum).name)
-            self._stopped.set()
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            while not self._stopped.wait(0.5):
+        then stop gracefully. A signal during start-up stops as soon as start-up is done; a
+        second signal changes nothing (the stop is under way). Call from the main thread."""
+        with stop_on_signals() as signalled:
+            self.start()
+            while not signalled.wait(0.2) and not self._stopped.is_set():
                 pass
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
             self.stop()
 
     def stats(self) -> dict[str, Any]:

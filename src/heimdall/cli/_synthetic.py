@@ -3,12 +3,15 @@ and a few malformed messages on purpose (they must land on the dead-letter topic
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
 import msgspec
 import numpy as np
+
+log = logging.getLogger("heimdall.demo")
 
 BAD_PAYLOADS = (
     b"{not json",
@@ -60,10 +63,15 @@ class SyntheticProducer:
         return self
 
     def stop(self) -> None:
+        """Stop producing; what was sent is flushed to the broker (a failure to flush, e.g.
+        a broker gone, is logged, not raised: the demo still ends with its summary)."""
         self._stop.set()
         self._thread.join(10)
-        self.producer.flush()
-        self.producer.close()
+        try:
+            self.producer.flush()
+            self.producer.close()
+        except Exception as exc:  # the client's Timeout, ConnectError ...
+            log.warning("demo producer: could not flush its last messages: %s", exc)
 
     def _run(self) -> None:
         tick = 0.01

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from heimdall._signals import stop_on_signals
 from heimdall.cli._anomaly import ZScoreDetector
 from heimdall.cli._render import sparkline
 from heimdall.cli._synthetic import SyntheticProducer
@@ -95,46 +97,51 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold]Heimdall demo[/bold]: starting the embedded broker in {data_dir} ...")
     t_start = time.monotonic()
     producer = None
-    try:
-        with pipe:
-            import pulsar
+    # Ctrl-C (SIGINT to the terminal's foreground group) or SIGTERM ends the live view; the
+    # broker and model workers are shielded from it, and everything stops in order below
+    with stop_on_signals() as stop:
+        try:
+            with pipe:
+                import pulsar
 
-            client = pulsar.Client(pipe.url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-            try:
-                producer = SyntheticProducer(client, TOPIC, args.machines, args.rate,
-                                             seed=args.seed)
-                detector = ZScoreDetector(FIELDS).fit(producer.normal_sample())
-                pipe.add_model(detector, "sensors", every=1, max_batch=512, min_rows=16,
-                               name=MODEL, processes=args.model_processes)
-                if args.model_processes > 1:
-                    console.print(f"anomaly detector in {args.model_processes} worker "
-                                  f"processes, reading windows from shared memory "
-                                  f"{cfg.store.shared_memory!r}")
-                producer.start()
-                gc.freeze()  # start-up's objects out of the collector's way (as in serve)
-                console.print(
-                    f"broker {pipe.url}; producing ~{args.rate:,.0f} events/s from "
-                    f"{args.machines:,} machines; Ctrl-C stops"
-                    + (f"; metrics on :{pipe.metrics_port}" if pipe.metrics_port else "")
-                )
-                watch = producer.names[producer.drifting[0]]
-                with contextlib.suppress(KeyboardInterrupt):
-                    _live(console, pipe, producer, watch, args.duration)
-            finally:
-                if producer is not None:
-                    producer.stop()
-                client.close()
-            summary = _summary(pipe, producer, time.monotonic() - t_start)
-    finally:
-        pipe.close()  # worker processes end; shared memory is unlinked
-        if args.data_dir is None:
-            shutil.rmtree(data_dir, ignore_errors=True)
+                client = pulsar.Client(pipe.url,
+                                       logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+                try:
+                    producer = SyntheticProducer(client, TOPIC, args.machines, args.rate,
+                                                 seed=args.seed)
+                    detector = ZScoreDetector(FIELDS).fit(producer.normal_sample())
+                    pipe.add_model(detector, "sensors", every=1, max_batch=512, min_rows=16,
+                                   name=MODEL, processes=args.model_processes)
+                    if args.model_processes > 1:
+                        console.print(f"anomaly detector in {args.model_processes} worker "
+                                      f"processes, reading windows from shared memory "
+                                      f"{cfg.store.shared_memory!r}")
+                    producer.start()
+                    gc.freeze()  # start-up's objects out of the collector's way (as in serve)
+                    console.print(
+                        f"broker {pipe.url}; producing ~{args.rate:,.0f} events/s from "
+                        f"{args.machines:,} machines; Ctrl-C stops"
+                        + (f"; metrics on :{pipe.metrics_port}" if pipe.metrics_port else "")
+                    )
+                    watch = producer.names[producer.drifting[0]]
+                    _live(console, pipe, producer, watch, args.duration, stop)
+                    if stop.is_set():
+                        console.print("stopping: producer, pipeline, then the broker ...")
+                finally:
+                    if producer is not None:
+                        producer.stop()
+                    client.close()
+                summary = _summary(pipe, producer, time.monotonic() - t_start)
+        finally:
+            pipe.close()  # worker processes end; shared memory is unlinked
+            if args.data_dir is None:
+                shutil.rmtree(data_dir, ignore_errors=True)
     console.print(summary)
     return 0
 
 
 def _live(console: Console, pipe: Pipeline, producer: SyntheticProducer, watch: str,
-          duration: float | None) -> None:
+          duration: float | None, stop: threading.Event) -> None:
     c = pipe.counters["sensors"]
     end = None if duration is None else time.monotonic() + duration
     last_n, last_t = c.messages, time.monotonic()
@@ -143,7 +150,8 @@ def _live(console: Console, pipe: Pipeline, producer: SyntheticProducer, watch: 
     with Live(console=console, refresh_per_second=4, transient=False,
               auto_refresh=False) if interactive else contextlib.nullcontext() as live:
         while end is None or time.monotonic() < end:
-            time.sleep(0.5 if interactive else 1.0)
+            if stop.wait(0.5 if interactive else 1.0):
+                return
             now = time.monotonic()
             rate = (c.messages - last_n) / (now - last_t)
             last_n, last_t = c.messages, now

@@ -7,6 +7,7 @@ import gc
 import logging
 from typing import Any
 
+from heimdall._signals import stop_on_signals
 from heimdall.pipeline import Pipeline
 
 
@@ -29,29 +30,32 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("heimdall")
     pipe = Pipeline.from_config(args.config)
-    log.info("starting: %d stream(s) from %s", len(pipe.config.streams),
-             pipe.config.source.url)
-    pipe.start()
-    # what start-up made (modules, config, clients: ~140,000 objects) is never garbage the
-    # cycle collector must find: frozen, a full collection no longer walks it (~100 ms ->
-    # ~0, every thread stalled meanwhile)
-    gc.freeze()
-    if pipe.metrics_port:
-        log.info("metrics on http://%s:%d/metrics",
-                 (pipe.config.server.metrics or "").rpartition(":")[0], pipe.metrics_port)
-    if pipe.grpc is not None:
-        log.info("gRPC on %s:%d", (pipe.config.server.grpc or "").rpartition(":")[0],
-                 pipe.grpc.port)
-    log.info("serving; SIGINT or SIGTERM stops")
-    if pipe.store.segment is not None:
-        log.info("store in shared memory %r: hd.attach(%r) from other processes",
-                 pipe.store.segment.name, pipe.store.segment.name)
-    try:
-        pipe.run()  # already started: waits for the signal, then stops gracefully
-        for name, s in pipe.stats()["ingest"].items():
-            log.info("stopped: stream %s: %d messages, %d rows, %d dead letters, "
-                     "%d redeliveries dropped", name, s["messages"], s["rows"],
-                     s["dead_letters"], s["duplicates"])
-    finally:
-        pipe.close()  # model worker processes end; a shared-memory store is unlinked
+    # from here on SIGINT (Ctrl-C: the terminal's whole foreground group, but the embedded
+    # broker and model workers are shielded from it) and SIGTERM stop in order, even during
+    # start-up; a second one changes nothing
+    with stop_on_signals() as stop:
+        try:
+            log.info("starting: %d stream(s) from %s", len(pipe.config.streams),
+                     pipe.config.source.url)
+            pipe.start()
+            # what start-up made (modules, config, clients: ~140,000 objects) is never
+            # garbage the cycle collector must find: frozen, a full collection no longer
+            # walks it (~100 ms -> ~0, every thread stalled meanwhile)
+            gc.freeze()
+            if pipe.metrics_port:
+                log.info("metrics on http://%s:%d/metrics",
+                         (pipe.config.server.metrics or "").rpartition(":")[0],
+                         pipe.metrics_port)
+            if pipe.store.segment is not None:
+                log.info("store in shared memory %r: hd.attach(%r) from other processes",
+                         pipe.store.segment.name, pipe.store.segment.name)
+            log.info("serving; SIGINT or SIGTERM stops")
+            stop.wait()
+            pipe.stop()  # the source finishes its batch and acknowledges, then the rest
+            for name, s in pipe.stats()["ingest"].items():
+                log.info("stopped: stream %s: %d messages, %d rows, %d dead letters, "
+                         "%d redeliveries dropped", name, s["messages"], s["rows"],
+                         s["dead_letters"], s["duplicates"])
+        finally:
+            pipe.close()  # model worker processes end; a shared-memory store is unlinked
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from heimdall._signals import ignore_interrupts, shielded
 from heimdall.errors import ConfigError
 from heimdall.window import WindowBatch, WindowStore
 
@@ -62,6 +63,7 @@ def score_batch(store: WindowStore, stream: str, fn: Any, min_rows: int,
 
 
 def _worker(conn: Any, shm_name: str, stream: str, model: bytes, min_rows: int) -> None:
+    ignore_interrupts()  # a terminal's Ctrl-C is the parent's to handle: it stops us
     from heimdall.models.adapters import adapt
     from heimdall.window.attach import attach
 
@@ -106,7 +108,8 @@ class WorkerPool:
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_worker, args=(child, shm_name, stream, blob, min_rows),
                             daemon=True, name=f"heimdall-model-{name}-{i}")
-            p.start()
+            with shielded():  # started with SIGINT blocked, until the child ignores it
+                p.start()
             child.close()
             self._procs.append(p)
             self._conns.append(parent)

@@ -2,9 +2,11 @@
 
 It speaks the Pulsar protocol to the official client, needs no Java, and is Heimdall's
 default when no broker is configured. Its log goes to ``<data_dir>/broker.log`` and its
-metrics port is off. The process is started with ``PR_SET_PDEATHSIG`` (Linux): if the
-Heimdall process dies, even by SIGKILL, the kernel ends the broker too, so no orphan keeps
-the data directory's lock. Messages and cursors survive a restart on the same directory.
+metrics port is off. It runs in a session of its own, out of the terminal's reach: Ctrl-C
+stops Heimdall, which stops the broker last. The process is started with
+``PR_SET_PDEATHSIG`` (Linux): if the Heimdall process dies, even by SIGKILL, the kernel ends
+the broker too, so no orphan keeps the data directory's lock. Messages and cursors survive
+a restart on the same directory.
 
 What pulsar-lite gets wrong is listed in the project notes; Heimdall uses the subscription
 types and the single-process layout that hold there (see ``PulsarSource``).
@@ -90,6 +92,9 @@ class EmbeddedPulsar:
                      "--db-path", str(self.data_dir / "data.db"), "--log-level", "warn"],
                     cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                     preexec_fn=_die_with_parent,
+                    # its own session: a terminal's Ctrl-C (sent to the foreground process
+                    # group) must not kill it before Heimdall has stopped using it
+                    start_new_session=True,
                 )
             if self._wait_ready(proc, port):
                 self._proc, self.port = proc, port
