@@ -13,6 +13,7 @@ between levels, e.g. ``HEIMDALL_SOURCE__URL=pulsar://broker:6650`` or
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -36,6 +38,10 @@ Format = Literal["json", "msgpack", "arrow"]
 KeyFrom = Literal["payload", "message_key"]
 TimeFrom = Literal["payload", "event_timestamp", "publish_timestamp", "arrival"]
 InitialPosition = Literal["earliest", "latest"]
+Dtype = Literal["float32", "float64", "int32", "int64"]
+# "embedded", or one or more host:port of a Pulsar cluster (the client's service URL form)
+_URL = r"^(embedded|pulsar(\+ssl)?://[^\s/:,]+(:\d{1,5})?(,[^\s/:,]+(:\d{1,5})?)*/?)$"
+_ADDRESS = r"^[^\s]*:\d{1,5}$"  # host:port (host may be empty: all interfaces)
 
 
 class _Section(BaseModel):
@@ -46,7 +52,7 @@ class SourceConfig(_Section):
     """Where events come from (``[source]``)."""
 
     kind: Literal["pulsar"] = "pulsar"
-    url: str = "embedded"
+    url: str = Field("embedded", pattern=_URL)
     subscription: str = "heimdall"
     subscription_type: SubscriptionType = "key_shared"
     workers: int = Field(2, ge=1, le=64)
@@ -59,6 +65,9 @@ class SourceConfig(_Section):
     # unacknowledged at once (``HeimdallConfig.dedup_horizon``)
     dedup_window: int | None = Field(None, ge=1000)
     data_dir: str = "heimdall-data"
+    # how long start-up waits for a broker that answers with a passing error (not reachable
+    # yet, still holding the consumer of a process killed a moment ago), retrying with backoff
+    connect_timeout_s: float = Field(60.0, gt=0)
 
 
 class StoreConfig(_Section):
@@ -98,13 +107,13 @@ class StreamConfig(_Section):
     name: str = Field(min_length=1)
     topic: str = Field(min_length=1)
     format: Format = "json"
-    key: str = "key"
+    key: str | None = Field(None, min_length=1)  # required when key_from = "payload"
     key_from: KeyFrom = "payload"
     time: str | None = None
     time_from: TimeFrom | None = None
     time_unit: TimeUnit = "ms"
     fields: tuple[str, ...] = Field(min_length=1)
-    dtype: str = "float64"
+    dtype: Dtype = "float64"
     window: WindowConfig = WindowConfig(count=256)
     allowed_lateness_s: float = Field(0.0, ge=0)
     nan: NanPolicy = "reject"
@@ -112,6 +121,10 @@ class StreamConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> StreamConfig:
+        if self.key is None and self.key_from == "payload":
+            raise ValueError("key is required: the payload field that holds each event's "
+                             "entity key (e.g. key = \"machine_id\"), or key_from = "
+                             "\"message_key\" to key by the message's key")
         if self.time_from is None:
             object.__setattr__(self, "time_from", "payload" if self.time else "arrival")
         if self.time_from == "payload" and not self.time:
@@ -131,7 +144,7 @@ class StreamConfig(_Section):
         """The ``StreamSpec`` of this stream."""
         return StreamSpec(
             name=self.name,
-            key=self.key,
+            key=self.key or "key",  # unused with key_from = "message_key"
             time=self.time if self.time_from == "payload" else None,
             fields=self.fields,
             dtype=self.dtype,
@@ -151,8 +164,8 @@ class ServerConfig(_Section):
     files) turn TLS on; ``tls_client_ca`` also asks clients for a certificate it signed.
     """
 
-    grpc: str | None = None
-    metrics: str | None = "127.0.0.1:9464"
+    grpc: str | None = Field(None, pattern=_ADDRESS)
+    metrics: str | None = Field("127.0.0.1:9464", pattern=r"^$|" + _ADDRESS)
     token: SecretStr | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -177,7 +190,11 @@ class CheckpointConfig(_Section):
     messages await acknowledgement (Pulsar stops dispatching to a consumer holding
     ``maxUnackedMessagesPerConsumer``, 50,000 by default), the store goes to ``dir``; the
     newest ``keep`` are kept. ``on_mismatch``: what to do at start with a checkpoint made under
-    other stream settings ("refuse" to start, or "discard" it and start empty)."""
+    other stream settings ("refuse" to start, or "discard" it and start empty).
+    ``on_corrupt``: what to do when the newest checkpoint fails verification: the broker
+    already holds acknowledgements for what it covered, so "refuse" to start (the default),
+    "use_older" (the newest that verifies; what later ones covered is lost) or
+    "start_empty" (``heimdall serve --start-empty``)."""
 
     enabled: bool = True
     dir: str = "heimdall-state"
@@ -185,6 +202,7 @@ class CheckpointConfig(_Section):
     keep: int = Field(3, ge=1)
     max_pending: int = Field(20_000, ge=1)
     on_mismatch: Literal["refuse", "discard"] = "refuse"
+    on_corrupt: Literal["refuse", "use_older", "start_empty"] = "refuse"
 
 
 class ModelConfig(_Section):
@@ -324,15 +342,42 @@ def load_config(path: str | os.PathLike[str]) -> HeimdallConfig:
 
 
 def build_config(data: dict[str, Any], origin: str = "config") -> HeimdallConfig:
-    """Validate a configuration given as a dict (the parsed TOML)."""
+    """Validate a configuration given as a dict (the parsed TOML). The file's own values are
+    checked strictly first (``count = "256"`` is a string, not a count); ``HEIMDALL_*``
+    environment overrides, which are strings by nature, are then read as pydantic reads
+    them, and a problem in one names the variable."""
+    strict = _strict_problems(data, origin)
+    if strict is not None:
+        raise ConfigError(strict)
     try:
         return HeimdallConfig(**data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, data, origin)) from None
 
 
+def _strict_problems(data: dict[str, Any], origin: str) -> str | None:
+    """Each section of the file validated alone, in strict mode (no str -> int coercion):
+    the problems, or None."""
+    errors: list[Any] = []
+    for name, value in data.items():
+        field = HeimdallConfig.model_fields.get(name)
+        if field is None or field.annotation is None:
+            continue  # an unknown key: the full validation names it
+        try:
+            TypeAdapter(field.annotation).validate_json(json.dumps(value, default=str),
+                                                        strict=True)
+        except ValidationError as exc:
+            errors += [{**e, "loc": (name, *e["loc"])} for e in exc.errors(include_url=False)]
+        except TypeError:  # pragma: no cover (TOML holds only JSON-able values)
+            continue
+    return _describe(errors, data, origin) if errors else None
+
+
 def _explain(exc: ValidationError, data: dict[str, Any], origin: str) -> str:
-    errors = exc.errors(include_url=False)
+    return _describe(list(exc.errors(include_url=False)), data, origin)
+
+
+def _describe(errors: list[Any], data: dict[str, Any], origin: str) -> str:
     locs = [tuple(e["loc"]) for e in errors]
     # a container also reports a failure of one of its items: keep the item's error only
     errors = [
@@ -348,8 +393,25 @@ def _explain(exc: ValidationError, data: dict[str, Any], origin: str) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
             received = ""
+        env = _env_override(err["loc"])
+        if env is not None:
+            where = f"{where} (from the environment: {env})"
         lines.append(f"  {where}: {msg}{received}")
     return "\n".join(lines)
+
+
+def _env_override(loc: tuple[int | str, ...]) -> str | None:
+    """The ``HEIMDALL_*`` variable that set the value at ``loc``, if one did."""
+    parts: list[str] = []
+    found = None
+    for part in loc:
+        if isinstance(part, int):
+            break
+        parts.append(str(part).upper())
+        name = "HEIMDALL_" + "__".join(parts)
+        if any(k.upper() == name for k in os.environ):
+            found = name
+    return found
 
 
 def _location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:

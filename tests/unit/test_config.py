@@ -36,7 +36,8 @@ def test_defaults_match_the_design() -> None:
     ({"streams": [STREAM], "source": {"url2": "x"}}, "source.url2: unknown key"),
     ({"streams": [{**STREAM, "window": {"count": 3, "seconds": 1}}]}, "streams[0] ('s').window"),
     ({"streams": [{**STREAM, "format": "xml"}]}, "streams[0] ('s').format"),
-    ({"streams": [{**STREAM, "dtype": "complex64"}]}, "dtype 'complex64'"),
+    ({"streams": [{**STREAM, "dtype": "complex64"}]},
+     "streams[0] ('s').dtype: Input should be 'float32'"),
     ({"streams": [STREAM, STREAM]}, "stream names repeat"),
     ({"streams": [{**STREAM, "time": None, "time_from": "payload"}]}, "time_from"),
     ({"streams": [STREAM], "source": {"workers": 64, "dedup_window": 1_000_000}},
@@ -54,7 +55,7 @@ def test_errors_name_the_key(data: dict, where: str) -> None:
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "heimdall.toml"
     f.write_text('[source]\nurl = "pulsar://a:6650"\nworkers = 3\n\n[[streams]]\nname = "s"\n'
-                 'topic = "t"\nfields = ["a"]\n')
+                 'topic = "t"\nkey = "id"\nfields = ["a"]\n')
     monkeypatch.setenv("HEIMDALL_SOURCE__URL", "pulsar://b:6650")
     cfg = load_config(f)
     assert cfg.source.url == "pulsar://b:6650"
@@ -89,5 +90,6 @@ def test_a_checkpoint_section_turns_checkpoints_on_even_with_default_values(
         f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}".replace("'", '"')
         for k, v in section.items()]
     f = tmp_path / "heimdall.toml"
-    f.write_text("\n".join(lines) + '\n\n[[streams]]\nname = "s"\ntopic = "t"\nfields = ["a"]\n')
+    f.write_text("\n".join(lines)
+                 + '\n\n[[streams]]\nname = "s"\ntopic = "t"\nkey = "id"\nfields = ["a"]\n')
     assert load_config(f).checkpoints_on is on

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from heimdall._preflight import preflight
 from heimdall.config import load_config
 
 
@@ -22,6 +23,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    preflight(cfg)  # every check serve makes before it connects: models, files, directories
     print(f"{args.config}: ok")
     print(f"  source   {cfg.source.kind} {cfg.source.url}, subscription "
           f"{cfg.source.subscription!r} ({cfg.source.subscription_type}), "
