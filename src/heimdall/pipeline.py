@@ -17,7 +17,6 @@ for the block.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from heimdall._preflight import import_path, preflight
 from heimdall._signals import stop_on_signals
 from heimdall.checkpoint import Checkpointer
 from heimdall.config import HeimdallConfig, ModelConfig, ServerConfig, load_config
@@ -56,7 +56,7 @@ class Pipeline:
     """Sources, streams, store and server of one ``heimdall.toml``.
 
     >>> from heimdall.config import build_config
-    >>> cfg = build_config({"streams": [{"name": "s", "topic": "t", "fields": ["x"]}],
+    >>> cfg = build_config({"streams": [{"name": "s", "topic": "t", "key": "id", "fields": ["x"]}],
     ...                     "server": {"metrics": ""}})
     >>> pipe = Pipeline(cfg)
     >>> pipe.store.streams["s"].fields
@@ -69,6 +69,7 @@ class Pipeline:
                 f"Pipeline takes a HeimdallConfig (see Pipeline.from_config); "
                 f"received {type(config).__name__}"
             )
+        preflight(config)  # what heimdall check checks too: before anything is built
         self.config = config
         self.store = store or WindowStore([s.spec() for s in config.streams],
                                           **config.store_kwargs())
@@ -91,6 +92,7 @@ class Pipeline:
             self.checkpointer = Checkpointer(ck, self.store, self.ingests,
                                              entry_of=batch_position)
         self._stopped = threading.Event()
+        self._cancel = threading.Event()
         self._running = False
         for m in config.models:
             self._add_configured(m)
@@ -170,8 +172,8 @@ class Pipeline:
         return runner
 
     def _add_configured(self, m: ModelConfig) -> None:
-        obj = _import(m.path, f"models ({m.name!r}).path")
-        feats = _import(m.features, f"models ({m.name!r}).features") if m.features else None
+        obj = import_path(m.path, f"models ({m.name!r}).path")
+        feats = import_path(m.features, f"models ({m.name!r}).features") if m.features else None
         self.add_model(obj, m.stream, every=m.every, interval_s=m.interval_s,
                        max_batch=m.max_batch, min_rows=m.min_rows, name=m.name,
                        version=m.version, sink=PulsarSink(m.topic) if m.topic else None,
@@ -204,6 +206,7 @@ class Pipeline:
         and the gRPC server (if configured). Non-blocking."""
         if self._running:
             return self
+        self._cancel.clear()
         cfg = self.config
         embedded = cfg.source.url == "embedded"
         warm_up(list(self.store.streams.values()))
@@ -221,6 +224,7 @@ class Pipeline:
             for runner in self.runners.values():
                 self._start_runner(runner)
             self.source = PulsarSource(cfg.source, self.url, self.ingests, embedded=embedded)
+            self.source.cancel = self._cancel
             ckpt = self.checkpointer
             if ckpt is not None:  # restore first; then acknowledge only what is checkpointed
                 # dead letters since the checkpoint (all of them without one) are read back:
@@ -243,6 +247,11 @@ class Pipeline:
         self._running = True
         self._stopped.clear()
         return self
+
+    def cancel_start(self) -> None:
+        """End a ``start()`` that is waiting for the broker (from a signal handler or another
+        thread): it raises SourceError instead of retrying on."""
+        self._cancel.set()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Graceful stop: the source finishes and acknowledges its batches, then everything
@@ -297,7 +306,7 @@ class Pipeline:
         """Start, then block until SIGINT or SIGTERM (or ``stop()`` from another thread);
         then stop gracefully. A signal during start-up stops as soon as start-up is done; a
         second signal changes nothing (the stop is under way). Call from the main thread."""
-        with stop_on_signals() as signalled:
+        with stop_on_signals(on_stop=self.cancel_start) as signalled:
             self.start()
             while not signalled.wait(0.2) and not self._stopped.is_set():
                 pass
@@ -360,18 +369,6 @@ def _sinks(sink: SinkArg) -> list[Sink]:
         else:
             raise ConfigError(f"a sink must be a Sink or a callable; received {s!r}")
     return out
-
-
-def _import(path: str, where: str) -> Any:
-    """``"package.module:attr"`` to the object; ``ConfigError`` naming ``where`` if not."""
-    module, _, attr = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{where}: cannot import {path!r}: {exc}") from None
-    return obj
 
 
 def _message_id_text(mid: Any) -> str | None:

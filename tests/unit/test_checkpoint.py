@@ -62,7 +62,7 @@ def test_round_trip_restores_every_window_and_counter(tmp_path: Path) -> None:
     same(store, fresh)
 
 
-def test_corrupt_checkpoints_are_skipped_for_the_one_before(tmp_path: Path) -> None:
+def test_corrupt_checkpoints_are_skipped_for_the_one_before_when_asked(tmp_path: Path) -> None:
     store = filled()
     ck = Checkpointer(cfg(tmp_path, keep=5), store, [])
     ck.checkpoint()
@@ -76,7 +76,7 @@ def test_corrupt_checkpoints_are_skipped_for_the_one_before(tmp_path: Path) -> N
     raw[len(raw) // 2] ^= 0x01  # one flipped bit
     second.write_bytes(bytes(raw))
     fresh = hd.WindowStore(specs(), max_keys=8)
-    restorer = Checkpointer(cfg(tmp_path), fresh, [])
+    restorer = Checkpointer(cfg(tmp_path, on_corrupt="use_older"), fresh, [])
     assert restorer.restore() == 1
     assert restorer.stats.skipped_corrupt == [third.name, second.name]
     assert ("s", "late") not in fresh
@@ -85,6 +85,40 @@ def test_corrupt_checkpoints_are_skipped_for_the_one_before(tmp_path: Path) -> N
     (tmp_path / "ckpt" / "ckpt-000000000009.hdc").write_bytes(b"nonsense")
     with pytest.raises(hd.CorruptCheckpointError, match="not a Heimdall checkpoint"):
         _file.read(tmp_path / "ckpt" / "ckpt-000000000009.hdc")
+
+
+def _damage(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("all_damaged", [True, False])
+def test_a_damaged_newest_checkpoint_refuses_to_start_by_default(
+        tmp_path: Path, all_damaged: bool) -> None:
+    """The broker acknowledged what the damaged checkpoints covered: starting empty (or
+    from an older one) would lose those windows without a word."""
+    store = filled()
+    ck = Checkpointer(cfg(tmp_path, keep=5), store, [])
+    first = ck.checkpoint()
+    second = ck.checkpoint()
+    assert first is not None
+    assert second is not None
+    _damage(second)
+    if all_damaged:
+        first.write_bytes(first.read_bytes()[:-10])
+    fresh = hd.WindowStore(specs(), max_keys=8)
+    with pytest.raises(hd.CorruptCheckpointError) as err:
+        Checkpointer(cfg(tmp_path), fresh, []).restore()
+    msg = str(err.value)
+    assert second.name in msg
+    assert first.name in msg  # damaged too, or the older one that would lose events
+    assert "--start-empty" in msg
+    assert "use_older" in msg
+    assert fresh.keys("s") == []
+    empty = Checkpointer(cfg(tmp_path, on_corrupt="start_empty"), fresh, [])
+    assert empty.restore() is None
+    assert fresh.keys("s") == []
 
 
 def test_a_checkpoint_of_other_settings_is_refused_or_discarded(tmp_path: Path) -> None:

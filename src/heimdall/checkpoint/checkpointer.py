@@ -115,21 +115,36 @@ class Checkpointer:
     def restore(self) -> int | None:
         """Load the newest checkpoint that verifies; returns its number (None if none).
 
-        A corrupted one is reported and skipped for the one before. One made under other
-        stream settings raises ConfigError saying what changed, or with ``on_mismatch =
-        "discard"`` is set aside (the store starts empty). Call before ingest starts.
+        Checkpoints are written whole or not at all (a temporary file, fsync, rename), so a
+        newest one that fails verification is damage, and the broker holds acknowledgements
+        for what it covered: by default (``on_corrupt = "refuse"``) that raises
+        CorruptCheckpointError naming every file and the way to start anyway;
+        ``"use_older"`` skips to the newest that verifies, ``"start_empty"`` starts empty.
+        One made under other stream settings raises ConfigError saying what changed, or with
+        ``on_mismatch = "discard"`` is set aside (the store starts empty). Call before ingest
+        starts.
         """
         t0 = time.perf_counter()
         found = _file.list_checkpoints(self.dir) if self.dir.exists() else []
         if found:
             self._seq = found[0][0]
+        damage: list[str] = []
         for seq, path in found:
             try:
                 manifest, arrays = _file.read(path)
             except CorruptCheckpointError as exc:
-                log.error("checkpoint %s skipped: %s", path.name, exc)
+                damage.append(f"{path}: {exc}")
                 self.stats.skipped_corrupt.append(path.name)
+                if self.config.on_corrupt == "refuse":
+                    continue  # every one is read, to name them all
+                log.error("checkpoint %s skipped: %s", path.name, exc)
+                if self.config.on_corrupt == "start_empty":
+                    log.warning("starting empty (on_corrupt = start_empty): the windows of "
+                                "every acknowledged message are gone")
+                    return None
                 continue
+            if damage and self.config.on_corrupt == "refuse":
+                self._refuse(damage, older=path)
             if manifest.get("fingerprint") != _digest(self.fingerprint):
                 change = _describe_change(manifest.get("streams_spec", {}), self.fingerprint)
                 if self.config.on_mismatch == "discard":
@@ -145,7 +160,20 @@ class Checkpointer:
             self.stats.restore_s = time.perf_counter() - t0
             log.info("restored checkpoint %s in %.3f s", path.name, self.stats.restore_s)
             return seq
+        if damage and self.config.on_corrupt == "refuse":
+            self._refuse(damage, older=None)
         return None
+
+    def _refuse(self, damage: list[str], older: Path | None) -> None:
+        fallback = (f"; the newest that verifies is {older.name}, but the events "
+                    f"acknowledged after it would be missing from the windows"
+                    if older is not None else "")
+        raise CorruptCheckpointError(
+            f"the newest checkpoint(s) in {self.dir} fail verification, and the broker holds "
+            f"acknowledgements for what they covered{fallback}:\n  " + "\n  ".join(damage)
+            + "\nMove them aside to look into them, or start on purpose without them: "
+            "heimdall serve --start-empty (or [checkpoint] on_corrupt = \"start_empty\"; "
+            "\"use_older\" restores the newest that verifies)")
 
     def _load(self, manifest: dict[str, Any], arrays: dict[str, Any]) -> None:
         by_name = {i.name: i for i in self.ingests}

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from heimdall._signals import stop_on_signals
+from heimdall.config import load_config
 from heimdall.pipeline import Pipeline
 
 
@@ -22,6 +23,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("-c", "--config", default="heimdall.toml", help="default: heimdall.toml")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--start-empty", action="store_true",
+                   help="start with empty windows when the newest checkpoint fails "
+                   "verification (by default serve refuses: the broker already acknowledged "
+                   "what it covered)")
     p.set_defaults(run=run)
 
 
@@ -29,11 +34,15 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("heimdall")
-    pipe = Pipeline.from_config(args.config)
+    config = load_config(args.config)
+    if args.start_empty and config.checkpoint is not None:
+        config = config.model_copy(update={
+            "checkpoint": config.checkpoint.model_copy(update={"on_corrupt": "start_empty"})})
+    pipe = Pipeline(config)
     # from here on SIGINT (Ctrl-C: the terminal's whole foreground group, but the embedded
     # broker and model workers are shielded from it) and SIGTERM stop in order, even during
     # start-up; a second one changes nothing
-    with stop_on_signals() as stop:
+    with stop_on_signals(on_stop=pipe.cancel_start) as stop:
         try:
             log.info("starting: %d stream(s) from %s", len(pipe.config.streams),
                      pipe.config.source.url)
