@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -24,10 +24,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event | None = None) -> Iterator[threading.Event]:
+def stop_on_signals(stop: threading.Event | None = None,
+                    on_stop: Callable[[], None] | None = None) -> Iterator[threading.Event]:
     """For the block, SIGINT and SIGTERM set ``stop`` (returned) instead of raising
-    KeyboardInterrupt; a second signal says the stop is under way and changes nothing.
-    Call from the main thread; the previous handlers come back after the block.
+    KeyboardInterrupt, and call ``on_stop`` (e.g. to end a wait for the broker during
+    start-up); a second signal says the stop is under way and changes nothing. Call from
+    the main thread; the previous handlers come back after the block.
 
     >>> with stop_on_signals() as stop:
     ...     stop.is_set()
@@ -42,6 +44,8 @@ def stop_on_signals(stop: threading.Event | None = None) -> Iterator[threading.E
         name = signal.Signals(signum).name
         if seen == 1:
             log.info("%s: stopping", name)
+            if on_stop is not None:
+                on_stop()
         else:
             log.warning("%s again: already stopping (finishing the work in hand, then "
                         "the broker); kill -9 %d ends it at once", name, os.getpid())

@@ -125,3 +125,51 @@ def test_the_broker_killed_and_restarted_mid_stream(tmp_path: Path) -> None:
         assert_windows_equal(pipe.store, oracle(first + second, 8))
     finally:
         broker.stop()
+
+
+def test_a_poison_message_whose_acknowledgement_died_is_dead_lettered_once(
+        tmp_path: Path, real_pulsar: object) -> None:
+    """Dead letters out, then the process dies before their acknowledgements reach the
+    broker: the next process gets them again, and must know them for dead letters already."""
+    from .conftest import drain
+
+    url = real_pulsar.url  # type: ignore[attr-defined]
+    topic = new_topic()
+    cfg = with_checkpoints(config(url, topic, tmp_path, window=8, workers=1),
+                           tmp_path / "ckpt")
+    good = events(200, 10, seed=5)
+    poison = [(b'{"id": "p%d", "ts": 1, "a": "hot", "b": 1}' % i, f"p{i}") for i in range(20)]
+    pipe = Pipeline(cfg)
+    pipe.start()
+    publish(url, topic, [(payload(e), e[0]) for e in good])
+    wait_for(lambda: pipe.counters["s"].rows == len(good), 60, "the good events")
+    assert pipe.source is not None
+    assert pipe.checkpointer is not None
+    ckpt = pipe.checkpointer
+    wait_for(lambda: ckpt.stats.acked >= len(good), 30, "the good events checkpointed")
+    pipe.source.crash_worker_after_next_batch("s", 0, after="dead_letters")
+    publish(url, topic, poison)
+    wait_for(lambda: pipe.source is not None and pipe.source.alive_workers == 0, 60,
+             "the worker dead after its first dead letters")
+    first_letters = pipe.counters["s"].dead_letters
+    assert first_letters >= 1
+    pipe.source.stop(5)  # as a crash: no acknowledgement of the poison messages went out
+    pipe.source = None
+    ckpt.stop(final=False)
+    pipe.stop()
+
+    more = events(50, 10, seed=6)
+    again = Pipeline(cfg)
+    with again:
+        publish(url, topic, [(payload(e), e[0]) for e in more])
+        wait_for(lambda: again.counters["s"].rows == len(good) + len(more), 60,
+                 "the new events")
+        wait_for(lambda: again.counters["s"].duplicates >= first_letters, 30,
+                 "the poison dead-lettered before the crash redelivered, and dropped")
+        # counters come from the checkpoint, which was before the poison
+        wait_for(lambda: again.counters["s"].dead_letters == len(poison) - first_letters, 30,
+                 "the rest of the poison dead-lettered")
+    letters = drain(url, f"{topic}-heimdall-dlq", "check")
+    ids = sorted(props["heimdall-message-id"] for _data, props in letters)
+    assert len(ids) == len(poison), ids
+    assert len(set(ids)) == len(poison)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,29 @@ def test_killed_consumer_loses_and_doubles_nothing(real_pulsar: Any, tmp_path: P
         assert c.duplicates > 0  # worker 0's applied, unacknowledged batch came back: dropped
         assert c.rows == len(evs)
         assert_windows_equal(pipe.store, oracle(evs, WINDOW))
+
+
+def test_start_waits_for_a_subscription_the_broker_still_holds(real_pulsar: Any,
+                                                              tmp_path: Path) -> None:
+    """A restart right after kill -9: the broker still holds the dead process's consumer
+    (here an Exclusive one kept open), so subscribing fails with ConsumerBusy until it goes.
+    Start-up waits, saying so, instead of exiting."""
+    import pulsar
+
+    topic = new_topic()
+    cfg = config(real_pulsar.url, topic, tmp_path, workers=1,
+                 subscription_type="exclusive")
+    client = pulsar.Client(real_pulsar.url)
+    held = client.subscribe(topic, "heimdall", consumer_type=pulsar.ConsumerType.Exclusive)
+    threading.Timer(3.0, held.close).start()
+    pipe = Pipeline(cfg)
+    t0 = time.monotonic()
+    try:
+        pipe.start()
+        waited = time.monotonic() - t0
+        assert waited >= 2.5  # it did wait for the held consumer
+        publish(real_pulsar.url, topic, [(payload(("k1", 1, 1.0, 2.0)), "k1")])
+        wait_for(lambda: ("s", "k1") in pipe.store, 30, "the event after the wait")
+    finally:
+        pipe.close()
+        client.close()

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,63 @@ def map_pulsar_errors(what: str, url: str) -> Iterator[None]:
         yield
     except pulsar.PulsarException as exc:
         raise SourceError(f"{what} at {url} failed: {type(exc).__name__}: {exc}") from exc
+
+
+_TRANSIENT = ("Timeout", "ConnectError", "ConsumerBusy", "ProducerBusy", "ServiceUnitNotReady",
+              "TooManyLookupRequestException", "NotConnected", "LookupError")
+
+
+def retrying(what: str, url: str, call: Callable[[], Any], deadline_s: float,
+             cancel: threading.Event | None = None) -> Any:
+    """``call()``, again with backoff (0.5 s doubling to 5 s) while the broker answers with a
+    passing error (a timeout, no connection, the consumer of a killed process still held:
+    ConsumerBusy ...) for up to ``deadline_s``, saying each time what it waits for. Then,
+    or on any other error, SourceError naming what failed where. ``cancel`` set (a signal
+    during start-up) ends the wait at once."""
+    import pulsar
+
+    transient = tuple(getattr(pulsar, n) for n in _TRANSIENT if hasattr(pulsar, n))
+    end = time.monotonic() + deadline_s
+    delay = 0.5
+    while True:
+        try:
+            with map_pulsar_errors(what, url):
+                return call()
+        except SourceError as exc:
+            cause = exc.__cause__
+            left = end - time.monotonic()
+            if not isinstance(cause, transient) or left <= 0:
+                if isinstance(cause, transient):
+                    raise SourceError(
+                        f"{exc}; gave up after {deadline_s:g} s of retries "
+                        f"(source.connect_timeout_s)") from cause
+                raise
+            wait = min(delay, left)
+            log.warning("%s at %s: %s; retrying in %.1f s (for %.0f s more; "
+                        "source.connect_timeout_s)", what, url, type(cause).__name__, wait,
+                        left)
+            if cancel is not None and cancel.wait(wait):
+                raise SourceError(f"{what} at {url}: stopped while waiting for the "
+                                  f"broker") from cause
+            if cancel is None:
+                time.sleep(wait)
+            delay = min(delay * 2, 5.0)
+
+
+def _read_to_end(reader: Any, embedded: bool, read_timeout_ms: int = 30_000) -> Iterator[Any]:
+    """Every message a reader can read now. Real Pulsar says whether more is there
+    (``has_message_available``); pulsar-lite cannot on an empty topic, so there the read
+    ends at the first 2 s without a message."""
+    import pulsar
+
+    if embedded:
+        while True:
+            try:
+                yield reader.read_next(2000)
+            except pulsar.Timeout:
+                return
+    while reader.has_message_available():
+        yield reader.read_next(read_timeout_ms)
 
 
 def message_id_reader() -> Callable[[Any], bytes]:
@@ -143,6 +201,7 @@ class _Worker:
     partitioned: bool = False  # cumulative acks then go per partition
     thread: threading.Thread | None = None
     crash_after_apply: bool = False  # test hook: die holding an applied, unacked batch
+    crash_after_dead_letters: bool = False  # test hook: die once its dead letters are out
 
 
 class PulsarSource(Source):
@@ -166,6 +225,7 @@ class PulsarSource(Source):
         self._dlq: dict[str, Any] = {}
         self._workers: list[_Worker] = []
         self._stop = threading.Event()
+        self.cancel = threading.Event()  # set: stop waiting for the broker in start()
         self.errors = 0
         self.on_pending: Callable[[int], None] | None = None  # checkpoints: messages waiting
         # after a restore: dead letters published since then are read back, so a poison
@@ -177,8 +237,13 @@ class PulsarSource(Source):
 
     # ---- lifecycle ----------------------------------------------------------------------
 
+    def _retry(self, what: str, call: Callable[[], Any]) -> Any:
+        return retrying(what, self.url, call, self.config.connect_timeout_s, self.cancel)
+
     def start(self) -> None:
-        """Connect, subscribe every worker, start the threads. Raises SourceError."""
+        """Connect, subscribe every worker, start the threads. A broker that is not ready
+        (a restart after kill -9 while the broker still holds the dead consumer) is waited
+        for, up to ``source.connect_timeout_s``. Raises SourceError."""
         import pulsar
 
         cfg = self.config
@@ -199,26 +264,24 @@ class PulsarSource(Source):
         policy = pulsar.ConsumerBatchReceivePolicy(cfg.receive_batch, 64 << 20,
                                                    cfg.receive_timeout_ms)
         n_workers = 1 if self.effective_type == "exclusive" else cfg.workers
+        client = self._client
         try:
             for ingest in self.ingests:
                 topic = ingest.config.topic
-                with map_pulsar_errors(f"creating the dead-letter producer for {topic!r}",
-                                       self.url):
-                    self._dlq[ingest.name] = self._client.create_producer(
-                        ingest.config.dlq_topic, block_if_queue_full=True,
-                        batching_enabled=True, batching_max_publish_delay_ms=1,
-                    )
-                with map_pulsar_errors(f"looking up the partitions of {topic!r}", self.url):
-                    partitioned = self._client.get_topic_partitions(topic) != [topic]
+                self._dlq[ingest.name] = self._retry(
+                    f"creating the dead-letter producer for {topic!r}",
+                    partial(client.create_producer, ingest.config.dlq_topic,
+                            block_if_queue_full=True, batching_enabled=True,
+                            batching_max_publish_delay_ms=1))
+                partitioned = self._retry(f"looking up the partitions of {topic!r}",
+                                          partial(client.get_topic_partitions, topic)) != [topic]
                 for i in range(n_workers):
-                    with map_pulsar_errors(f"subscribing {cfg.subscription!r} to {topic!r}",
-                                           self.url):
-                        consumer = self._client.subscribe(
-                            topic, cfg.subscription, consumer_type=ctype,
-                            receiver_queue_size=cfg.receiver_queue_size,
-                            initial_position=position, batch_receive_policy=policy,
-                            consumer_name=f"heimdall-{ingest.name}-{i}",
-                        )
+                    consumer = self._retry(
+                        f"subscribing {cfg.subscription!r} to {topic!r}",
+                        partial(client.subscribe, topic, cfg.subscription, consumer_type=ctype,
+                                receiver_queue_size=cfg.receiver_queue_size,
+                                initial_position=position, batch_receive_policy=policy,
+                                consumer_name=f"heimdall-{ingest.name}-{i}"))
                     self._workers.append(_Worker(ingest.name, i, ingest, consumer, partitioned))
         except BaseException:
             self._close_client()
@@ -268,12 +331,17 @@ class PulsarSource(Source):
         """How many worker threads run."""
         return sum(w.thread is not None and w.thread.is_alive() for w in self._workers)
 
-    def crash_worker_after_next_batch(self, stream: str, index: int = 0) -> None:
-        """Test hook: the worker applies its next batch, then closes its consumer without
-        acknowledging and ends, as a crashed consumer would."""
+    def crash_worker_after_next_batch(self, stream: str, index: int = 0,
+                                      after: str = "apply") -> None:
+        """Test hook: the worker applies its next batch (``after="dead_letters"``: the next
+        batch with bad messages, whose dead letters it publishes), then closes its consumer
+        without acknowledging and ends, as a crashed consumer would."""
         for w in self._workers:
             if w.stream == stream and w.index == index:
-                w.crash_after_apply = True
+                if after == "dead_letters":
+                    w.crash_after_dead_letters = True
+                else:
+                    w.crash_after_apply = True
                 return
         raise SourceError(f"no worker {index} on stream {stream!r}")
 
@@ -384,6 +452,10 @@ class PulsarSource(Source):
                 self._send_dead_letters(ingest, msgs, payloads, result.bad)
                 ingest.dead_lettered([payloads[i] for i, _ in result.bad],
                                      [handles[i] for i, _ in result.bad])
+                if w.crash_after_dead_letters:
+                    w.crash_after_apply = True
+                    consumer.close()  # the bad messages' acknowledgements never sent
+                    return
             if not ingest.defer_acks:
                 self._ack(w, consumer, msgs)
                 return
@@ -397,29 +469,35 @@ class PulsarSource(Source):
             raise _AfterApplyError from exc
 
     def _recall_dead_letters(self, ingest: StreamIngest, since_ms: int) -> None:
-        """Remember the original ids of the dead letters published since ``since_ms``."""
+        """Remember the original ids of the dead letters published since ``since_ms``.
+
+        The topic is read to its end as the broker sees it (``has_message_available``), not
+        until the first pause: after a reader connects (and its first reads can stall for
+        longer than any fixed wait), a recall that stopped early let a poison message whose
+        acknowledgement died with the process be dead-lettered a second time."""
         import pulsar
 
         topic = ingest.config.dlq_topic
         with map_pulsar_errors(f"reading the dead-letter topic {topic!r}", self.url):
             reader = self._client.create_reader(topic, pulsar.MessageId.earliest)
+        raw: list[bytes] = []
         try:
-            if not self.embedded:  # pulsar-lite drops the connection on a seek
-                with contextlib.suppress(pulsar.PulsarException):
-                    reader.seek(since_ms)
-            while True:
-                try:
-                    m = reader.read_next(500)
-                except pulsar.Timeout:
-                    break
-                mid = m.properties().get("heimdall-message-id")
-                if mid and m.publish_timestamp() >= since_ms:
-                    ingest.dead_letter_ids.add(mid)
+            with map_pulsar_errors(f"reading the dead-letter topic {topic!r}", self.url):
+                for m in _read_to_end(reader, self.embedded):
+                    if m.publish_timestamp() < since_ms:
+                        continue
+                    props = m.properties()
+                    if "heimdall-message-id-raw" in props:
+                        raw.append(bytes.fromhex(props["heimdall-message-id-raw"]))
+                    elif "heimdall-message-id" in props:  # dead-lettered by an older version
+                        ingest.dead_letter_ids.add(props["heimdall-message-id"])
         finally:
             reader.close()
-        if ingest.dead_letter_ids:
+        with ingest.lock:
+            ingest.applied.add_ids(raw)  # a redelivery of one is a duplicate, and counted so
+        if raw or ingest.dead_letter_ids:
             log.info("stream %s: %d dead letters since the checkpoint remembered", ingest.name,
-                     len(ingest.dead_letter_ids))
+                     len(raw) + len(ingest.dead_letter_ids))
 
     def ack(self, worker: Any, msgs: list[Any]) -> None:
         """Acknowledge ``msgs`` a worker applied (the checkpointer calls this once they are in
@@ -480,6 +558,9 @@ class PulsarSource(Source):
                 "heimdall-stream": ingest.name,
                 "heimdall-topic": ingest.config.topic,
                 "heimdall-message-id": str(m.message_id()),
+                # the id as deduplication knows it: a restart reads it back (``recall``), so
+                # a redelivery of this message is dropped as a duplicate
+                "heimdall-message-id-raw": m.message_id().serialize().hex(),
             })
             producer.send_async(payloads[i], done, properties=props,
                                 partition_key=m.partition_key() or None)
