@@ -2,6 +2,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# the runtime alone (what `make demo` needs), then the test and lint tools on top (`make test`)
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck bench clean
@@ -12,12 +14,16 @@ $(BIN)/python:
 
 # setup.py generates the gRPC modules from proto/ and compiles the C paths at install time:
 # a .proto, .c or .h edit reinstalls
-$(STAMP): pyproject.toml setup.py $(wildcard proto/heimdall/v1/*.proto) \
+$(RUNTIME): pyproject.toml setup.py $(wildcard proto/heimdall/v1/*.proto) \
 		$(wildcard src/heimdall/*/*.c) $(wildcard src/heimdall/*/*.h) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/heimdall demo
 
 # numba's on-disk cache can miss an edit of the kernels: key it by their content
