@@ -65,6 +65,8 @@ class SourceConfig(_Section):
     # unacknowledged at once (``HeimdallConfig.dedup_horizon``)
     dedup_window: int | None = Field(None, ge=1000)
     data_dir: str = "heimdall-data"
+    # the embedded broker's port on 127.0.0.1 (0: a free one; `heimdall publish -c` finds it)
+    embedded_port: int = Field(0, ge=0, le=65535)
     # how long start-up waits for a broker that answers with a passing error (not reachable
     # yet, still holding the consumer of a process killed a moment ago), retrying with backoff
     connect_timeout_s: float = Field(60.0, gt=0)

@@ -212,9 +212,11 @@ class Pipeline:
         warm_up(list(self.store.streams.values()))
         try:
             if embedded:
-                self.broker = EmbeddedPulsar(Path(cfg.source.data_dir) / "broker").start()
-                log.info("embedded broker at %s (log %s)", self.broker.url,
-                         self.broker.log_path)
+                self.broker = EmbeddedPulsar(broker_dir(cfg),
+                                             port=cfg.source.embedded_port).start()
+                log.info("embedded broker at %s (log %s); publish to it with "
+                         "`heimdall publish STREAM FILE -c <this config>` or any Pulsar client",
+                         self.broker.url, self.broker.log_path)
             if cfg.server.metrics:
                 collector = Collector(lambda: self.counters, self.store.stats, self.gc_pauses,
                                       lambda: dict(self.runners), lambda: self.checkpointer)
@@ -354,6 +356,11 @@ class Pipeline:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def broker_dir(config: HeimdallConfig) -> Path:
+    """Where the embedded broker of ``config`` keeps its data (and ``url.json`` while it runs)."""
+    return Path(config.source.data_dir) / "broker"
 
 
 def _sinks(sink: SinkArg) -> list[Sink]:

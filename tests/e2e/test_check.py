@@ -119,3 +119,23 @@ def test_serve_refuses_damaged_checkpoints_unless_told_to_start_empty(tmp_path: 
             assert proc.wait(60) == 0
         finally:
             proc.kill()
+
+
+@pytest.mark.parametrize("argv", [
+    ["get", "127.0.0.1:1", "s", "k", "--rows", "0"],
+    ["get", "127.0.0.1:1", "s", "k", "--rows", "-3"],
+    ["get", "127.0.0.1:1", "s", "k", "--timeout", "0"],
+    ["top", "127.0.0.1:1", "-n", "0"],
+    ["top", "127.0.0.1:1", "--interval", "-1"],
+    ["demo", "--machines", "0"],
+    ["demo", "--rate", "nan"],
+    ["demo", "--duration", "inf"],
+])
+def test_command_line_numbers_out_of_range_are_usage_errors(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected a" in err
+    assert "Traceback" not in err

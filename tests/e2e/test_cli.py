@@ -230,6 +230,7 @@ grpc = "127.0.0.1:0"
     proc.stdout.close()  # type: ignore[union-attr]
     assert proc.returncode == 0, "".join(lines)
     assert "Traceback" not in "".join(lines)
+    assert "".join(lines).count("gRPC on") == 1  # said once, by the server
 
 
 def test_demo_with_the_model_in_worker_processes(tmp_path: Path) -> None:

@@ -17,12 +17,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hands it to models by reference.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from heimdall.cli import check, demo, get, serve, shm, top
+    from heimdall.cli import check, demo, get, publish, serve, shm, top
 
     demo.add_parser(sub)
     serve.add_parser(sub)
     check.add_parser(sub)
     get.add_parser(sub)
+    publish.add_parser(sub)
     top.add_parser(sub)
     shm.add_parser(sub)
     args = parser.parse_args(argv)

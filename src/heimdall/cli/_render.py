@@ -27,6 +27,37 @@ def sparkline(x: np.ndarray, width: int = 40) -> str:
     return "".join(SPARK[int((v - lo) * scale)] for v in x)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, or a clear usage error.
+
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; received {text!r}"
+                                         ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; received {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0, or a clear usage error.
+
+    >>> positive_float("0.5")
+    0.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; received {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0; received {text}")
+    return value
+
+
 def add_remote_args(p: Any) -> None:
     """ADDRESS and the options to reach a remote Heimdall's gRPC server."""
     p.add_argument("address", metavar="ADDRESS", help="the server's host:port (server.grpc)")
@@ -36,7 +67,7 @@ def add_remote_args(p: Any) -> None:
     p.add_argument("--tls-ca", metavar="PEM", help="use TLS, trusting this CA file")
     p.add_argument("--tls-cert", metavar="PEM", help="client certificate (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="client certificate's key")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=5.0, metavar="S",
                    help="seconds to connect and per call (default: 5)")
 
 

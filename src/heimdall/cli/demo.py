@@ -28,7 +28,7 @@ from rich.table import Table
 
 from heimdall._signals import stop_on_signals
 from heimdall.cli._anomaly import ZScoreDetector
-from heimdall.cli._render import sparkline
+from heimdall.cli._render import positive_float, positive_int, sparkline
 from heimdall.cli._synthetic import SyntheticProducer
 from heimdall.config import build_config
 from heimdall.pipeline import Pipeline
@@ -49,34 +49,30 @@ def add_parser(sub: Any) -> None:
         "shows events/s, keys, window fill, lag, publish-to-window latency, dead letters and "
         "one machine's window, live. Ctrl-C (or --duration) ends it with a summary.",
     )
-    p.add_argument("--duration", type=float, default=None, metavar="S",
+    p.add_argument("--duration", type=positive_float, default=None, metavar="S",
                    help="stop after S seconds (default: run until Ctrl-C)")
-    p.add_argument("--machines", type=int, default=1_000, help="machines (keys), default 1000")
-    p.add_argument("--rate", type=float, default=20_000, help="events/s, default 20000")
-    p.add_argument("--window", type=int, default=256, help="rows per window, default 256")
-    p.add_argument("--workers", type=int, default=2, help="worker threads, default 2")
+    p.add_argument("--machines", type=positive_int, default=1_000,
+                   help="machines (keys), default 1000")
+    p.add_argument("--rate", type=positive_float, default=20_000, help="events/s, default 20000")
+    p.add_argument("--window", type=positive_int, default=256, help="rows per window, default 256")
+    p.add_argument("--workers", type=positive_int, default=2, help="worker threads, default 2")
     p.add_argument("--data-dir", default=None,
                    help="broker data directory (default: a temporary one, removed after)")
     p.add_argument("--metrics", default="", metavar="HOST:PORT",
                    help="also serve Prometheus metrics there")
     p.add_argument("--seed", type=int, default=7, help="random seed")
-    p.add_argument("--model-processes", type=int, default=1, metavar="N",
+    p.add_argument("--model-processes", type=positive_int, default=1, metavar="N",
                    help="run the anomaly detector in N worker processes that read the windows "
                    "from shared memory (default 1: on a thread of this process)")
     p.add_argument("--in-process", action="store_true",
                    help="no broker: a one-shot tour of the store's read API")
-    p.add_argument("--events", type=int, default=500_000,
+    p.add_argument("--events", type=positive_int, default=500_000,
                    help="with --in-process: events to ingest, default 500000")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
-    if (args.machines < 1 or args.window < 1 or args.rate <= 0 or args.workers < 1
-            or args.model_processes < 1):
-        console.print("[red]--machines, --window, --workers, --model-processes must be >= 1 "
-                      "and --rate > 0[/red]")
-        return 2
     if args.in_process:
         return run_in_process(args, console)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -261,9 +257,6 @@ def _summary(pipe: Pipeline, producer: SyntheticProducer, elapsed: float) -> str
 
 def run_in_process(args: argparse.Namespace, console: Console) -> int:
     """The broker-less tour: ingest synthetic events, then reads, a batch and aggregates."""
-    if args.events < 1:
-        console.print("[red]--events must be >= 1[/red]")
-        return 2
     rng = np.random.default_rng(args.seed)
     spec = StreamSpec(
         "sensors",

@@ -10,7 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from heimdall.cli._render import add_remote_args, open_remote, sparkline
+from heimdall.cli._render import add_remote_args, open_remote, positive_int, sparkline
 
 
 def add_parser(sub: Any) -> None:
@@ -25,7 +25,8 @@ def add_parser(sub: Any) -> None:
     add_remote_args(p)
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("key", metavar="KEY", help="an integer KEY is tried as an int, then a str")
-    p.add_argument("--rows", type=int, default=10, help="newest rows in the table (default 10)")
+    p.add_argument("--rows", type=positive_int, default=10,
+                   help="newest rows in the table (default 10)")
     p.add_argument("--json", action="store_true", help="the whole window as JSON")
     p.set_defaults(run=run)
 

@@ -10,7 +10,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from heimdall.cli._render import add_remote_args, open_remote
+from heimdall.cli._render import add_remote_args, open_remote, positive_float, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -22,9 +22,9 @@ def add_parser(sub: Any) -> None:
         "fast. Ctrl-C quits.",
     )
     add_remote_args(p)
-    p.add_argument("--interval", type=float, default=1.0, metavar="S",
+    p.add_argument("--interval", type=positive_float, default=1.0, metavar="S",
                    help="seconds between refreshes (default: 1)")
-    p.add_argument("-n", "--iterations", type=int, default=0,
+    p.add_argument("-n", "--iterations", type=positive_int, default=None,
                    help="stop after N refreshes (default: until Ctrl-C)")
     p.set_defaults(run=run)
 

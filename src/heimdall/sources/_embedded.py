@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -55,6 +56,21 @@ def _binary() -> str:
     return str(find_pulsar_lite_binary())
 
 
+def running_url(data_dir: str | os.PathLike[str]) -> str | None:
+    """The URL of the embedded broker running in ``data_dir`` (as ``Pipeline`` lays it out:
+    ``<source.data_dir>/broker``), or None when none runs there.
+
+    >>> running_url("/nonexistent") is None
+    True
+    """
+    try:
+        info = json.loads((Path(data_dir) / "url.json").read_text())
+        os.kill(int(info["broker_pid"]), 0)  # still alive
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(info["url"])
+
+
 class EmbeddedPulsar:
     """A pulsar-lite broker process. ``start()`` blocks until it accepts connections.
 
@@ -72,6 +88,11 @@ class EmbeddedPulsar:
     def url(self) -> str:
         """The ``pulsar://`` service URL."""
         return f"pulsar://127.0.0.1:{self.port}"
+
+    @property
+    def url_path(self) -> Path:
+        """A JSON file naming the running broker's URL (gone once it stops)."""
+        return self.data_dir / "url.json"
 
     @property
     def log_path(self) -> Path:
@@ -98,6 +119,9 @@ class EmbeddedPulsar:
                 )
             if self._wait_ready(proc, port):
                 self._proc, self.port = proc, port
+                # for `heimdall publish` and other tools: where the running broker listens
+                self.url_path.write_text(json.dumps({"url": self.url, "pid": os.getpid(),
+                                                     "broker_pid": proc.pid}))
                 return self
         raise SourceError(
             f"the embedded broker did not start in {self.data_dir}; see {self.log_path}: "
@@ -138,6 +162,8 @@ class EmbeddedPulsar:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``). Idempotent."""
         proc, self._proc = self._proc, None
+        with contextlib.suppress(OSError):
+            self.url_path.unlink()
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()
