@@ -221,6 +221,7 @@ grpc = "127.0.0.1:0"
         assert top.returncode == 0, top.stderr
         assert "sensors" in top.stdout
         assert "1/" in top.stdout  # keys held / max
+        assert "in use of" in top.stdout  # memory: in use and reserved
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:

@@ -27,6 +27,26 @@ def sparkline(x: np.ndarray, width: int = 40) -> str:
     return "".join(SPARK[int((v - lo) * scale)] for v in x)
 
 
+def mib(n: float) -> str:
+    """Bytes as MiB, to one decimal (two below 1 MiB).
+
+    >>> mib(3 * 2**20), mib(2**19)
+    ('3.0 MiB', '0.50 MiB')
+    """
+    m = n / 2**20
+    return f"{m:.1f} MiB" if m >= 1 else f"{m:.2f} MiB"
+
+
+def memory(stats: dict[str, Any]) -> str:
+    """A store's (or stream's) memory: what its keys use now of what is reserved at start.
+
+    >>> memory({"memory_bytes": 620 * 2**20, "memory_used_bytes": 3 * 2**20})
+    '3.0 MiB in use of 620.0 MiB reserved'
+    """
+    return (f"{mib(stats.get('memory_used_bytes', 0))} in use of "
+            f"{mib(stats.get('memory_bytes', 0))} reserved")
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1, or a clear usage error.
 

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from heimdall._signals import stop_on_signals
 from heimdall.cli._anomaly import ZScoreDetector
-from heimdall.cli._render import positive_float, positive_int, sparkline
+from heimdall.cli._render import memory, positive_float, positive_int, sparkline
 from heimdall.cli._synthetic import SyntheticProducer
 from heimdall.config import build_config
 from heimdall.pipeline import Pipeline
@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
                         f"{args.machines:,} machines; Ctrl-C stops"
                         + (f"; metrics on :{pipe.metrics_port}" if pipe.metrics_port else "")
                     )
+                    console.print(f"publish your own: heimdall publish {TOPIC} FILE.jsonl "
+                                  f"--url {pipe.url} --key machine_id", soft_wrap=True)
                     watch = producer.names[producer.drifting[0]]
                     _live(console, pipe, producer, watch, args.duration, stop)
                     if stop.is_set():
@@ -192,7 +194,7 @@ def _view(pipe: Pipeline, producer: SyntheticProducer, watch: str, rate: float) 
     t.add_row("dead letters", f"{s['dead_letters']} ({reasons or 'none'}) "
                               f"of {producer.bad_sent} bad sent")
     t.add_row("redeliveries dropped", f"{s['duplicates']:,}")
-    t.add_row("memory", f"{st['memory_bytes'] / 2**20:.1f} MiB")
+    t.add_row("memory", memory(st))
     m = pipe.stats()["models"].get(MODEL)
     if m is not None:
         t.add_row("model", f"{MODEL}: {m['scored']:,} scored in batches of "
@@ -343,6 +345,6 @@ def run_in_process(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"keys {s['keys']:,}/{s['max_keys']:,}  events {s['events']:,}  "
         f"evictions {s['evictions']}  "
-        f"memory {s['memory_bytes'] / 2**20:.1f} MiB"
+        f"memory {memory(s)}"
     )
     return 0

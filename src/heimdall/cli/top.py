@@ -10,7 +10,14 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from heimdall.cli._render import add_remote_args, open_remote, positive_float, positive_int
+from heimdall.cli._render import (
+    add_remote_args,
+    memory,
+    mib,
+    open_remote,
+    positive_float,
+    positive_int,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -52,10 +59,10 @@ def view(address: str, stats: dict[str, Any], prev: dict[str, Any] | None,
     """The tables of one refresh; rates from the difference with the previous stats."""
     store = stats.get("store", {})
     ingest = stats.get("ingest", {})
-    streams = Table(title=f"Heimdall at {address}: {store.get('memory_bytes', 0) / 2**20:.1f}"
-                    " MiB of windows", title_justify="left")
+    streams = Table(title=f"Heimdall at {address}: windows {memory(store)}",
+                    title_justify="left")
     for col in ("stream", "keys", "events", "events/s", "dead letters", "pushed", "lag s",
-                "p99 ms", "evictions"):
+                "p99 ms", "evictions", "memory in use / reserved"):
         streams.add_column(col, justify="left" if col == "stream" else "right")
     for name, s in store.get("streams", {}).items():
         before = ((prev or {}).get("store", {}).get("streams", {}).get(name, {})
@@ -67,7 +74,8 @@ def view(address: str, stats: dict[str, Any], prev: dict[str, Any] | None,
             name, f"{s['keys']:,}/{s['max_keys']:,}", f"{s['events']:,}", f"{rate:,.0f}",
             f"{i.get('dead_letters', 0):,}", f"{i.get('pushed', 0):,}",
             f"{i.get('lag_s', 0.0):.2f}", "-" if p99 is None else f"{p99 * 1e3:.1f}",
-            f"{s['evictions']:,}")
+            f"{s['evictions']:,}",
+            f"{mib(s.get('memory_used_bytes', 0))} / {mib(s.get('memory_bytes', 0))}")
     parts: list[Any] = [streams]
     models = stats.get("models", {})
     if models:

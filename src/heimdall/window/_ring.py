@@ -402,6 +402,12 @@ class Ring(RingCore):
         return int(self.data.nbytes + self.ts.nbytes + self.meta.nbytes + self.live.nbytes
                    + self.key_table_bytes + 8 * self.full_cap)
 
+    def used_bytes(self) -> int:
+        """Bytes of the slots that hold a key now: each key's ring rows, timestamps and
+        metadata line (what ``nbytes`` reserves for every one of ``max_keys``)."""
+        per_slot = self.cap * (self.F * self.dtype.itemsize + 8) + 8 * self.meta.shape[1]
+        return int(len(self.index) * per_slot)
+
     def describe_window(self) -> str:
         w = self.spec.window
         if isinstance(w, CountWindow):

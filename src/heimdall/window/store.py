@@ -500,12 +500,16 @@ class WindowStore(StoreCore):
         return key in self._ring(stream).index
 
     def stats(self) -> dict[str, Any]:
-        """Counters per stream and memory, as plain data."""
+        """Counters per stream and memory, as plain data: ``memory_bytes`` is what is reserved
+        (fixed at start, for ``max_keys`` keys), ``memory_used_bytes`` what the keys held now
+        take of it."""
         streams = {}
-        total = 0
+        total = used_total = 0
         for name, r in self._rings.items():
             nbytes = r.nbytes()
+            used = r.used_bytes()
             total += nbytes
+            used_total += used
             events, evictions, expired = r.totals()
             streams[name] = {
                 "keys": len(r.index),
@@ -519,8 +523,9 @@ class WindowStore(StoreCore):
                 "expired_keys": expired,
                 "reads_retried": r.reread,  # keys windows() read again: changed mid-copy
                 "memory_bytes": nbytes,
+                "memory_used_bytes": used,
             }
-        return {"streams": streams, "memory_bytes": total}
+        return {"streams": streams, "memory_bytes": total, "memory_used_bytes": used_total}
 
     def close(self) -> None:
         """Release a shared-memory store's segment (unlinked: readers then fail with
