@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from heimdall.errors import FieldNotFoundError, StaleWindowError
+from heimdall.errors import FieldNotFoundError, SchemaError, StaleWindowError
 from heimdall.window import _kernels as k
 
 if TYPE_CHECKING:
@@ -163,6 +163,22 @@ class WindowBatch:
     before them is 0. ``lengths`` (B,) rows per key, ``ts_ns`` (B, W), ``keys`` as asked,
     ``found`` (B,) False for keys the store does not hold (their length is 0). Each key's rows
     are a consistent snapshot.
+
+    The padding is real zeros in ``values``: ``values.mean(axis=1)`` of a key with 5 rows in
+    a 256-row batch averages 251 zeros in. The reductions ``mean``, ``std``, ``min``, ``max``
+    and ``last`` read only each key's real rows (the newest ``rows`` of them, if given), NaN
+    for a key with none; ``mask`` marks the real rows for anything else.
+
+    >>> import numpy as np
+    >>> b = WindowBatch("s", ["a", "b"], ("x",), np.array([[[0.0], [70.0], [74.0]],
+    ...                                                    [[0.0], [0.0], [0.0]]]),
+    ...                 np.zeros((2, 3), np.int64), np.array([2, 0]), np.array([True, False]))
+    >>> b.values.mean(axis=1)[:, 0].tolist()      # the padding counted: wrong
+    [48.0, 0.0]
+    >>> b.mean()[:, 0].tolist()                   # the real rows only
+    [72.0, nan]
+    >>> b.mean(rows=1)[:, 0].tolist(), b.max()[:, 0].tolist()
+    ([74.0, nan], [74.0, nan])
     """
 
     __slots__ = ("fields", "found", "keys", "lengths", "stream", "ts_ns", "values")
@@ -194,6 +210,57 @@ class WindowBatch:
         W = self.values.shape[1]
         mask: np.ndarray = np.arange(W)[None, :] >= (W - self.lengths)[:, None]
         return mask
+
+    def _real(self, rows: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last ``rows`` columns of ``values``, where each key's real rows are, and how
+        many each key has there."""
+        W = self.values.shape[1]
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int)
+                                 or rows < 1):
+            raise SchemaError(f"rows must be a whole number >= 1; received {rows!r}")
+        n = W if rows is None else min(rows, W)
+        lens = np.minimum(self.lengths, n)
+        mask = np.arange(n)[None, :] >= (n - lens)[:, None]
+        return self.values[:, W - n:, :], mask[:, :, None], lens
+
+    def mean(self, rows: int | None = None) -> np.ndarray:
+        """(B, F) float64: each key's mean over its real rows (its newest ``rows``); NaN for
+        a key with none. Padding never counts."""
+        v, mask, lens = self._real(rows)
+        total = np.where(mask, v, 0).sum(axis=1, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: np.ndarray = total / lens[:, None]
+        return out
+
+    def std(self, rows: int | None = None) -> np.ndarray:
+        """(B, F) float64: the population standard deviation (ddof=0, as ``aggregate``) over
+        each key's real rows; NaN for a key with none."""
+        v, mask, lens = self._real(rows)
+        mean = self.mean(rows)
+        dev = np.where(mask, v - mean[:, None, :], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: np.ndarray = np.sqrt((dev * dev).sum(axis=1) / lens[:, None])
+        return out
+
+    def min(self, rows: int | None = None) -> np.ndarray:
+        """(B, F) float64: each key's smallest value over its real rows; NaN for none."""
+        return self._extreme(rows, np.inf, np.min)
+
+    def max(self, rows: int | None = None) -> np.ndarray:
+        """(B, F) float64: each key's largest value over its real rows; NaN for none."""
+        return self._extreme(rows, -np.inf, np.max)
+
+    def _extreme(self, rows: int | None, fill: float, op: Any) -> np.ndarray:
+        v, mask, lens = self._real(rows)
+        out: np.ndarray = op(np.where(mask, v.astype(np.float64), fill), axis=1)
+        out[lens == 0] = np.nan
+        return out
+
+    def last(self) -> np.ndarray:
+        """(B, F) float64: each key's newest row; NaN for a key with none."""
+        out = self.values[:, -1, :].astype(np.float64)
+        out[self.lengths == 0] = np.nan
+        return out
 
     def __getitem__(self, field: str) -> np.ndarray:
         """(B, W) view of one field."""
