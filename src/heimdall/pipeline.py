@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +30,7 @@ from heimdall._preflight import import_path, preflight
 from heimdall._signals import stop_on_signals
 from heimdall.checkpoint import Checkpointer
 from heimdall.config import HeimdallConfig, ModelConfig, ServerConfig, load_config
-from heimdall.errors import ConfigError
+from heimdall.errors import ConfigError, SourceError, shown
 from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
 from heimdall.models.adapters import Features, adapt
 from heimdall.models.predictions import Predictions
@@ -39,6 +40,7 @@ from heimdall.sinks.base import CallbackSink, Sink
 from heimdall.sinks.pulsar import PulsarSink
 from heimdall.sources._embedded import EmbeddedPulsar
 from heimdall.sources._ingest import StreamIngest
+from heimdall.sources._publish import Publisher
 from heimdall.sources.pulsar import PulsarSource, batch_position
 from heimdall.window import WindowStore, warm_up
 
@@ -93,6 +95,7 @@ class Pipeline:
                                              entry_of=batch_position)
         self._stopped = threading.Event()
         self._cancel = threading.Event()
+        self._publisher: Publisher | None = None
         self._running = False
         for m in config.models:
             self._add_configured(m)
@@ -250,6 +253,47 @@ class Pipeline:
         self._stopped.clear()
         return self
 
+    def publish(self, stream: str, events: Sequence[dict[str, Any]], *,
+                timeout_s: float = 30.0) -> int:
+        """Publish ``events`` (dicts, as a producer would send them) to ``stream``'s topic on
+        this pipeline's broker, encoded in the stream's format and keyed by its key field,
+        then wait until the stream has taken in that many more messages (good or dead-
+        lettered; other producers' messages count too). Returns how many were published.
+
+        For trying a pipeline, in tests and in docs: the embedded broker's port is not known
+        in advance. Blocks; raises SourceError if the broker refuses or the messages are not
+        taken in within ``timeout_s``, ConfigError for a stream this pipeline does not read
+        or an Arrow stream (publish Arrow IPC with your own client).
+        """
+        if not self._running:
+            raise ConfigError("publish needs a running pipeline (start() or `with pipe:`)")
+        ingest = next((i for i in self.ingests if i.name == stream), None)
+        if ingest is None:
+            raise ConfigError(f"no stream {shown(stream)}; streams are "
+                              f"{[i.name for i in self.ingests]}")
+        cfg = ingest.config
+        if cfg.format == "arrow":
+            raise ConfigError(f"stream {stream!r} reads Arrow IPC: publish it with a client")
+        import msgspec
+
+        encode = msgspec.json.encode if cfg.format == "json" else msgspec.msgpack.encode
+        if self._publisher is None:
+            self._publisher = Publisher(self.url)
+        before = ingest.counters.messages
+        for event in events:
+            key = event.get(cfg.key) if cfg.key_from == "payload" and cfg.key else None
+            self._publisher.send(cfg.topic, encode(event), None if key is None else str(key))
+        self._publisher.flush()
+        n = len(events)
+        deadline = time.monotonic() + timeout_s
+        while ingest.counters.messages < before + n:
+            if time.monotonic() > deadline:
+                raise SourceError(f"stream {stream!r}: {n} message(s) published, "
+                                  f"{ingest.counters.messages - before} taken in after "
+                                  f"{timeout_s:g} s")
+            time.sleep(0.005)
+        return n
+
     def cancel_start(self) -> None:
         """End a ``start()`` that is waiting for the broker (from a signal handler or another
         thread): it raises SourceError instead of retrying on."""
@@ -300,6 +344,9 @@ class Pipeline:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

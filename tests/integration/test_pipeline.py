@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from heimdall.pipeline import Pipeline
 from heimdall.window import WindowStore
 
@@ -150,3 +152,20 @@ def test_start_waits_for_a_subscription_the_broker_still_holds(real_pulsar: Any,
     finally:
         pipe.close()
         client.close()
+
+
+def test_publish_sends_events_as_a_producer_would_and_waits_for_them(tmp_path: Path) -> None:
+    import heimdall as hd
+
+    cfg = config("embedded", new_topic(), tmp_path, workers=1)
+    pipe = Pipeline(cfg)
+    with pytest.raises(hd.ConfigError, match="running pipeline"):
+        pipe.publish("s", [{"id": "k", "ts": 1, "a": 1.0, "b": 2.0}])
+    with pipe:
+        n = pipe.publish("s", [{"id": "k", "ts": i, "a": float(i), "b": 0.0} for i in range(5)]
+                         + [{"id": "k", "ts": 9, "a": "hot", "b": 0.0}])  # one dead letter
+        assert n == 6
+        assert pipe.store.window("s", "k").values[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert pipe.counters["s"].dead_letters == 1
+        with pytest.raises(hd.ConfigError, match="no stream 'nope'"):
+            pipe.publish("nope", [])

@@ -100,26 +100,13 @@ def _lines(name: str) -> Iterator[tuple[int, bytes]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pulsar
-
-    from heimdall.sources.pulsar import map_pulsar_errors
+    from heimdall.sources._publish import Publisher
 
     url, topic, key_field = _target(args)
-    client = pulsar.Client(url, operation_timeout_seconds=15,
-                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    sent = skipped = 0
-    failed: list[str] = []
+    publisher = Publisher(url)
+    skipped = 0
     t0 = last = time.monotonic()
     try:
-        with map_pulsar_errors(f"creating a producer for {topic!r}", url):
-            producer = client.create_producer(topic, block_if_queue_full=True,
-                                              batching_enabled=True,
-                                              batching_max_publish_delay_ms=5)
-
-        def done(res: Any, _mid: Any) -> None:
-            if res != pulsar.Result.Ok:
-                failed.append(str(res))
-
         for n, line in _lines(args.file):
             key = None
             if not args.raw or key_field:
@@ -128,30 +115,23 @@ def run(args: argparse.Namespace) -> int:
                     if not isinstance(event, dict):
                         raise ValueError(f"a JSON {type(event).__name__}, not an object")
                 except ValueError as exc:
-                    if args.raw:
-                        event = {}
-                    else:
+                    if not args.raw:
                         skipped += 1
                         print(f"line {n}: not a JSON object ({exc}); skipped",
                               file=sys.stderr)
                         continue
-                if key_field:
-                    value = event.get(key_field)
-                    key = None if value is None else str(value)
-            producer.send_async(line, done, partition_key=key)
-            sent += 1
+                    event = {}
+                if key_field and event.get(key_field) is not None:
+                    key = str(event[key_field])
+            publisher.send(topic, line, key)
             if sys.stderr.isatty() and time.monotonic() - last > 1.0:
                 last = time.monotonic()
-                print(f"\r{sent:,} sent ...", end="", file=sys.stderr)
-        with map_pulsar_errors(f"publishing to {topic!r}", url):
-            producer.flush()
-            producer.close()
+                print(f"\r{publisher.sent:,} sent ...", end="", file=sys.stderr)
+        publisher.flush()
     finally:
-        client.close()
-    elapsed = time.monotonic() - t0
-    ok = sent - len(failed)
-    print(f"published {ok:,} message(s) to {topic} at {url} in {elapsed:.1f} s"
+        publisher.close()
+    print(f"published {publisher.sent:,} message(s) to {topic} at {url} in "
+          f"{time.monotonic() - t0:.1f} s"
           + (f", keyed by {key_field!r}" if key_field else ", no key")
-          + (f"; {skipped} line(s) skipped" if skipped else "")
-          + (f"; {len(failed)} failed: {failed[0]}" if failed else ""))
-    return 1 if skipped or failed else 0
+          + (f"; {skipped} line(s) skipped" if skipped else ""))
+    return 1 if skipped else 0
