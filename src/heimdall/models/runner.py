@@ -136,6 +136,7 @@ class ModelRunner:
         self.tracker = ChangeTracker(spec.every, spec.interval_s, max_keys)
         self.stats = ModelStats()
         self._stop = threading.Event()
+        self._scoring = False
         self._thread: threading.Thread | None = None
         self._pool: WorkerPool | None = None
         if spec.processes > 1:
@@ -208,9 +209,29 @@ class ModelRunner:
 
     # ---- one batch -------------------------------------------------------------------------
 
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Block until every key due so far is scored: none due, none being scored (rows
+        applied after the call may be scored too). Raises ModelError after ``timeout_s``,
+        or at once if the runner is not running."""
+        deadline = time.monotonic() + timeout_s
+        while self.tracker.pending or self._scoring:
+            if self._thread is None or not self._thread.is_alive():
+                raise ModelError(f"model {self.name!r} is not running: start the pipeline")
+            if time.monotonic() > deadline:
+                raise ModelError(f"model {self.name!r}: {self.tracker.pending} key(s) still "
+                                 f"due after {timeout_s:g} s")
+            time.sleep(0.002)
+
     def run_once(self) -> int:
         """Score up to ``max_batch`` due keys now (with worker processes: every due key, in
         batches of ``max_batch``, one per process at a time); returns how many were scored."""
+        self._scoring = True  # before the keys leave the tracker: flush() sees one or other
+        try:
+            return self._run_once()
+        finally:
+            self._scoring = False
+
+    def _run_once(self) -> int:
         spec = self.spec
         pool = self._pool
         if pool is None:
