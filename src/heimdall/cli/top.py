@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from typing import Any
 
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         prev: dict[str, Any] | None = None
         t_prev = time.monotonic()
         done = 0
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
+        with Live(console=console, refresh_per_second=4, transient=False) as live, \
+                contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how top is left: exit 0
             while True:
                 stats = remote.server_stats()
                 now = time.monotonic()
@@ -50,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
                 prev, t_prev = stats, now
                 done += 1
                 if args.iterations and done >= args.iterations:
-                    return 0
+                    break
                 time.sleep(args.interval)
+    return 0
 
 
 def view(address: str, stats: dict[str, Any], prev: dict[str, Any] | None,
