@@ -1,5 +1,6 @@
 """Heimdall: the latest window of every live stream, in memory, handed to models by reference."""
 
+from heimdall.cluster.client import ClusterStore
 from heimdall.errors import (
     AuthError,
     CapacityError,
@@ -9,6 +10,7 @@ from heimdall.errors import (
     HeimdallError,
     KeyNotFoundError,
     ModelError,
+    NotOwnerError,
     RemoteError,
     SchemaError,
     SharedMemoryError,
@@ -32,6 +34,7 @@ __all__ = [
     "CallbackSink",
     "CapacityError",
     "ClientTLS",
+    "ClusterStore",
     "ConfigError",
     "CorruptCheckpointError",
     "CountWindow",
@@ -40,6 +43,7 @@ __all__ = [
     "HeimdallError",
     "KeyNotFoundError",
     "ModelError",
+    "NotOwnerError",
     "Pipeline",
     "Prediction",
     "PulsarSink",

@@ -186,6 +186,20 @@ class ServerConfig(_Section):
         return self
 
 
+class ClusterConfig(_Section):
+    """A node of a cluster (``[cluster]``): many ``heimdall serve`` processes with the same
+    configuration share the Key_Shared subscription, and the broker gives each its key-hash
+    ranges. ``node``: this node's name, unique in the cluster. ``advertise``: the gRPC
+    address other hosts reach it at (default ``server.grpc``). ``admin_url``: the broker's
+    admin REST API (Pulsar's web service, e.g. ``http://broker:8080``), where every node and
+    client reads who owns which ranges."""
+
+    node: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    advertise: str | None = Field(None, pattern=_ADDRESS)
+    admin_url: str = Field(pattern=r"^https?://\S+$")
+    refresh_s: float = Field(1.0, gt=0)
+
+
 class CheckpointConfig(_Section):
     """Checkpoints (``[checkpoint]``): on when the section is given (``enabled = false``
     turns them off). Every ``interval_s``, at shutdown, and early once ``max_pending``
@@ -253,6 +267,7 @@ class HeimdallConfig(BaseSettings):
     server: ServerConfig = ServerConfig()
     # None: no [checkpoint] section (checkpoints off); a section given, even empty: on
     checkpoint: CheckpointConfig | None = None
+    cluster: ClusterConfig | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> HeimdallConfig:
@@ -269,6 +284,16 @@ class HeimdallConfig(BaseSettings):
         topics = [s.topic for s in self.streams]
         if len(set(topics)) != len(topics):
             raise ValueError(f"two streams read the same topic: {topics}")
+        if self.cluster is not None:
+            if self.source.url == "embedded":
+                raise ValueError("a cluster needs a real Pulsar broker: set source.url "
+                                 "(the embedded one has no admin API and serves one process)")
+            if self.source.subscription_type != "key_shared":
+                raise ValueError(f"a cluster shares a key_shared subscription; "
+                                 f"source.subscription_type is "
+                                 f"{self.source.subscription_type!r}")
+            if not self.server.grpc:
+                raise ValueError("a cluster node serves its keys over gRPC: set server.grpc")
         src = self.source
         in_flight = src.workers * src.receiver_queue_size
         pending = self._max_pending

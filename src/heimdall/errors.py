@@ -15,6 +15,7 @@
     ├── SourceError                      a broker cannot be reached or started
     ├── ModelError                       a model returned output of the wrong shape or dtype
     ├── RemoteError(ConnectionError)     a remote Heimdall cannot be reached or failed a call
+    │   └── NotOwnerError                a cluster node was asked for a key another node owns
     └── AuthError(PermissionError)       a remote Heimdall refused the call's credentials
 """
 
@@ -101,6 +102,15 @@ class RemoteError(HeimdallError, ConnectionError):
     def __init__(self, message: str, code: str = "UNKNOWN") -> None:
         super().__init__(message)
         self.code = code
+
+
+class NotOwnerError(RemoteError):
+    """A cluster node was asked for a key whose hash range the broker gives another node
+    (``owner``: that node's address, when known)."""
+
+    def __init__(self, message: str, owner: str | None = None) -> None:
+        super().__init__(message, "FAILED_PRECONDITION")
+        self.owner = owner
 
 
 class AuthError(HeimdallError, PermissionError):

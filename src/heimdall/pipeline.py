@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from heimdall._preflight import import_path, preflight
 from heimdall._signals import stop_on_signals
 from heimdall.checkpoint import Checkpointer
+from heimdall.cluster.node import ClusterNode
 from heimdall.config import HeimdallConfig, ModelConfig, ServerConfig, load_config
 from heimdall.errors import ConfigError, SourceError, shown
 from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
@@ -89,6 +90,7 @@ class Pipeline:
         self._metrics_server: Any = None
         self.grpc: GrpcServer | None = None
         self.checkpointer: Checkpointer | None = None
+        self.cluster: ClusterNode | None = None
         if (ck := config.active_checkpoint) is not None:
             # a producer batch is acknowledged whole: its batch is read from a message's id
             self.checkpointer = Checkpointer(ck, self.store, self.ingests,
@@ -243,8 +245,14 @@ class Pipeline:
                 for ingest in self.ingests:
                     ingest.defer_acks = True
                 ckpt.start()
+            if cfg.cluster is not None:  # the node's address goes into its consumers' metadata
+                self.grpc = self._grpc_server(cfg.server).start()
+                host = (cfg.server.grpc or "").rpartition(":")[0] or "127.0.0.1"
+                self.cluster = ClusterNode(cfg.cluster, cfg.source.subscription, cfg.streams,
+                                           cfg.cluster.advertise or f"{host}:{self.grpc.port}")
+                self.grpc.cluster = self.source.cluster = self.cluster
             self.source.start()
-            if cfg.server.grpc:
+            if cfg.server.grpc and self.grpc is None:
                 self.grpc = self._grpc_server(cfg.server).start()
         except BaseException:
             self._shutdown()

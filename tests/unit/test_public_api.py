@@ -30,6 +30,8 @@ def test_public_api_is_pinned() -> None:
         "StreamNotFoundError",
         "StreamSpec",
         "ClientTLS",
+        "ClusterStore",
+        "NotOwnerError",
         "TimeWindow",
         "Window",
         "WindowBatch",

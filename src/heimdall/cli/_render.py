@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from heimdall.cluster.client import ClusterStore
 from heimdall.remote import ClientTLS, RemoteStore, connect
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -80,7 +81,11 @@ def positive_float(text: str) -> float:
 
 def add_remote_args(p: Any) -> None:
     """ADDRESS and the options to reach a remote Heimdall's gRPC server."""
-    p.add_argument("address", metavar="ADDRESS", help="the server's host:port (server.grpc)")
+    p.add_argument("address", metavar="ADDRESS",
+                   help="the server's host:port (server.grpc); a cluster: any node's, or "
+                   "several, comma-separated (each key is read from its node)")
+    p.add_argument("--cluster", action="store_true",
+                   help="ADDRESS is a node of a cluster: read every node through it")
     p.add_argument("--token", default=os.environ.get("HEIMDALL_TOKEN"),
                    help="bearer token (default: $HEIMDALL_TOKEN)")
     p.add_argument("--tls", action="store_true", help="use TLS with the system's CA roots")
@@ -91,8 +96,13 @@ def add_remote_args(p: Any) -> None:
                    help="seconds to connect and per call (default: 5)")
 
 
-def open_remote(args: argparse.Namespace) -> RemoteStore:
+def open_remote(args: argparse.Namespace) -> RemoteStore | ClusterStore:
+    """One server, or a cluster (several addresses, or ``--cluster``)."""
     tls: ClientTLS | None = None
     if args.tls or args.tls_ca or args.tls_cert:
         tls = ClientTLS(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key)
-    return connect(args.address, token=args.token, tls=tls, timeout_s=args.timeout)
+    addresses: list[str] = [a.strip() for a in str(args.address).split(",") if a.strip()]
+    if len(addresses) > 1 or getattr(args, "cluster", False):
+        return connect(addresses, token=args.token, tls=tls, timeout_s=args.timeout)
+    return connect(addresses[0] if addresses else "", token=args.token, tls=tls,
+                   timeout_s=args.timeout)

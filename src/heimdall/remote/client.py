@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import grpc
 import numpy as np
@@ -40,6 +40,9 @@ from heimdall.remote._pb import heimdall_pb2 as pb
 from heimdall.remote._pb import heimdall_pb2_grpc as pb_grpc
 from heimdall.window.store import as_ts_ns, check_rows, check_seconds
 from heimdall.window.view import Window, WindowBatch
+
+if TYPE_CHECKING:
+    from heimdall.cluster.client import ClusterStore
 
 # server-side exceptions raised again on the client, by the "heimdall-error" trailer
 _ERRORS: dict[str, type[errors.HeimdallError]] = {
@@ -82,20 +85,39 @@ class ClientTLS:
                                             read(self.cert_file))
 
 
+@overload
+def connect(address: str, token: str | None = None,
+            tls: bool | str | os.PathLike[str] | ClientTLS | None = None, *,
+            timeout_s: float = 10.0, max_message_bytes: int = 64 << 20) -> RemoteStore: ...
+
+
+@overload
+def connect(address: list[str] | tuple[str, ...], token: str | None = None,
+            tls: bool | str | os.PathLike[str] | ClientTLS | None = None, *,
+            timeout_s: float = 10.0, max_message_bytes: int = 64 << 20) -> ClusterStore: ...
+
+
 def connect(
-    address: str,
+    address: str | list[str] | tuple[str, ...],
     token: str | None = None,
     tls: bool | str | os.PathLike[str] | ClientTLS | None = None,
     *,
     timeout_s: float = 10.0,
     max_message_bytes: int = 64 << 20,
-) -> RemoteStore:
-    """Connect to a Heimdall gRPC server at ``host:port``; wait until it answers.
+) -> RemoteStore | ClusterStore:
+    """Connect to a Heimdall gRPC server at ``host:port``; wait until it answers. A list of
+    addresses connects to a cluster (``ClusterStore``: the same read methods, each key read
+    from its node; one address of the list is enough, the nodes name the others).
 
     ``token``: the server's bearer token. ``tls``: True (the system's CA roots), a CA file's
     path, or a ``ClientTLS``. ``timeout_s``: for connecting and the deadline of each call. Raises
-    ``RemoteError`` if the server cannot be reached within ``timeout_s``.
+    ``RemoteError`` if the server cannot be reached within ``timeout_s``, or (a cluster) if no
+    address answers as a Heimdall node.
     """
+    if not isinstance(address, str):
+        from heimdall.cluster.client import ClusterStore
+
+        return ClusterStore(list(address), token=token, tls=tls, timeout_s=timeout_s)
     return RemoteStore(address, token=token, tls=tls, timeout_s=timeout_s,
                        max_message_bytes=max_message_bytes)
 
@@ -259,6 +281,21 @@ class RemoteStore:
             raise requests.error
         return int(reply.rows)
 
+    def cluster_info(self) -> Any:
+        """Which node holds which keys (a ``ClusterInfoReply``): the nodes, their addresses
+        and per stream their key-hash ranges. Raises RemoteError if the server is not a
+        Heimdall that knows the call."""
+        with self._translate():
+            try:
+                return self._stub.ClusterInfo(pb.ClusterInfoRequest(), timeout=self.timeout_s,
+                                              metadata=self._metadata)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    raise RemoteError(f"{self.address} answers gRPC but is not a Heimdall "
+                                      f"node (no heimdall.v1.Heimdall/ClusterInfo)",
+                                      "UNIMPLEMENTED") from exc
+                raise
+
     def health(self) -> str:
         """The server's health status: "SERVING" or "NOT_SERVING"."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -389,7 +426,11 @@ def translate_errors(address: str) -> Iterator[None]:
         details = exc.details() or code.name
         trailer = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") \
             else {}
-        cls = _ERRORS.get(str(trailer.get("heimdall-error", "")))
+        name = str(trailer.get("heimdall-error", ""))
+        if name == "NotOwnerError":
+            owner = trailer.get("heimdall-owner")
+            raise errors.NotOwnerError(details, str(owner) if owner else None) from exc
+        cls = _ERRORS.get(name)
         if cls is not None:
             raise cls(details) from exc
         if code == grpc.StatusCode.UNAUTHENTICATED:

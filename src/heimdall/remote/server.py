@@ -31,11 +31,15 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from heimdall.cluster._hash import RANGE_SIZE
+from heimdall.cluster.node import ClusterNode
+from heimdall.cluster.ranges import flatten
 from heimdall.errors import (
     CapacityError,
     ConfigError,
     HeimdallError,
     KeyNotFoundError,
+    NotOwnerError,
     StaleWindowError,
     StreamNotFoundError,
     shown,
@@ -63,6 +67,7 @@ _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (KeyNotFoundError, grpc.StatusCode.NOT_FOUND),
     (CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StaleWindowError, grpc.StatusCode.ABORTED),
+    (NotOwnerError, grpc.StatusCode.FAILED_PRECONDITION),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),  # SchemaError, ConfigError
 ]
 
@@ -142,6 +147,7 @@ class GrpcServer:
         self.feed = Feed(self._listeners, predictions)
         self.port = 0
         self._server: grpc.Server | None = None
+        self.cluster: ClusterNode | None = None  # a cluster node: reads of others' keys refused
         self._health: health.HealthServicer | None = None
         self._stopping = threading.Event()
 
@@ -240,6 +246,43 @@ class GrpcServer:
         notify_pushed(self._listeners.get(stream, []), keys)
         return len(keys)
 
+    def check_owner(self, stream: str, keys: Sequence[Any]) -> None:
+        """NotOwnerError (naming the owner) for a key the broker gives another node: its
+        window here, if any, is no longer kept up to date."""
+        if self.cluster is None or stream not in self.store.streams:
+            return
+        view = self.cluster.view()
+        mine = self.cluster.address
+        for key in keys:
+            owner = view.table.owner(stream, key)
+            if owner != mine:
+                raise NotOwnerError(
+                    f"stream {stream!r}, key {shown(key)}: node {self.cluster.name!r} does not "
+                    f"own it; " + (f"{owner} does" if owner else "no node does right now"),
+                    owner)
+
+    def cluster_reply(self) -> Any:
+        from heimdall.cluster.node import whole_range
+
+        reply = pb.ClusterInfoReply(range_size=RANGE_SIZE)
+        if self.cluster is None:
+            reply.node = "standalone"
+            node = reply.nodes.add(name="standalone", address=f"{self.host}:{self.port}")
+            for stream in self.store.streams:
+                node.ranges[stream].bounds[:] = flatten(whole_range())
+            return reply
+        reply.node = self.cluster.name
+        reply.config_fingerprint = self.cluster.fingerprint
+        for n in self.cluster.view().nodes:
+            node = reply.nodes.add(name=n.name, address=n.address)
+            for stream, ranges in n.ranges.items():
+                node.ranges[stream].bounds[:] = flatten(ranges)
+        return reply
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0] or "127.0.0.1"
+
     def stats_json(self) -> str:
         """The stats as standard JSON (RFC 8259): a figure that is not a number yet (NaN, an
         infinity) is ``null``, which jq, Go and JavaScript parsers all read."""
@@ -262,11 +305,14 @@ class _Servicer(pb_grpc.HeimdallServicer):  # type: ignore[misc]
 
     def GetWindow(self, request: Any, context: grpc.ServicerContext) -> Any:
         with _status(context):
-            return self.s.window_reply(request.stream, cv.from_key(request.key))
+            key = cv.from_key(request.key)
+            self.s.check_owner(request.stream, [key])
+            return self.s.window_reply(request.stream, key)
 
     def GetWindows(self, request: Any, context: grpc.ServicerContext) -> Any:
         with _status(context):
             keys = cv.from_keys(request.keys)
+            self.s.check_owner(request.stream, keys)
             rows = request.rows or None
             seconds = request.seconds or None
             self.s.check_reply_size(request.stream, len(keys), request.rows)
@@ -278,6 +324,7 @@ class _Servicer(pb_grpc.HeimdallServicer):  # type: ignore[misc]
             keys = cv.from_keys(request.keys)
             if request.single and len(keys) != 1:
                 raise ConfigError(f"single = true needs one key; received {len(keys)}")
+            self.s.check_owner(request.stream, keys)
             aggs = list(request.aggs) or list(_DEFAULT_AGGS)
             out = self.store.aggregate(request.stream, keys[0] if request.single else keys,
                                        aggs, rows=request.rows or None,
@@ -292,6 +339,10 @@ class _Servicer(pb_grpc.HeimdallServicer):  # type: ignore[misc]
             reply = pb.ListKeysReply()
             cv.add_keys(self.store.keys(request.stream), reply.keys)
             return reply
+
+    def ClusterInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with _status(context):
+            return self.s.cluster_reply()
 
     def Stats(self, request: Any, context: grpc.ServicerContext) -> Any:
         with _status(context):
@@ -373,7 +424,10 @@ def _status(context: grpc.ServicerContext, prefix: str = "") -> Iterator[None]:
         yield
     except HeimdallError as exc:
         code = next((c for t, c in _STATUS if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
-        context.set_trailing_metadata((("heimdall-error", type(exc).__name__),))
+        trailer = [("heimdall-error", type(exc).__name__)]
+        if isinstance(exc, NotOwnerError) and exc.owner:
+            trailer.append(("heimdall-owner", exc.owner))
+        context.set_trailing_metadata(tuple(trailer))
         context.abort(code, _bounded(prefix + str(exc)))
     except (ValueError, TypeError, OverflowError) as exc:  # a malformed request the checks missed
         context.abort(grpc.StatusCode.INVALID_ARGUMENT,

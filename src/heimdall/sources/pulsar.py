@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from heimdall.cluster.node import ClusterNode
 from heimdall.config import SourceConfig
 from heimdall.errors import SourceError
 from heimdall.sources._ingest import StreamIngest
@@ -226,6 +227,9 @@ class PulsarSource(Source):
         self._workers: list[_Worker] = []
         self._stop = threading.Event()
         self.cancel = threading.Event()  # set: stop waiting for the broker in start()
+        # a cluster node: its consumers carry the node's name and address (the broker's
+        # report of the subscription is then the cluster's routing table)
+        self.cluster: ClusterNode | None = None
         self.errors = 0
         self.on_pending: Callable[[int], None] | None = None  # checkpoints: messages waiting
         # after a restore: dead letters published since then are read back, so a poison
@@ -281,7 +285,10 @@ class PulsarSource(Source):
                         partial(client.subscribe, topic, cfg.subscription, consumer_type=ctype,
                                 receiver_queue_size=cfg.receiver_queue_size,
                                 initial_position=position, batch_receive_policy=policy,
-                                consumer_name=f"heimdall-{ingest.name}-{i}"))
+                                consumer_name=(self.cluster.consumer_name(ingest.name, i)
+                                               if self.cluster else f"heimdall-{ingest.name}-{i}"),
+                                properties=(self.cluster.consumer_properties
+                                            if self.cluster else {})))
                     self._workers.append(_Worker(ingest.name, i, ingest, consumer, partitioned))
         except BaseException:
             self._close_client()
