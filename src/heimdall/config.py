@@ -294,6 +294,10 @@ class HeimdallConfig(BaseSettings):
                                  f"{self.source.subscription_type!r}")
             if not self.server.grpc:
                 raise ValueError("a cluster node serves its keys over gRPC: set server.grpc")
+            if self.active_checkpoint is not None:
+                raise ValueError("a cluster keeps no checkpoints: its durable state is the "
+                                 "broker's retained history, which a node replays for the "
+                                 "keys it takes over (docs/cluster.md); remove [checkpoint]")
         src = self.source
         in_flight = src.workers * src.receiver_queue_size
         pending = self._max_pending

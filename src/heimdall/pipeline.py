@@ -30,6 +30,7 @@ from heimdall._preflight import import_path, preflight
 from heimdall._signals import stop_on_signals
 from heimdall.checkpoint import Checkpointer
 from heimdall.cluster.node import ClusterNode
+from heimdall.cluster.takeover import Takeover
 from heimdall.config import HeimdallConfig, ModelConfig, ServerConfig, load_config
 from heimdall.errors import ConfigError, SourceError, shown
 from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
@@ -91,6 +92,7 @@ class Pipeline:
         self.grpc: GrpcServer | None = None
         self.checkpointer: Checkpointer | None = None
         self.cluster: ClusterNode | None = None
+        self.takeover: Takeover | None = None
         if (ck := config.active_checkpoint) is not None:
             # a producer batch is acknowledged whole: its batch is read from a message's id
             self.checkpointer = Checkpointer(ck, self.store, self.ingests,
@@ -251,7 +253,10 @@ class Pipeline:
                 self.cluster = ClusterNode(cfg.cluster, cfg.source.subscription, cfg.streams,
                                            cfg.cluster.advertise or f"{host}:{self.grpc.port}")
                 self.grpc.cluster = self.source.cluster = self.cluster
+                self.takeover = Takeover(self.cluster, self.source, self.ingests)
             self.source.start()
+            if self.takeover is not None:
+                self.takeover.start()
             if cfg.server.grpc and self.grpc is None:
                 self.grpc = self._grpc_server(cfg.server).start()
         except BaseException:
@@ -339,6 +344,9 @@ class Pipeline:
         if self.grpc is not None:  # first: let remote calls in flight finish
             self.grpc.stop(grace_s=min(5.0, timeout_s))
             self.grpc = None
+        if self.takeover is not None:
+            self.takeover.stop()
+            self.takeover = None
         if self.source is not None:
             ckpt = self.checkpointer
             self.source.stop(timeout_s, before_close=ckpt.stop if ckpt is not None else None)

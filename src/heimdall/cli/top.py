@@ -19,6 +19,7 @@ from heimdall.cli._render import (
     positive_float,
     positive_int,
 )
+from heimdall.cluster.client import ClusterStore
 
 
 def add_parser(sub: Any) -> None:
@@ -48,13 +49,33 @@ def run(args: argparse.Namespace) -> int:
             while True:
                 stats = remote.server_stats()
                 now = time.monotonic()
-                live.update(view(args.address, stats, prev, now - t_prev))
+                if isinstance(remote, ClusterStore):
+                    live.update(cluster_view(remote, stats, prev, now - t_prev))
+                else:
+                    live.update(view(args.address, stats, prev, now - t_prev))
                 prev, t_prev = stats, now
                 done += 1
                 if args.iterations and done >= args.iterations:
                     break
                 time.sleep(args.interval)
     return 0
+
+
+def cluster_view(cluster: ClusterStore, stats: dict[str, Any], prev: dict[str, Any] | None,
+                 dt: float) -> Group:
+    """Every node: its address, the share of the key-hash space it owns per stream, then its
+    streams and models as for one node."""
+    from heimdall.cluster._hash import RANGE_SIZE
+
+    parts: list[Any] = []
+    for address, name in sorted(cluster.nodes.items(), key=lambda kv: kv[1]):
+        owned = cluster.ranges.get(name, {})
+        share = ", ".join(
+            f"{stream} {sum(b - a + 1 for a, b in rs) / (RANGE_SIZE - 1):.0%} "
+            f"({len(rs)} ranges)" for stream, rs in owned.items())
+        parts.append(view(f"{name} ({address}; owns {share or 'nothing'})",
+                          stats.get(name, {}), (prev or {}).get(name), dt))
+    return Group(*parts)
 
 
 def view(address: str, stats: dict[str, Any], prev: dict[str, Any] | None,

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from heimdall.cluster._hash import RANGE_SIZE, key_hash
-from heimdall.cluster.ranges import RoutingTable, unflatten
+from heimdall.cluster.ranges import Range, RoutingTable, unflatten
 from heimdall.errors import ConfigError, KeyNotFoundError, NotOwnerError, RemoteError, shown
 from heimdall.models.predictions import Prediction
 from heimdall.remote.client import RemoteStore
@@ -46,6 +46,7 @@ class ClusterStore:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="heimdall-cluster")
         self.table = RoutingTable({})
         self.nodes: dict[str, str] = {}  # address -> node name
+        self.ranges: dict[str, dict[str, list[Range]]] = {}  # node name -> stream -> ranges
         self.refresh()
 
     # ---- routing --------------------------------------------------------------------------
@@ -73,12 +74,15 @@ class ClusterStore:
                 raise RemoteError(f"{address} hashes keys into {info.range_size} ranges; this "
                                   f"client into {RANGE_SIZE}: versions differ")
             streams: dict[str, list[tuple[str, Any]]] = {}
+            per_node: dict[str, dict[str, list[Range]]] = {}
             for node in info.nodes:
                 for stream, ranges in node.ranges.items():
-                    streams.setdefault(stream, []).append(
-                        (node.address, unflatten(list(ranges.bounds))))
+                    rs = unflatten(list(ranges.bounds))
+                    streams.setdefault(stream, []).append((node.address, rs))
+                    per_node.setdefault(node.name, {})[stream] = rs
             self.table = RoutingTable(streams)
             self.nodes = {n.address: n.name for n in info.nodes}
+            self.ranges = per_node
             return
         raise RemoteError("no Heimdall node answered: " + "; ".join(failures))
 

@@ -73,6 +73,11 @@ class StreamIngest:
         self.pending_messages = 0
         self.dead_letter_ids: set[str] = set()  # on the dead-letter topic before a restart
         self.defer_acks = False
+        # a cluster node: after decoding, before writing, under ``lock``, the rows of keys
+        # this node does not own are left out (and keys newly owned are taken over first);
+        # returns the rows to write and the message indices now known as duplicates
+        self.gate: Callable[[Decoded, Sequence[Hashable]], tuple[Decoded, list[int]]] | None \
+            = None
 
     def apply(
         self,
@@ -113,6 +118,11 @@ class StreamIngest:
             else:
                 decoded = self.decoder.decode(payloads, message_keys, times_ns)
             bad = oversized + decoded.bad
+            if self.gate is not None:
+                decoded, late_dups = self.gate(decoded, ids)
+                if late_dups:  # known now (a takeover read them back): applied, or dead letters
+                    dups = sorted({*dups, *late_dups})
+                    bad = [b for b in bad if b[0] not in set(late_dups)]
             refused = self._write(decoded)
             written_ms = time.time_ns() / 1e6  # readers see the rows from here on
             bad.extend(refused)

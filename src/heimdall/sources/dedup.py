@@ -94,6 +94,10 @@ class AppliedIds:
         A batch whose fingerprints are all new costs C loops only."""
         return self.check(handles, fingerprints)[0]
 
+    def known(self, handles: Sequence[Any]) -> list[int]:
+        """Indices in ``handles`` whose ids were added without a fingerprint (``add_ids``)."""
+        return self._exact_hits(handles) if (self._exact_new or self._exact_old) else []
+
     def _exact_hits(self, handles: Sequence[Any]) -> list[int]:
         ids = list(map(self.id_of, handles))
         hit = map(or_, map(self._exact_new.__contains__, ids),

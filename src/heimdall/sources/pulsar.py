@@ -475,7 +475,34 @@ class PulsarSource(Source):
         except Exception as exc:
             raise _AfterApplyError from exc
 
-    def _recall_dead_letters(self, ingest: StreamIngest, since_ms: int) -> None:
+    def read_history(self, topic: str, batch: int = 10_000) -> Iterator[list[Any]]:
+        """Every message of ``topic`` the broker holds now, from the earliest, in batches, in
+        topic order (a reader: the subscription is not touched). Raises SourceError."""
+        import pulsar
+
+        with map_pulsar_errors(f"reading {topic!r} from the earliest", self.url):
+            reader = self._client.create_reader(topic, pulsar.MessageId.earliest,
+                                                receiver_queue_size=batch)
+        try:
+            out: list[Any] = []
+            with map_pulsar_errors(f"reading {topic!r}", self.url):
+                for m in _read_to_end(reader, self.embedded):
+                    out.append(m)
+                    if len(out) >= batch:
+                        yield out
+                        out = []
+            if out:
+                yield out
+        finally:
+            reader.close()
+
+    def recall_dead_letters(self, ingest: StreamIngest, since_ms: int = 0) -> None:
+        """``_recall_dead_letters``, for a node that takes keys over (the dead letters of
+        their previous owner), with ``ingest.lock`` held by the caller."""
+        self._recall_dead_letters(ingest, since_ms, locked=True)
+
+    def _recall_dead_letters(self, ingest: StreamIngest, since_ms: int,
+                             locked: bool = False) -> None:
         """Remember the original ids of the dead letters published since ``since_ms``.
 
         The topic is read to its end as the broker sees it (``has_message_available``), not
@@ -500,7 +527,7 @@ class PulsarSource(Source):
                         ingest.dead_letter_ids.add(props["heimdall-message-id"])
         finally:
             reader.close()
-        with ingest.lock:
+        with contextlib.nullcontext() if locked else ingest.lock:
             ingest.applied.add_ids(raw)  # a redelivery of one is a duplicate, and counted so
         if raw or ingest.dead_letter_ids:
             log.info("stream %s: %d dead letters since the checkpoint remembered", ingest.name,

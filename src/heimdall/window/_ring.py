@@ -257,6 +257,11 @@ class Ring(RingCore):
             return self.expire_idle(now_ns)
         return 0
 
+    def discard(self, slots: list[int]) -> None:
+        """Drop the keys in ``slots`` (distinct; lock held): cleared, their slots free."""
+        self._clear_slots(slots)
+        self.free.extend(slots)
+
     def expire_idle(self, now_ns: int) -> int:
         """Drop keys not updated for ``ttl_ns`` (lock held). Returns how many."""
         if not self.ttl_ns:

@@ -282,6 +282,15 @@ class WindowStore(StoreCore):
             slots[i] = slot
         ring.scatter(slots[start:], arr[start:], ts[start:], now)
 
+    def discard(self, stream: str, keys: Iterable[Any]) -> int:
+        """Drop ``keys`` of ``stream`` now (those it holds); returns how many. A view of one
+        turns invalid. A cluster node drops the keys whose range the broker moved away."""
+        ring = self._ring(stream)
+        with ring.lock:
+            slots = list({ring.index[k] for k in keys if k in ring.index})
+            ring.discard(slots)
+        return len(slots)
+
     def expire_idle(self) -> int:
         """Drop keys idle longer than ``idle_ttl_s`` now; returns how many. Also done on writes."""
         now = self._clock_ns()

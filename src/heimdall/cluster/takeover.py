@@ -1,0 +1,201 @@
+"""Keys moving between nodes: a node takes over the ranges the broker gives it, and lets go of
+the ranges it moves away, with nothing lost and nothing doubled.
+
+The durable state is the broker's own retained history (docs/cluster.md says why): when a
+message arrives for a key whose hash lies outside the ranges this node holds, the node asks
+the broker for its ranges again and, for each range it gained, replays the topic from the
+earliest message the broker retains through the same decoder and window code as live ingest,
+keeping the rows of the gained keys only, and remembering their message ids. So the gained
+keys' windows are what they would have been had this node owned them all along; the broker's
+redeliveries of the old owner's unacknowledged messages, and the messages of the batch that
+triggered it, are then recognised by id and dropped. The old owner's dead letters are read
+back too, so a poison message it dead-lettered is not dead-lettered again.
+
+A node that loses ranges (another joined, or it asked for them back) drops those keys on its
+next refresh (every ``cluster.refresh_s``) and leaves out rows that arrive for a key it does
+not own (a message the broker dispatched before the move): the new owner replays them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from heimdall.cluster._hash import key_hash
+from heimdall.cluster.node import ClusterNode
+from heimdall.cluster.ranges import Range, covers, merge
+from heimdall.decode import Decoded
+
+if TYPE_CHECKING:
+    from heimdall.sources._ingest import StreamIngest
+    from heimdall.sources.pulsar import PulsarSource
+
+log = logging.getLogger("heimdall.cluster")
+
+
+def subtract(a: Sequence[Range], b: Sequence[Range]) -> list[Range]:
+    """The parts of ranges ``a`` outside ranges ``b``.
+
+    >>> subtract([(0, 99)], [(10, 19), (50, 200)])
+    [(0, 9), (20, 49)]
+    """
+    out: list[Range] = []
+    for lo, hi in merge(a):
+        start = lo
+        for blo, bhi in merge(b):
+            if bhi < start or blo > hi:
+                continue
+            if blo > start:
+                out.append((start, blo - 1))
+            start = max(start, bhi + 1)
+            if start > hi:
+                break
+        if start <= hi:
+            out.append((start, hi))
+    return out
+
+
+def subset(d: Decoded, keep: np.ndarray) -> Decoded:
+    """The rows of ``d`` where ``keep`` is True (bad messages kept as they are)."""
+    idx = np.flatnonzero(keep)
+    return Decoded([d.keys[i] for i in idx.tolist()], d.values[idx], d.ts_ns[idx],
+                   d.row_msg[idx], d.bad)
+
+
+class Takeover:
+    """One node's held ranges per stream, and the replay that extends them."""
+
+    def __init__(self, node: ClusterNode, source: PulsarSource,
+                 ingests: Sequence[StreamIngest]) -> None:
+        self.node = node
+        self.source = source
+        self.ingests = {i.name: i for i in ingests}
+        self.held: dict[str, list[Range]] = {name: [] for name in self.ingests}
+        self.replays = 0
+        self.replayed_messages = 0
+        self.dropped_keys = 0
+        self.last_replay_s = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        for ingest in ingests:
+            ingest.gate = self._gate_for(ingest)
+
+    # ---- the gate, on each batch (under the stream's ingest lock) ----------------------------
+
+    def _gate_for(self, ingest: StreamIngest
+                  ) -> Callable[[Decoded, Sequence[Hashable]], tuple[Decoded, list[int]]]:
+        def gate(d: Decoded, ids: Sequence[Hashable]) -> tuple[Decoded, list[int]]:
+            return self.gate(ingest, d, ids)
+
+        return gate
+
+    def gate(self, ingest: StreamIngest, d: Decoded,
+             ids: Sequence[Hashable]) -> tuple[Decoded, list[int]]:
+        """The rows to write, and message indices found to be duplicates by a replay."""
+        if not len(d):
+            return d, []
+        stream = ingest.name
+        store = ingest.store
+        unknown = {k for k in set(d.keys) if (stream, k) not in store}
+        if not unknown:
+            return d, []
+        hashes = {k: key_hash(k) for k in unknown}
+        held = self.held[stream]
+        late: list[int] = []
+        if any(not covers(held, h) for h in hashes.values()):
+            owned = merge(self._fresh_owned(stream))
+            gained = subtract(owned, held)
+            if gained:
+                self._replay(ingest, gained)
+                late = ingest.applied.known(ids)
+            self.held[stream] = held = owned
+        late_set = set(late)
+        keep = np.array([(k not in hashes or covers(held, hashes[k]))
+                         and int(m) not in late_set for k, m in zip(d.keys, d.row_msg,
+                                                                    strict=True)])
+        if keep.all():
+            return d, late
+        return subset(d, keep), late
+
+    def _fresh_owned(self, stream: str) -> list[Range]:
+        self.node.view(max_age_s=0.0)
+        return self.node.owned(stream)
+
+    def _replay(self, ingest: StreamIngest, gained: list[Range]) -> None:
+        """The gained ranges' keys rebuilt from the topic's retained history, in order."""
+        t0 = time.perf_counter()
+        topic = ingest.config.topic
+        log.info("node %s: taking over %d range(s) of stream %s (%d hashes): replaying %s",
+                 self.node.name, len(gained), ingest.name,
+                 sum(b - a + 1 for a, b in gained), topic)
+        self.source.recall_dead_letters(ingest)  # their dead letters: not sent again
+        decoder = ingest.decoder
+        cfg = ingest.config
+        n = 0
+        for msgs in self.source.read_history(topic):
+            payloads = [m.data() for m in msgs]
+            keys = [m.partition_key() for m in msgs] if cfg.key_from == "message_key" else None
+            times = None
+            if cfg.time_from == "event_timestamp":
+                times = [m.event_timestamp() * 1_000_000 for m in msgs]
+            elif cfg.time_from == "publish_timestamp":
+                times = [m.publish_timestamp() * 1_000_000 for m in msgs]
+            d = decoder.decode(payloads, keys, times)
+            if not len(d):
+                continue
+            mine = np.array([covers(gained, key_hash(k)) for k in d.keys])
+            if not mine.any():
+                continue
+            d = subset(d, mine)
+            ingest.store.append_batch(ingest.name, d.keys, d.values, d.ts_ns)
+            ingest.counters.rows += len(d)  # rows in the windows, replayed or live
+            taken = sorted(set(d.row_msg.tolist()))
+            # the ids as deduplication reads them from a consumer's messages (serialized)
+            ingest.applied.add_ids([msgs[i].message_id().serialize() for i in taken])
+            n += len(taken)
+        self.replays += 1
+        self.replayed_messages += n
+        self.last_replay_s = time.perf_counter() - t0
+        log.info("node %s: stream %s: %d message(s) replayed into the taken keys in %.2f s",
+                 self.node.name, ingest.name, n, self.last_replay_s)
+
+    # ---- letting go: a background refresh ---------------------------------------------------
+
+    def refresh(self) -> None:
+        """Drop the keys of ranges the broker moved away from this node."""
+        for name, ingest in self.ingests.items():
+            with ingest.lock:
+                owned = merge(self._fresh_owned(name))
+                lost = subtract(self.held[name], owned)
+                if not lost:
+                    continue
+                gone = [k for k in ingest.store.keys(name) if covers(lost, key_hash(k))]
+                dropped = ingest.store.discard(name, gone)
+                self.dropped_keys += dropped
+                self.held[name] = subtract(self.held[name], lost)
+                log.info("node %s: stream %s: %d range(s) moved away; %d key(s) dropped",
+                         self.node.name, name, len(lost), dropped)
+
+    def start(self) -> Takeover:
+        def loop() -> None:
+            while not self._stop.wait(self.node.config.refresh_s):
+                try:
+                    self.refresh()
+                except Exception as exc:  # the admin API away for a moment: next time
+                    log.warning("node %s: refreshing the ranges failed: %s", self.node.name,
+                                exc)
+
+        self._thread = threading.Thread(target=loop, daemon=True, name="heimdall-cluster")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None

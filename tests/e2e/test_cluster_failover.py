@@ -1,0 +1,206 @@
+"""A cluster of `heimdall serve` processes on real Apache Pulsar: a node killed with kill -9
+mid-stream (three rounds, restarted between them), and nodes added and removed while events
+flow. After settling, every window equals the oracle built from what was published, every key
+is on exactly one node, every poison message is on the dead-letter topic once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import heimdall as hd
+from tests.integration.conftest import drain, events, new_topic, oracle, payload, publish
+
+HEIMDALL = [sys.executable, "-m", "heimdall.cli"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def keep_history(admin_url: str) -> None:
+    """The cluster's durable state is the topic's history: keep all of it (docs/cluster.md)."""
+    req = urllib.request.Request(
+        f"{admin_url}/admin/v2/namespaces/public/default/retention",
+        data=json.dumps({"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    urllib.request.urlopen(req, timeout=10).close()
+
+
+class Node:
+    def __init__(self, name: str, broker: Any, topic: str, tmp: Path) -> None:
+        self.name = name
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.config = tmp / f"{name}.toml"
+        self.config.write_text(f"""
+[source]
+url = "{broker.url}"
+subscription = "heimdall"
+workers = 1
+data_dir = "{tmp / name}"
+
+[server]
+metrics = ""
+grpc = "{self.address}"
+
+[cluster]
+node = "{name}"
+admin_url = "{broker.admin_url}"
+refresh_s = 0.5
+
+[[streams]]
+name = "s"
+topic = "{topic}"
+key = "id"
+time = "ts"
+fields = ["a", "b"]
+window = {{ count = 8 }}
+""")
+        self.log = tmp / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Node:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([*HEIMDALL, "serve", "-c", str(self.config)],
+                                         stdout=log, stderr=log)
+        deadline = time.monotonic() + 90
+        while b"serving;" not in self.log.read_bytes().split(b"starting:")[-1]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"node {self.name} did not start:\n"
+                                     f"{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _stream(n: int, keys: int, seed: int) -> tuple[list[Any], list[tuple[bytes, str]]]:
+    evs = events(n, keys, seed=seed)
+    out = []
+    for i, e in enumerate(evs):
+        out.append((payload(e), e[0]))
+        if i % 20 == 0:
+            out.append((b'{"id": "%s", "ts": 1, "a": "poison", "b": %d}' % (e[0].encode(), i),
+                        e[0]))
+    return evs, out
+
+
+def _publish_slowly(url: str, topic: str, items: list[tuple[bytes, str]], chunks: int,
+                    pause_s: float) -> threading.Thread:
+    def run() -> None:
+        step = -(-len(items) // chunks)
+        for i in range(0, len(items), step):
+            publish(url, topic, items[i:i + step])
+            time.sleep(pause_s)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def _settled(nodes: list[Node], want: dict[str, np.ndarray], timeout_s: float = 90) -> None:
+    """Every window equals the oracle, read through the cluster client; every key on one
+    node."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with hd.connect([n.address for n in nodes], timeout_s=5) as cluster:
+                held = [set(cluster._remote(n.address).keys("s")) for n in nodes]
+                batch = cluster.windows("s", list(want))
+            problems = []
+            if sum(map(len, held)) != len(want) or set().union(*held) != set(want):
+                problems.append(f"keys per node {[len(h) for h in held]}, want {len(want)}")
+            for i, k in enumerate(want):
+                got = batch.values[i, batch.values.shape[1] - batch.lengths[i]:]
+                if not np.array_equal(got, want[k]):
+                    problems.append(f"key {k}: {len(got)} rows, want {len(want[k])}")
+                    break
+            if not problems:
+                return
+            last = "; ".join(problems)
+        except hd.HeimdallError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(1)
+    logs = "\n".join(f"--- {n.name}\n{n.log.read_text()[-2500:]}" for n in nodes)
+    raise AssertionError(f"not settled in {timeout_s} s: {last}\n{logs}")
+
+
+def _dead_letters_once(url: str, topic: str, poison: int) -> None:
+    letters = drain(url, f"{topic}-heimdall-dlq", f"check-{time.monotonic_ns()}")
+    ids = [props["heimdall-message-id"] for _data, props in letters]
+    assert len(ids) == len(set(ids)), "a poison message dead-lettered twice"
+    assert len(ids) == poison
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_node_mid_stream_three_rounds(real_pulsar: Any, tmp_path: Path) -> None:
+    keep_history(real_pulsar.admin_url)
+    topic = new_topic()
+    nodes = [Node(f"n{i}", real_pulsar, topic, tmp_path) for i in range(3)]
+    try:
+        for n in nodes:
+            n.start()
+        evs, items = _stream(9_000, 300, seed=21)
+        publisher = _publish_slowly(real_pulsar.url, topic, items, chunks=30, pause_s=0.3)
+        for round_ in range(3):
+            time.sleep(1.5)
+            victim = nodes[round_ % 3]
+            victim.kill()
+            time.sleep(1.0)
+            victim.start()
+        publisher.join()
+        _settled(nodes, oracle(evs, 8))
+        _dead_letters_once(real_pulsar.url, topic, len(items) - len(evs))
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+@pytest.mark.slow
+def test_scale_2_to_3_to_2_while_publishing(real_pulsar: Any, tmp_path: Path) -> None:
+    keep_history(real_pulsar.admin_url)
+    topic = new_topic()
+    nodes = [Node(f"n{i}", real_pulsar, topic, tmp_path) for i in range(3)]
+    try:
+        nodes[0].start()
+        nodes[1].start()
+        evs, items = _stream(6_000, 300, seed=22)
+        publisher = _publish_slowly(real_pulsar.url, topic, items, chunks=20, pause_s=0.3)
+        time.sleep(1.5)
+        nodes[2].start()  # scale up: it takes ranges over from the two
+        time.sleep(2.0)
+        nodes[0].stop()   # scale down, gracefully: its ranges go to the others
+        publisher.join()
+        _settled(nodes[1:], oracle(evs, 8))
+        _dead_letters_once(real_pulsar.url, topic, len(items) - len(evs))
+    finally:
+        for n in nodes:
+            n.stop()
