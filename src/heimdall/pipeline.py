@@ -252,6 +252,7 @@ class Pipeline:
                 host = (cfg.server.grpc or "").rpartition(":")[0] or "127.0.0.1"
                 self.cluster = ClusterNode(cfg.cluster, cfg.source.subscription, cfg.streams,
                                            cfg.cluster.advertise or f"{host}:{self.grpc.port}")
+                self.cluster.check_peers()  # refused before joining: other stream settings
                 self.grpc.cluster = self.source.cluster = self.cluster
                 self.takeover = Takeover(self.cluster, self.source, self.ingests)
             self.source.start()

@@ -153,6 +153,52 @@ def _settled(nodes: list[Node], want: dict[str, np.ndarray], timeout_s: float = 
     raise AssertionError(f"not settled in {timeout_s} s: {last}\n{logs}")
 
 
+class _Reader:
+    """Reads windows through the cluster client while nodes die and come back: each read
+    must be the asked key's window, whole (its rows that key's events, in order), or a typed
+    Heimdall error."""
+
+    def __init__(self, addresses: list[str], keys: list[str]) -> None:
+        self.addresses = addresses
+        self.keys = keys
+        self.ok = 0
+        self.errors: dict[str, int] = {}
+        self.wrong: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def start(self) -> _Reader:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        cluster = None
+        i = 0
+        while not self._stop.is_set():
+            try:
+                if cluster is None:
+                    cluster = hd.connect(self.addresses, timeout_s=2)
+                key = self.keys[i % len(self.keys)]
+                i += 1
+                w = cluster.window("s", key)
+                want_b = float(key[1:]) + 0.5  # events(): b is the key's number + 0.5
+                a, b = w.values[:, 0], w.values[:, 1]
+                if w.key != key or not (b == want_b).all() or not (np.diff(a) > 0).all():
+                    self.wrong.append(f"{key}: got {w.key!r} {w.values.tolist()}")
+                else:
+                    self.ok += 1
+            except hd.HeimdallError as exc:
+                self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+            except Exception as exc:  # not typed: a failure of the contract
+                self.wrong.append(f"{type(exc).__name__}: {exc}")
+        if cluster is not None:
+            cluster.close()
+
+
 def _dead_letters_once(url: str, topic: str, poison: int) -> None:
     letters = drain(url, f"{topic}-heimdall-dlq", f"check-{time.monotonic_ns()}")
     ids = [props["heimdall-message-id"] for _data, props in letters]
@@ -170,6 +216,7 @@ def test_kill_9_of_a_node_mid_stream_three_rounds(real_pulsar: Any, tmp_path: Pa
             n.start()
         evs, items = _stream(9_000, 300, seed=21)
         publisher = _publish_slowly(real_pulsar.url, topic, items, chunks=30, pause_s=0.3)
+        reads = _Reader([n.address for n in nodes], sorted({e[0] for e in evs})).start()
         for round_ in range(3):
             time.sleep(1.5)
             victim = nodes[round_ % 3]
@@ -177,6 +224,9 @@ def test_kill_9_of_a_node_mid_stream_three_rounds(real_pulsar: Any, tmp_path: Pa
             time.sleep(1.0)
             victim.start()
         publisher.join()
+        reads.stop()
+        assert reads.wrong == [], reads.wrong[:5]
+        assert reads.ok > 0
         _settled(nodes, oracle(evs, 8))
         _dead_letters_once(real_pulsar.url, topic, len(items) - len(evs))
     finally:

@@ -167,3 +167,22 @@ def test_a_client_given_an_address_that_is_no_heimdall_node_gets_a_clear_error(
             hd.connect([f"127.0.0.1:{port}"], timeout_s=2)
     finally:
         server.stop(0)
+
+
+def test_a_node_whose_streams_differ_from_the_clusters_is_refused(
+        real_pulsar: Any, tmp_path: Path) -> None:
+    topic = new_topic()
+    first = Pipeline(node_config(real_pulsar.url, real_pulsar.admin_url, topic, "n0",
+                                 tmp_path / "n0"))
+    with first:
+        cfg = node_config(real_pulsar.url, real_pulsar.admin_url, topic, "n1", tmp_path / "n1")
+        data = cfg.model_dump(mode="json")
+        data["streams"][0]["window"] = {"count": 16}
+        other = Pipeline(HeimdallConfig(**data))
+        with pytest.raises(hd.ConfigError, match=r"node 'n0'.*stream 's' window: "
+                           r"'CountWindow\(n=8\)' there, 'CountWindow\(n=16\)' here"):
+            other.start()
+        data["streams"][0]["window"] = {"count": 8}
+        data["streams"][0]["fields"] = ["a", "b", "c"]
+        with pytest.raises(hd.ConfigError, match=r"stream 's' fields"):
+            Pipeline(HeimdallConfig(**data)).start()

@@ -16,6 +16,7 @@ from heimdall.errors import SourceError
 
 NODE = "heimdall-node"  # consumer metadata: the node's name
 ADDRESS = "heimdall-grpc"  # consumer metadata: where the node's gRPC server is reached
+SETTINGS = "heimdall-streams"  # consumer metadata: the stream settings every node must share
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ def subscription_consumers(admin_url: str, topic: str, subscription: str,
         with urllib.request.urlopen(url, timeout=timeout_s) as reply:
             stats = json.load(reply)
     except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # no such topic yet: nobody consumes it
+            return []
         raise SourceError(f"the broker's admin API at {url} answered {exc.code} "
                           f"{exc.reason}") from exc
     except (OSError, ValueError) as exc:

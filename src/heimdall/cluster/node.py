@@ -14,11 +14,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from heimdall.cluster._admin import ADDRESS, NODE, subscription_consumers
+from heimdall.cluster._admin import ADDRESS, NODE, SETTINGS, subscription_consumers
 from heimdall.cluster._hash import RANGE_SIZE, key_hash
 from heimdall.cluster.ranges import Range, RoutingTable, covers, merge
 from heimdall.config import ClusterConfig, StreamConfig
+from heimdall.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,39 @@ class ClusterView:
     read_at: float
 
 
+def shared_settings(streams: Sequence[StreamConfig]) -> dict[str, Any]:
+    """What every node of a cluster must share, per stream: topic, key, time, fields, dtype,
+    window (a node with another window size would hold other windows for the keys it takes
+    over)."""
+    return {s.name: {"topic": s.topic, "key": s.key, "key_from": s.key_from, "time": s.time,
+                     "time_from": s.time_from, "time_unit": s.time_unit,
+                     "fields": list(s.fields), "dtype": s.dtype,
+                     "window": repr(s.window.window()),
+                     "allowed_lateness_s": s.allowed_lateness_s, "nan": s.nan}
+            for s in streams}
+
+
 def config_fingerprint(streams: Sequence[StreamConfig]) -> str:
-    """What every node of a cluster must share: streams, topics, keys, fields, dtypes, windows
-    (a node with another window size would hold other windows for the keys it takes over)."""
-    data = [s.model_dump(mode="json") for s in streams]
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    """A short digest of ``shared_settings``."""
+    data = json.dumps(shared_settings(streams), sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def describe_difference(mine: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """The first settings that differ, said plainly.
+
+    >>> describe_difference({"s": {"window": "CountWindow(n=8)"}},
+    ...                     {"s": {"window": "CountWindow(n=16)"}})
+    "stream 's' window: 'CountWindow(n=16)' there, 'CountWindow(n=8)' here"
+    """
+    if set(mine) != set(theirs):
+        return f"streams {sorted(theirs)} there, {sorted(mine)} here"
+    for name in sorted(mine):
+        for key in sorted(set(mine[name]) | set(theirs[name])):
+            a, b = mine[name].get(key), theirs[name].get(key)
+            if a != b:
+                return f"stream {name!r} {key}: {b!r} there, {a!r} here"
+    return "no difference"
 
 
 class ClusterNode:
@@ -57,13 +87,31 @@ class ClusterNode:
         self.subscription = subscription
         self.topics = {s.name: s.topic for s in streams}
         self.fingerprint = config_fingerprint(streams)
+        self.settings = shared_settings(streams)
         self._view: ClusterView | None = None
         self._lock = threading.Lock()
 
     @property
     def consumer_properties(self) -> dict[str, str]:
         """The consumer metadata that names this node to the broker, and so to everyone."""
-        return {NODE: self.name, ADDRESS: self.address, "heimdall-config": self.fingerprint}
+        return {NODE: self.name, ADDRESS: self.address, SETTINGS: json.dumps(self.settings)}
+
+    def check_peers(self) -> None:
+        """ConfigError naming the difference when a node already in the cluster keeps its
+        streams under other settings (checked before this node subscribes)."""
+        for stream, topic in self.topics.items():
+            for c in subscription_consumers(self.config.admin_url, topic, self.subscription):
+                other = c.metadata.get(SETTINGS)
+                name = c.metadata.get(NODE)
+                if not other or not name or name == self.name:
+                    continue
+                theirs = json.loads(other)
+                if theirs != self.settings:
+                    raise ConfigError(
+                        f"node {name!r} of the cluster (subscription {self.subscription!r} "
+                        f"on {topic!r}) keeps its streams under other settings: "
+                        f"{describe_difference(self.settings, theirs)}; every node must share "
+                        f"the [[streams]] settings (stream {stream!r} was checked)")
 
     def consumer_name(self, stream: str, index: int) -> str:
         return f"heimdall-{self.name}-{stream}-{index}"
