@@ -254,3 +254,45 @@ def test_scale_2_to_3_to_2_while_publishing(real_pulsar: Any, tmp_path: Path) ->
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_get_and_top_read_the_cluster(real_pulsar: Any, tmp_path: Path) -> None:
+    keep_history(real_pulsar.admin_url)
+    topic = new_topic()
+    nodes = [Node(f"n{i}", real_pulsar, topic, tmp_path) for i in range(2)]
+    try:
+        for n in nodes:
+            n.start()
+        evs, items = _stream(600, 40, seed=23)
+        publish(real_pulsar.url, topic, items)
+        want = oracle(evs, 8)
+        _settled(nodes, want)
+        key = sorted(want)[0]
+        got = subprocess.run([*HEIMDALL, "get", f"{nodes[0].address},{nodes[1].address}",
+                              "s", key, "--json"], capture_output=True, text=True,
+                             timeout=60)
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["values"] == want[key].tolist()
+        top = subprocess.run([*HEIMDALL, "top", nodes[1].address, "--cluster", "-n", "1"],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "COLUMNS": "200"})
+        assert top.returncode == 0, top.stderr
+        assert "n0 (" in top.stdout
+        assert "n1 (" in top.stdout
+        assert "owns s " in top.stdout
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+@pytest.mark.slow
+def test_demo_with_three_nodes_kills_one_and_its_keys_come_back(tmp_path: Path) -> None:
+    demo = subprocess.run([*HEIMDALL, "demo", "--nodes", "3", "--duration", "30",
+                           "--machines", "200", "--rate", "2000"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "160"})
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    out = " ".join(demo.stdout.split())
+    assert "kill -9 n0" in out
+    assert "every window continues the one read before the kill" in out, out[-3000:]
+    assert "Traceback" not in demo.stderr

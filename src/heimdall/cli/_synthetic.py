@@ -34,9 +34,14 @@ class SyntheticProducer:
     """
 
     def __init__(self, client: Any, topic: str, machines: int = 1000, rate: float = 20_000,
-                 bad_every: int = 5000, seed: int = 7) -> None:
+                 bad_every: int = 5000, seed: int = 7, key_based: bool = False) -> None:
+        import pulsar
+
+        # key_based: a batch holds one key's messages, as Key_Shared across consumers needs
+        # (the broker routes a batch by its first message's key)
+        batching = pulsar.BatchingType.KeyBased if key_based else pulsar.BatchingType.Default
         self.producer = client.create_producer(
-            topic, block_if_queue_full=True, batching_enabled=True,
+            topic, block_if_queue_full=True, batching_enabled=True, batching_type=batching,
             batching_max_messages=1000, batching_max_publish_delay_ms=1,
         )
         self.machines = machines

@@ -64,6 +64,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model-processes", type=positive_int, default=1, metavar="N",
                    help="run the anomaly detector in N worker processes that read the windows "
                    "from shared memory (default 1: on a thread of this process)")
+    p.add_argument("--nodes", type=positive_int, default=1, metavar="N",
+                   help="N > 1: a cluster of N `heimdall serve` processes on a real Apache "
+                   "Pulsar standalone (needs java 17+ and mvn; ~235 MB fetched once); one is "
+                   "killed midway and its keys come back on the others")
     p.add_argument("--in-process", action="store_true",
                    help="no broker: a one-shot tour of the store's read API")
     p.add_argument("--events", type=positive_int, default=500_000,
@@ -75,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if args.in_process:
         return run_in_process(args, console)
+    if args.nodes > 1:
+        from heimdall.cli._demo_cluster import run_cluster
+
+        return run_cluster(args, console)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="heimdall-demo-")
     cfg = build_config({

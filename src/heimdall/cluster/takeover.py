@@ -67,6 +67,16 @@ def subset(d: Decoded, keep: np.ndarray) -> Decoded:
                    d.row_msg[idx], d.bad)
 
 
+def _position(handle: object) -> tuple[int, int, int]:
+    """A message's position in a (non-partitioned) topic: (ledger, entry, batch index). The
+    handle is a client message (either binding's) or its id serialized."""
+    from _pulsar import MessageId
+
+    mid = MessageId.deserialize(handle) if isinstance(handle, bytes) else \
+        handle.message_id()  # type: ignore[attr-defined]
+    return (mid.ledger_id(), mid.entry_id(), mid.batch_index())
+
+
 class Takeover:
     """One node's held ranges per stream, and the replay that extends them."""
 
@@ -76,6 +86,9 @@ class Takeover:
         self.source = source
         self.ingests = {i.name: i for i in ingests}
         self.held: dict[str, list[Range]] = {name: [] for name in self.ingests}
+        # per stream, keys rebuilt by a replay -> the topic position it read up to
+        self.marks: dict[str, dict[Hashable, tuple[int, int, int]]] = {
+            name: {} for name in self.ingests}
         self.replays = 0
         self.replayed_messages = 0
         self.dropped_keys = 0
@@ -102,25 +115,35 @@ class Takeover:
         stream = ingest.name
         store = ingest.store
         unknown = {k for k in set(d.keys) if (stream, k) not in store}
-        if not unknown:
-            return d, []
         hashes = {k: key_hash(k) for k in unknown}
         held = self.held[stream]
-        late: list[int] = []
+        late: set[int] = set()
         if any(not covers(held, h) for h in hashes.values()):
             owned = merge(self._fresh_owned(stream))
             gained = subtract(owned, held)
             if gained:
                 self._replay(ingest, gained)
-                late = ingest.applied.known(ids)
+                # this batch's poison messages the old owner dead-lettered (read back above)
+                late.update(ingest.applied.known(ids))
+            self._let_go(ingest, subtract(held, owned))
             self.held[stream] = held = owned
-        late_set = set(late)
-        keep = np.array([(k not in hashes or covers(held, hashes[k]))
-                         and int(m) not in late_set for k, m in zip(d.keys, d.row_msg,
-                                                                    strict=True)])
+        marks = self.marks[stream]
+        if marks:  # keys rebuilt by a replay: their messages up to its end are in already
+            for key, m in zip(d.keys, d.row_msg.tolist(), strict=True):
+                mark = marks.get(key)
+                if mark is None:
+                    continue
+                if _position(ids[m]) <= mark:
+                    late.add(m)
+                else:
+                    del marks[key]  # past the replay: this key's messages are new from here
+        if not late and all(covers(held, h) for h in hashes.values()):
+            return d, []
+        keep = np.array([(k not in hashes or covers(held, hashes[k])) and m not in late
+                         for k, m in zip(d.keys, d.row_msg.tolist(), strict=True)])
         if keep.all():
-            return d, late
-        return subset(d, keep), late
+            return d, sorted(late)
+        return subset(d, keep), sorted(late)
 
     def _fresh_owned(self, stream: str) -> list[Range]:
         self.node.view(max_age_s=0.0)
@@ -137,6 +160,16 @@ class Takeover:
         decoder = ingest.decoder
         cfg = ingest.config
         n = 0
+        mine_by_key: dict[Hashable, bool] = {}  # a key's hash is computed once
+        replayed_keys: set[Hashable] = set()
+        end: tuple[int, int, int] | None = None
+
+        def is_mine(key: Hashable) -> bool:
+            got = mine_by_key.get(key)
+            if got is None:
+                got = mine_by_key[key] = covers(gained, key_hash(key))  # type: ignore[arg-type]
+            return got
+
         for msgs in self.source.read_history(topic):
             payloads = [m.data() for m in msgs]
             keys = [m.partition_key() for m in msgs] if cfg.key_from == "message_key" else None
@@ -148,16 +181,21 @@ class Takeover:
             d = decoder.decode(payloads, keys, times)
             if not len(d):
                 continue
-            mine = np.array([covers(gained, key_hash(k)) for k in d.keys])
+            mine = np.fromiter(map(is_mine, d.keys), dtype=bool, count=len(d))
             if not mine.any():
                 continue
             d = subset(d, mine)
             ingest.store.append_batch(ingest.name, d.keys, d.values, d.ts_ns)
             ingest.counters.rows += len(d)  # rows in the windows, replayed or live
-            taken = sorted(set(d.row_msg.tolist()))
-            # the ids as deduplication reads them from a consumer's messages (serialized)
-            ingest.applied.add_ids([msgs[i].message_id().serialize() for i in taken])
-            n += len(taken)
+            n += len(set(d.row_msg.tolist()))
+            replayed_keys.update(d.keys)
+            end = _position(msgs[-1])
+        # the replay's end: a message of these keys at or before it (a redelivery, the rest of
+        # the batch that triggered this, the backlog) is in the windows already
+        if end is not None:
+            marks = self.marks[ingest.name]
+            for key in replayed_keys:
+                marks[key] = end
         self.replays += 1
         self.replayed_messages += n
         self.last_replay_s = time.perf_counter() - t0
@@ -171,15 +209,21 @@ class Takeover:
         for name, ingest in self.ingests.items():
             with ingest.lock:
                 owned = merge(self._fresh_owned(name))
-                lost = subtract(self.held[name], owned)
-                if not lost:
-                    continue
-                gone = [k for k in ingest.store.keys(name) if covers(lost, key_hash(k))]
-                dropped = ingest.store.discard(name, gone)
-                self.dropped_keys += dropped
-                self.held[name] = subtract(self.held[name], lost)
-                log.info("node %s: stream %s: %d range(s) moved away; %d key(s) dropped",
-                         self.node.name, name, len(lost), dropped)
+                self._let_go(ingest, subtract(self.held[name], owned))
+                self.held[name] = subtract(self.held[name], subtract(self.held[name], owned))
+
+    def _let_go(self, ingest: StreamIngest, lost: list[Range]) -> None:
+        """Drop the keys of ``lost`` ranges (``ingest.lock`` held)."""
+        if not lost:
+            return
+        name = ingest.name
+        gone = [k for k in ingest.store.keys(name) if covers(lost, key_hash(k))]
+        dropped = ingest.store.discard(name, gone)
+        for k in gone:
+            self.marks[name].pop(k, None)
+        self.dropped_keys += dropped
+        log.info("node %s: stream %s: %d range(s) moved away; %d key(s) dropped",
+                 self.node.name, name, len(lost), dropped)
 
     def start(self) -> Takeover:
         def loop() -> None:

@@ -1,0 +1,324 @@
+"""A cluster of `heimdall serve` processes on a real Apache Pulsar standalone broker (started
+here, as the tests start it: `tests/real_pulsar`, jars fetched once by Maven).
+
+    .venv/bin/python benchmarks/bench_cluster.py [--events 200000] [--keys 10000] [--rows 256]
+
+1. Ingest: a backlog of ``--events`` events over ``--keys`` keys, drained by N = 1, 2, 3 nodes
+   on one Key_Shared subscription: events/s (aggregate and per node) and CPU-seconds per event
+   (user + system time of the node processes), beside a bare `pulsar-client` receive loop in
+   one process (the ceiling for one consumer) in the same run. This host has 2 cores: three
+   nodes and the broker share them, so the aggregate rate cannot scale; the CPU per event says
+   whether the total cost stays flat.
+2. Failover: ``--keys`` keys x ``--rows`` rows in 3 nodes; one is killed with kill -9; seconds
+   until every window read through the cluster client is exact again (the survivors replay
+   the topic for the ranges they take over).
+3. Routed single-key reads (`hd.connect([...]).window`) p50/p99 beside a direct read from the
+   owning node (`hd.connect(owner).window`), and a fan-out read of 512 keys over 3 nodes
+   beside the same read from one node holding every key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pulsar
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.real_pulsar.standalone import PulsarStandalone  # noqa: E402
+
+import heimdall as hd  # noqa: E402
+
+HEIMDALL = [sys.executable, "-m", "heimdall.cli"]
+F = 4
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (and its reaped children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(fields[i]) for i in (11, 12)) / ticks
+
+
+class Node:
+    def __init__(self, name: str, broker: PulsarStandalone, topic: str, sub: str, rows: int,
+                 keys: int, tmp: Path) -> None:
+        self.name = name
+        self.address = f"127.0.0.1:{_free_port()}"
+        self.config = tmp / f"{name}-{sub}.toml"
+        self.config.write_text(f"""
+[source]
+url = "{broker.url}"
+subscription = "{sub}"
+workers = 1
+data_dir = "{tmp / name}"
+[store]
+max_keys = {keys + 16}
+[server]
+metrics = ""
+grpc = "{self.address}"
+[cluster]
+node = "{name}"
+admin_url = "{broker.admin_url}"
+[[streams]]
+name = "s"
+topic = "{topic}"
+key = "id"
+fields = {json.dumps([f"f{i}" for i in range(F)])}
+window = {{ count = {rows} }}
+""")
+        self.log = tmp / f"{name}-{sub}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Node:
+        return self.launch().wait_serving()
+
+    def launch(self) -> Node:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([*HEIMDALL, "serve", "-c", str(self.config)],
+                                         stdout=log, stderr=log)
+        return self
+
+    def wait_serving(self) -> Node:
+        assert self.proc is not None
+        deadline = time.monotonic() + 120
+        while b"serving;" not in self.log.read_bytes().split(b"starting:")[-1]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"node {self.name} did not start: {self.log.read_text()}")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+
+def publish(url: str, topic: str, n: int, keys: int, seed: int = 0,
+            rows: int = 0) -> dict[str, np.ndarray]:
+    """Publish ``n`` events over ``keys`` keys; returns each key's last ``rows`` values (the
+    oracle of its count window)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, keys, n)
+    c = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    p = c.create_producer(topic, block_if_queue_full=True, batching_enabled=True,
+                          batching_type=pulsar.BatchingType.KeyBased,
+                          batching_max_publish_delay_ms=5, batching_max_messages=1000)
+    vals = rng.normal(size=(n, F)).round(3).tolist()
+    for i, k in enumerate(ids.tolist()):
+        key = f"k{k}"
+        body = {"id": key, **{f"f{j}": v for j, v in enumerate(vals[i])}}
+        p.send_async(json.dumps(body).encode(), None, partition_key=key)
+    p.flush()
+    c.close()
+    want: dict[str, list[list[float]]] = {}
+    if rows:
+        for i, k in enumerate(ids.tolist()):
+            want.setdefault(f"k{k}", []).append(vals[i])
+    return {k: np.array(v[-rows:]) for k, v in want.items()}
+
+
+def exact(cluster: hd.ClusterStore, want: dict[str, np.ndarray]) -> bool:
+    """Every key's window read through the cluster equals the oracle."""
+    try:
+        keys = sorted(want)
+        got = cluster.windows("s", keys)
+    except hd.HeimdallError:
+        return False
+    W = got.values.shape[1]
+    return all(np.array_equal(got.values[i, W - got.lengths[i]:], want[k])
+               for i, k in enumerate(keys))
+
+
+def bare_loop(url: str, topic: str, n: int) -> tuple[float, float]:
+    """A bare pulsar-client receive loop draining ``n`` messages: (events/s, CPU-s/event)."""
+    c = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    cons = c.subscribe(topic, f"bare-{uuid.uuid4().hex[:6]}",
+                       initial_position=pulsar.InitialPosition.Earliest,
+                       receiver_queue_size=25_000,
+                       batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(10_000, 64 << 20,
+                                                                              1))
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    got = 0
+    while got < n:
+        msgs = cons.batch_receive()
+        for m in msgs:
+            m.data()
+        got += len(msgs)
+        cons.acknowledge_cumulative(msgs[-1]) if msgs else None
+    dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    c.close()
+    return n / dt, cpu / n
+
+
+def drain_with(nodes: list[Node], want: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Start the nodes together on a backlog; (events/s, CPU-s/event) from when all serve to
+    when every window is exact (the replays of the ranges each takes are included)."""
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_serving()
+    pids = [node.proc.pid for node in nodes if node.proc is not None]
+    t0, cpu0 = time.perf_counter(), sum(map(_cpu_s, pids))
+    with hd.connect([nd.address for nd in nodes], timeout_s=10) as cluster:
+        while not exact(cluster, want):
+            time.sleep(0.05)
+    return time.perf_counter() - t0, sum(map(_cpu_s, pids)) - cpu0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--keys", type=int, default=10_000)
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--reads", type=int, default=2_000)
+    args = ap.parse_args()
+    console = Console()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    console.print("starting Apache Pulsar standalone ...")
+    broker = PulsarStandalone(tmp / "pulsar").start()
+    try:
+        req = urllib.request.Request(
+            f"{broker.admin_url}/admin/v2/namespaces/public/default/retention",
+            data=b'{"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}',
+            headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(req, timeout=10).close()
+        ingest = Table(title=f"1. ingest of a {args.events:,}-event backlog over "
+                             f"{args.keys:,} keys")
+        for col in ("consumers", "events/s", "per node", "CPU-us/event", "vs N=1"):
+            ingest.add_column(col, justify="right")
+        topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
+        console.print(f"publishing {args.events:,} events ...")
+        want0 = publish(broker.url, topic, args.events, args.keys, rows=args.rows)
+        rate, cpu = bare_loop(broker.url, topic, args.events)
+        ingest.add_row("bare pulsar-client loop", f"{rate:,.0f}", "", f"{cpu * 1e6:.1f}", "")
+        base = None
+        for n_nodes in (1, 2, 3):
+            sub = f"n{n_nodes}"
+            nodes = [Node(f"node{i}", broker, topic, sub, args.rows, args.keys, tmp)
+                     for i in range(n_nodes)]
+            try:
+                secs, cpu_s = drain_with(nodes, want0)
+            finally:
+                for nd in nodes:
+                    nd.stop()
+            rate, cpu = args.events / secs, cpu_s / args.events
+            base = base or cpu
+            ingest.add_row(f"Heimdall x{n_nodes}", f"{rate:,.0f}", f"{rate / n_nodes:,.0f}",
+                           f"{cpu * 1e6:.1f}", f"{cpu / base:.2f}x")
+        console.print(ingest)
+
+        # 2. failover, and 3. reads, on one cluster over keys x rows
+        topic = f"persistent://public/default/fail-{uuid.uuid4().hex[:8]}"
+        total = args.keys * args.rows
+        console.print(f"publishing {total:,} events ({args.keys:,} keys x {args.rows}) ...")
+        want = publish(broker.url, topic, total, args.keys, seed=1, rows=args.rows)
+        nodes = [Node(f"f{i}", broker, topic, "fail", args.rows, args.keys, tmp)
+                 for i in range(3)]
+        try:
+            for nd in nodes:
+                nd.start()
+            addresses = [nd.address for nd in nodes]
+            with hd.connect(addresses, timeout_s=10) as cluster:
+                while not exact(cluster, want):
+                    time.sleep(0.2)
+                keys = sorted(want)
+                reads = Table(title="3. reads")
+                for col in ("read", "p50 us", "p99 us", "vs direct"):
+                    reads.add_column(col, justify="right")
+                sample = keys[: args.reads]
+                routed, direct = [], []
+                owners = {a: hd.connect(a) for a in addresses}
+                for k in sample:
+                    t0 = time.perf_counter()
+                    cluster.window("s", k)
+                    routed.append(time.perf_counter() - t0)
+                    owner = owners[cluster.owner("s", k)]
+                    t0 = time.perf_counter()
+                    owner.window("s", k)
+                    direct.append(time.perf_counter() - t0)
+
+                def pct(xs: list[float], q: float) -> float:
+                    return float(np.percentile(xs, q)) * 1e6
+
+                reads.add_row("single key, direct to its node", f"{pct(direct, 50):.0f}",
+                              f"{pct(direct, 99):.0f}", "")
+                reads.add_row("single key, routed (hd.connect([...]))",
+                              f"{pct(routed, 50):.0f}", f"{pct(routed, 99):.0f}",
+                              f"{pct(routed, 50) / pct(direct, 50):.2f}x")
+                fan = []
+                for _ in range(50):
+                    t0 = time.perf_counter()
+                    cluster.windows("s", keys[:512])
+                    fan.append(time.perf_counter() - t0)
+                for o in owners.values():
+                    o.close()
+
+                # failover
+                victim = nodes[0]
+                t_kill = time.perf_counter()
+                victim.kill()
+                while not exact(cluster, want):
+                    time.sleep(0.1)
+                failover_s = time.perf_counter() - t_kill
+        finally:
+            for nd in nodes:
+                nd.stop()
+        # one node holding every key, for the fan-out baseline
+        single = Node("solo", broker, topic, "solo", args.rows, args.keys, tmp)
+        try:
+            single.start()
+            with hd.connect([single.address]) as solo:
+                while not exact(solo, want):
+                    time.sleep(0.2)
+                one = []
+                for _ in range(50):
+                    t0 = time.perf_counter()
+                    solo.windows("s", keys[:512])
+                    one.append(time.perf_counter() - t0)
+        finally:
+            single.stop()
+        reads.add_row("512 keys, fanned out over 3 nodes", f"{pct(fan, 50):.0f}",
+                      f"{pct(fan, 99):.0f}",
+                      f"{statistics.median(fan) / statistics.median(one):.2f}x one node")
+        reads.add_row("512 keys, one node holding all", f"{pct(one, 50):.0f}",
+                      f"{pct(one, 99):.0f}", "")
+        console.print(reads)
+        console.print(f"2. failover: kill -9 of one of 3 nodes holding {args.keys:,} keys x "
+                      f"{args.rows} rows: every window exact again after {failover_s:.1f} s")
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda a: None  # a dying node's calls in flight: not the figure
+    main()
