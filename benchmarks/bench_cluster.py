@@ -22,14 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -41,20 +38,11 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.real_pulsar.standalone import PulsarStandalone  # noqa: E402
-
 import heimdall as hd  # noqa: E402
+from heimdall.cluster.local import NodeProcess, keep_history  # noqa: E402
+from heimdall.cluster.standalone import PulsarStandalone  # noqa: E402
 
-HEIMDALL = [sys.executable, "-m", "heimdall.cli"]
 F = 4
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu_s(pid: int) -> float:
@@ -64,87 +52,50 @@ def _cpu_s(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12)) / ticks
 
 
-class Node:
-    def __init__(self, name: str, broker: PulsarStandalone, topic: str, sub: str, rows: int,
-                 keys: int, tmp: Path) -> None:
-        self.name = name
-        self.address = f"127.0.0.1:{_free_port()}"
-        self.config = tmp / f"{name}-{sub}.toml"
-        self.config.write_text(f"""
-[source]
-url = "{broker.url}"
-subscription = "{sub}"
-workers = 1
-data_dir = "{tmp / name}"
-[store]
-max_keys = {keys + 16}
-[server]
-metrics = ""
-grpc = "{self.address}"
-[cluster]
-node = "{name}"
-admin_url = "{broker.admin_url}"
+STREAMS = """
 [[streams]]
 name = "s"
 topic = "{topic}"
 key = "id"
-fields = {json.dumps([f"f{i}" for i in range(F)])}
+fields = {fields}
 window = {{ count = {rows} }}
-""")
-        self.log = tmp / f"{name}-{sub}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Node:
-        return self.launch().wait_serving()
-
-    def launch(self) -> Node:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*HEIMDALL, "serve", "-c", str(self.config)],
-                                         stdout=log, stderr=log)
-        return self
-
-    def wait_serving(self) -> Node:
-        assert self.proc is not None
-        deadline = time.monotonic() + 120
-        while b"serving;" not in self.log.read_bytes().split(b"starting:")[-1]:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"node {self.name} did not start: {self.log.read_text()}")
-            time.sleep(0.05)
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
+"""
 
 
-def publish(url: str, topic: str, n: int, keys: int, seed: int = 0,
-            rows: int = 0) -> dict[str, np.ndarray]:
-    """Publish ``n`` events over ``keys`` keys; returns each key's last ``rows`` values (the
-    oracle of its count window)."""
+def make_node(name: str, broker: PulsarStandalone, topic: str, sub: str, rows: int,
+              keys: int, tmp: Path) -> NodeProcess:
+    streams = STREAMS.format(topic=topic, fields=json.dumps([f"f{i}" for i in range(F)]),
+                             rows=rows)
+    return NodeProcess(name, broker.url, broker.admin_url, streams, tmp, max_keys=keys + 16,
+                       refresh_s=1.0, subscription=sub)
+
+
+def make_events(n: int, keys: int, rows: int, seed: int = 0
+                ) -> tuple[list[tuple[bytes, str]], dict[str, np.ndarray]]:
+    """``n`` events over ``keys`` keys as (payload, key), and each key's last ``rows`` values
+    (the oracle of its count window)."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(0, keys, n)
+    ids = rng.integers(0, keys, n).tolist()
+    vals = rng.normal(size=(n, F)).round(3).tolist()
+    items = []
+    want: dict[str, list[list[float]]] = {}
+    for i, k in enumerate(ids):
+        key = f"k{k}"
+        body = {"id": key, **{f"f{j}": v for j, v in enumerate(vals[i])}}
+        items.append((json.dumps(body).encode(), key))
+        want.setdefault(key, []).append(vals[i])
+    return items, {k: np.array(v[-rows:]) for k, v in want.items()}
+
+
+def send(url: str, topic: str, items: list[tuple[bytes, str]]) -> None:
     c = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     p = c.create_producer(topic, block_if_queue_full=True, batching_enabled=True,
                           batching_type=pulsar.BatchingType.KeyBased,
                           batching_max_publish_delay_ms=5, batching_max_messages=1000)
-    vals = rng.normal(size=(n, F)).round(3).tolist()
-    for i, k in enumerate(ids.tolist()):
-        key = f"k{k}"
-        body = {"id": key, **{f"f{j}": v for j, v in enumerate(vals[i])}}
-        p.send_async(json.dumps(body).encode(), None, partition_key=key)
+    for data, key in items:
+        p.send_async(data, None, partition_key=key)
     p.flush()
     c.close()
-    want: dict[str, list[list[float]]] = {}
-    if rows:
-        for i, k in enumerate(ids.tolist()):
-            want.setdefault(f"k{k}", []).append(vals[i])
-    return {k: np.array(v[-rows:]) for k, v in want.items()}
 
 
 def exact(cluster: hd.ClusterStore, want: dict[str, np.ndarray]) -> bool:
@@ -159,40 +110,58 @@ def exact(cluster: hd.ClusterStore, want: dict[str, np.ndarray]) -> bool:
                for i, k in enumerate(keys))
 
 
-def bare_loop(url: str, topic: str, n: int) -> tuple[float, float]:
-    """A bare pulsar-client receive loop draining ``n`` messages: (events/s, CPU-s/event)."""
+def bare_loop(url: str, topic: str, items: list[tuple[bytes, str]]) -> tuple[float, float]:
+    """A bare pulsar-client receive loop taking ``items`` as they are published:
+    (events/s, CPU-s/event of the loop's thread)."""
     c = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    cons = c.subscribe(topic, f"bare-{uuid.uuid4().hex[:6]}",
-                       initial_position=pulsar.InitialPosition.Earliest,
-                       receiver_queue_size=25_000,
+    cons = c.subscribe(topic, f"bare-{uuid.uuid4().hex[:6]}", receiver_queue_size=25_000,
                        batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(10_000, 64 << 20,
                                                                               1))
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    n = len(items)
     got = 0
+    cpu = 0.0
+    t0 = time.perf_counter()
+    sender = threading.Thread(target=send, args=(url, topic, items))
+    sender.start()
     while got < n:
+        c0 = time.thread_time()
         msgs = cons.batch_receive()
         for m in msgs:
             m.data()
+        if msgs:
+            cons.acknowledge_cumulative(msgs[-1])
         got += len(msgs)
-        cons.acknowledge_cumulative(msgs[-1]) if msgs else None
-    dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        cpu += time.thread_time() - c0
+    dt = time.perf_counter() - t0
+    sender.join()
     c.close()
     return n / dt, cpu / n
 
 
-def drain_with(nodes: list[Node], want: dict[str, np.ndarray]) -> tuple[float, float]:
-    """Start the nodes together on a backlog; (events/s, CPU-s/event) from when all serve to
-    when every window is exact (the replays of the ranges each takes are included)."""
+def drain_with(nodes: list[NodeProcess], url: str, topic: str, items: list[tuple[bytes, str]],
+               want: dict[str, np.ndarray]) -> tuple[float, float]:
+    """The nodes up and settled on the subscription, then ``items`` published: (events/s,
+    CPU-s/event of the node processes) until every window is exact."""
     for node in nodes:
         node.launch()
     for node in nodes:
         node.wait_serving()
-    pids = [node.proc.pid for node in nodes if node.proc is not None]
+    time.sleep(2.0)  # the broker's ranges settle (a node joining moves some)
+    pids = [node.pid for node in nodes]
     t0, cpu0 = time.perf_counter(), sum(map(_cpu_s, pids))
+    sender = threading.Thread(target=send, args=(url, topic, items))
+    sender.start()
     with hd.connect([nd.address for nd in nodes], timeout_s=10) as cluster:
+        # the rows counter first (cheap), then the windows themselves: reading every window
+        # often would be the nodes' largest cost
+        while sum(s["ingest"]["s"]["messages"] + s["ingest"]["s"]["duplicates"]
+                  for s in cluster.server_stats().values()) < len(items):
+            time.sleep(0.1)
+        t1, cpu1 = time.perf_counter(), sum(map(_cpu_s, pids))
         while not exact(cluster, want):
-            time.sleep(0.05)
-    return time.perf_counter() - t0, sum(map(_cpu_s, pids)) - cpu0
+            time.sleep(0.5)
+    sender.join()
+    return len(items) / (t1 - t0), (cpu1 - cpu0) / len(items)
 
 
 def main() -> None:
@@ -207,31 +176,25 @@ def main() -> None:
     console.print("starting Apache Pulsar standalone ...")
     broker = PulsarStandalone(tmp / "pulsar").start()
     try:
-        req = urllib.request.Request(
-            f"{broker.admin_url}/admin/v2/namespaces/public/default/retention",
-            data=b'{"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}',
-            headers={"Content-Type": "application/json"}, method="POST")
-        urllib.request.urlopen(req, timeout=10).close()
+        keep_history(broker.admin_url)
         ingest = Table(title=f"1. ingest of a {args.events:,}-event backlog over "
                              f"{args.keys:,} keys")
         for col in ("consumers", "events/s", "per node", "CPU-us/event", "vs N=1"):
             ingest.add_column(col, justify="right")
+        items, want0 = make_events(args.events, args.keys, args.rows)
         topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
-        console.print(f"publishing {args.events:,} events ...")
-        want0 = publish(broker.url, topic, args.events, args.keys, rows=args.rows)
-        rate, cpu = bare_loop(broker.url, topic, args.events)
+        rate, cpu = bare_loop(broker.url, topic, items)
         ingest.add_row("bare pulsar-client loop", f"{rate:,.0f}", "", f"{cpu * 1e6:.1f}", "")
         base = None
         for n_nodes in (1, 2, 3):
-            sub = f"n{n_nodes}"
-            nodes = [Node(f"node{i}", broker, topic, sub, args.rows, args.keys, tmp)
+            topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
+            nodes = [make_node(f"node{i}", broker, topic, "ingest", args.rows, args.keys, tmp)
                      for i in range(n_nodes)]
             try:
-                secs, cpu_s = drain_with(nodes, want0)
+                rate, cpu = drain_with(nodes, broker.url, topic, items, want0)
             finally:
                 for nd in nodes:
                     nd.stop()
-            rate, cpu = args.events / secs, cpu_s / args.events
             base = base or cpu
             ingest.add_row(f"Heimdall x{n_nodes}", f"{rate:,.0f}", f"{rate / n_nodes:,.0f}",
                            f"{cpu * 1e6:.1f}", f"{cpu / base:.2f}x")
@@ -241,8 +204,9 @@ def main() -> None:
         topic = f"persistent://public/default/fail-{uuid.uuid4().hex[:8]}"
         total = args.keys * args.rows
         console.print(f"publishing {total:,} events ({args.keys:,} keys x {args.rows}) ...")
-        want = publish(broker.url, topic, total, args.keys, seed=1, rows=args.rows)
-        nodes = [Node(f"f{i}", broker, topic, "fail", args.rows, args.keys, tmp)
+        items, want = make_events(total, args.keys, args.rows, seed=1)
+        send(broker.url, topic, items)
+        nodes = [make_node(f"f{i}", broker, topic, "fail", args.rows, args.keys, tmp)
                  for i in range(3)]
         try:
             for nd in nodes:
@@ -294,7 +258,7 @@ def main() -> None:
             for nd in nodes:
                 nd.stop()
         # one node holding every key, for the fan-out baseline
-        single = Node("solo", broker, topic, "solo", args.rows, args.keys, tmp)
+        single = make_node("solo", broker, topic, "solo", args.rows, args.keys, tmp)
         try:
             single.start()
             with hd.connect([single.address]) as solo:

@@ -255,6 +255,7 @@ class Pipeline:
                 self.cluster.check_peers()  # refused before joining: other stream settings
                 self.grpc.cluster = self.source.cluster = self.cluster
                 self.takeover = Takeover(self.cluster, self.source, self.ingests)
+                self.grpc.held = self.takeover.held.__getitem__
             self.source.start()
             if self.takeover is not None:
                 self.takeover.start()

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,85 +18,26 @@ import numpy as np
 import pytest
 
 import heimdall as hd
+from heimdall.cluster.local import NodeProcess, keep_history
 from tests.integration.conftest import drain, events, new_topic, oracle, payload, publish
 
 HEIMDALL = [sys.executable, "-m", "heimdall.cli"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def keep_history(admin_url: str) -> None:
-    """The cluster's durable state is the topic's history: keep all of it (docs/cluster.md)."""
-    req = urllib.request.Request(
-        f"{admin_url}/admin/v2/namespaces/public/default/retention",
-        data=json.dumps({"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
-    urllib.request.urlopen(req, timeout=10).close()
-
-
-class Node:
-    def __init__(self, name: str, broker: Any, topic: str, tmp: Path) -> None:
-        self.name = name
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.config = tmp / f"{name}.toml"
-        self.config.write_text(f"""
-[source]
-url = "{broker.url}"
-subscription = "heimdall"
-workers = 1
-data_dir = "{tmp / name}"
-
-[server]
-metrics = ""
-grpc = "{self.address}"
-
-[cluster]
-node = "{name}"
-admin_url = "{broker.admin_url}"
-refresh_s = 0.5
-
+STREAMS = """
 [[streams]]
 name = "s"
 topic = "{topic}"
 key = "id"
 time = "ts"
 fields = ["a", "b"]
-window = {{ count = 8 }}
-""")
-        self.log = tmp / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+window = { count = 8 }
+"""
 
-    def start(self) -> Node:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*HEIMDALL, "serve", "-c", str(self.config)],
-                                         stdout=log, stderr=log)
-        deadline = time.monotonic() + 90
-        while b"serving;" not in self.log.read_bytes().split(b"starting:")[-1]:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"node {self.name} did not start:\n"
-                                     f"{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        return self
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+def node(name: str, broker: Any, topic: str, tmp: Path) -> NodeProcess:
+    return NodeProcess(name, broker.url, broker.admin_url, STREAMS.replace("{topic}", topic),
+                       tmp)
 
 
 def _stream(n: int, keys: int, seed: int) -> tuple[list[Any], list[tuple[bytes, str]]]:
@@ -125,7 +64,7 @@ def _publish_slowly(url: str, topic: str, items: list[tuple[bytes, str]], chunks
     return t
 
 
-def _settled(nodes: list[Node], want: dict[str, np.ndarray], timeout_s: float = 90) -> None:
+def _settled(nodes: list[NodeProcess], want: dict[str, np.ndarray], timeout_s: float = 90) -> None:
     """Every window equals the oracle, read through the cluster client; every key on one
     node."""
     deadline = time.monotonic() + timeout_s
@@ -210,7 +149,7 @@ def _dead_letters_once(url: str, topic: str, poison: int) -> None:
 def test_kill_9_of_a_node_mid_stream_three_rounds(real_pulsar: Any, tmp_path: Path) -> None:
     keep_history(real_pulsar.admin_url)
     topic = new_topic()
-    nodes = [Node(f"n{i}", real_pulsar, topic, tmp_path) for i in range(3)]
+    nodes = [node(f"n{i}", real_pulsar, topic, tmp_path) for i in range(3)]
     try:
         for n in nodes:
             n.start()
@@ -238,7 +177,7 @@ def test_kill_9_of_a_node_mid_stream_three_rounds(real_pulsar: Any, tmp_path: Pa
 def test_scale_2_to_3_to_2_while_publishing(real_pulsar: Any, tmp_path: Path) -> None:
     keep_history(real_pulsar.admin_url)
     topic = new_topic()
-    nodes = [Node(f"n{i}", real_pulsar, topic, tmp_path) for i in range(3)]
+    nodes = [node(f"n{i}", real_pulsar, topic, tmp_path) for i in range(3)]
     try:
         nodes[0].start()
         nodes[1].start()
@@ -259,7 +198,7 @@ def test_scale_2_to_3_to_2_while_publishing(real_pulsar: Any, tmp_path: Path) ->
 def test_get_and_top_read_the_cluster(real_pulsar: Any, tmp_path: Path) -> None:
     keep_history(real_pulsar.admin_url)
     topic = new_topic()
-    nodes = [Node(f"n{i}", real_pulsar, topic, tmp_path) for i in range(2)]
+    nodes = [node(f"n{i}", real_pulsar, topic, tmp_path) for i in range(2)]
     try:
         for n in nodes:
             n.start()

@@ -8,14 +8,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,87 +21,15 @@ from rich.table import Table
 from heimdall._signals import stop_on_signals
 from heimdall.cli._synthetic import SyntheticProducer
 from heimdall.cluster.client import ClusterStore
+from heimdall.cluster.local import NodeProcess, keep_history
 from heimdall.cluster.standalone import PulsarStandalone, lib_dir
-from heimdall.errors import HeimdallError, SourceError
+from heimdall.errors import HeimdallError
 
 TOPIC = "persistent://public/default/sensors"
 FIELDS = ("temp", "vibration", "rpm")
 
 
-class _Node:
-    def __init__(self, name: str, broker: PulsarStandalone, window: int, machines: int,
-                 workdir: Path) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.address = f"127.0.0.1:{s.getsockname()[1]}"
-        self.name = name
-        self.config = workdir / f"{name}.toml"
-        self.config.write_text(f"""
-[source]
-url = "{broker.url}"
-workers = 1
-data_dir = "{workdir / name}"
-[store]
-max_keys = {machines}
-[server]
-metrics = ""
-grpc = "{self.address}"
-[cluster]
-node = "{name}"
-admin_url = "{broker.admin_url}"
-refresh_s = 0.5
-[[streams]]
-name = "sensors"
-topic = "{TOPIC}"
-key = "machine_id"
-time = "ts"
-fields = {json.dumps(list(FIELDS))}
-dtype = "float32"
-window = {{ count = {window} }}
-""")
-        self.log = workdir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 90) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "heimdall.cli", "serve", "-c", str(self.config)],
-                stdout=log, stderr=log, start_new_session=True)  # out of the terminal's reach
-        deadline = time.monotonic() + timeout_s
-        while b"serving;" not in self.log.read_bytes().split(b"starting:")[-1]:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SourceError(f"node {self.name} did not start; see {self.log}")
-            time.sleep(0.1)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive and self.proc is not None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.alive and self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def _keep_history(broker: PulsarStandalone) -> None:
-    req = urllib.request.Request(
-        f"{broker.admin_url}/admin/v2/namespaces/public/default/retention",
-        data=b'{"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}',
-        headers={"Content-Type": "application/json"}, method="POST")
-    urllib.request.urlopen(req, timeout=10).close()
-
-
-def _table(cluster: ClusterStore, nodes: list[_Node], note: str) -> Table:
+def _table(cluster: ClusterStore, nodes: list[NodeProcess], note: str) -> Table:
     from heimdall.cluster._hash import RANGE_SIZE
 
     t = Table(title=f"Heimdall cluster: {note}", min_width=72)
@@ -149,16 +72,26 @@ def run_cluster(args: argparse.Namespace, console: Console) -> int:
     jars = lib_dir()
     with stop_on_signals() as stop:
         broker = PulsarStandalone(workdir / "pulsar")
-        nodes: list[_Node] = []
+        nodes: list[NodeProcess] = []
         try:
             with console.status(f"starting Apache Pulsar standalone (jars in {jars}; the "
                                 f"first run fetches ~235 MB from Maven Central) ..."):
                 broker.start()
-            _keep_history(broker)
+            keep_history(broker.admin_url)
             console.print(f"broker {broker.url} (admin {broker.admin_url}); the topic keeps "
                           f"its history: the cluster's durable state")
-            nodes = [_Node(f"n{i}", broker, args.window, args.machines, workdir)
-                     for i in range(nodes_n)]
+            streams = f"""
+[[streams]]
+name = "sensors"
+topic = "{TOPIC}"
+key = "machine_id"
+time = "ts"
+fields = {json.dumps(list(FIELDS))}
+dtype = "float32"
+window = {{ count = {args.window} }}
+"""
+            nodes = [NodeProcess(f"n{i}", broker.url, broker.admin_url, streams, workdir,
+                                 max_keys=args.machines) for i in range(nodes_n)]
             for n in nodes:
                 with console.status(f"starting node {n.name} ..."):
                     n.start()

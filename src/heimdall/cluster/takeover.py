@@ -11,9 +11,12 @@ redeliveries of the old owner's unacknowledged messages, and the messages of the
 triggered it, are then recognised by id and dropped. The old owner's dead letters are read
 back too, so a poison message it dead-lettered is not dead-lettered again.
 
-A node that loses ranges (another joined, or it asked for them back) drops those keys on its
-next refresh (every ``cluster.refresh_s``) and leaves out rows that arrive for a key it does
-not own (a message the broker dispatched before the move): the new owner replays them.
+Every ``cluster.refresh_s`` a node also reads its ranges unasked, and takes over what it
+gained (a node that died with nothing left to redeliver sends no message to trigger it). A
+node that loses ranges (another joined, or it asked for them back) drops those keys then,
+and leaves out rows that arrive for a key it does not own (a message the broker dispatched
+before the move): the new owner replays them. Until a gained range is replayed, a read of its
+keys is refused (NotOwnerError, "taking over"), never answered with a partial window.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class Takeover:
         # per stream, keys rebuilt by a replay -> the topic position it read up to
         self.marks: dict[str, dict[Hashable, tuple[int, int, int]]] = {
             name: {} for name in self.ingests}
+        self._hashes: dict[Hashable, int] = {}  # key -> its hash, for the sweep
         self.replays = 0
         self.replayed_messages = 0
         self.dropped_keys = 0
@@ -205,12 +209,36 @@ class Takeover:
     # ---- letting go: a background refresh ---------------------------------------------------
 
     def refresh(self) -> None:
-        """Drop the keys of ranges the broker moved away from this node."""
+        """Follow the broker's ranges without waiting for a message: take over the ranges
+        gained (a node died with nothing left to redeliver) and drop the keys of ranges lost."""
         for name, ingest in self.ingests.items():
             with ingest.lock:
                 owned = merge(self._fresh_owned(name))
-                self._let_go(ingest, subtract(self.held[name], owned))
-                self.held[name] = subtract(self.held[name], subtract(self.held[name], owned))
+                held = self.held[name]
+                self._let_go(ingest, subtract(held, owned))
+                gained = subtract(owned, held)
+                if gained:
+                    self._replay(ingest, gained)
+                self.held[name] = owned
+                self._sweep(ingest, owned)
+
+    def _sweep(self, ingest: StreamIngest, owned: list[Range]) -> None:
+        """Drop any key held outside ``owned`` (``ingest.lock`` held), whatever put it there:
+        every key on exactly one node, by the broker's ranges."""
+        name = ingest.name
+        hashes = self._hashes
+        keys = ingest.store.keys(name)
+        if len(hashes) > 2 * len(keys) + 1024:  # keys evicted or expired meanwhile
+            hashes.clear()
+        stray = [k for k in keys
+                 if not covers(owned, hashes.get(k) or hashes.setdefault(k, key_hash(k)))]
+        if stray:
+            self.dropped_keys += ingest.store.discard(name, stray)
+            for k in stray:
+                self.marks[name].pop(k, None)
+                hashes.pop(k, None)
+            log.info("node %s: stream %s: %d key(s) outside its ranges dropped",
+                     self.node.name, name, len(stray))
 
     def _let_go(self, ingest: StreamIngest, lost: list[Range]) -> None:
         """Drop the keys of ``lost`` ranges (``ingest.lock`` held)."""

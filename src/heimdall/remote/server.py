@@ -31,9 +31,9 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from heimdall.cluster._hash import RANGE_SIZE
+from heimdall.cluster._hash import RANGE_SIZE, key_hash
 from heimdall.cluster.node import ClusterNode
-from heimdall.cluster.ranges import flatten
+from heimdall.cluster.ranges import covers, flatten
 from heimdall.errors import (
     CapacityError,
     ConfigError,
@@ -148,6 +148,9 @@ class GrpcServer:
         self.port = 0
         self._server: grpc.Server | None = None
         self.cluster: ClusterNode | None = None  # a cluster node: reads of others' keys refused
+        # a cluster node: the ranges whose keys it holds whole (a range still being taken
+        # over is owned but not held: its reads are refused until the replay is done)
+        self.held: Callable[[str], Sequence[tuple[int, int]]] | None = None
         self._health: health.HealthServicer | None = None
         self._stopping = threading.Event()
 
@@ -253,6 +256,7 @@ class GrpcServer:
             return
         view = self.cluster.view()
         mine = self.cluster.address
+        held = self.held(stream) if self.held is not None else None
         for key in keys:
             owner = view.table.owner(stream, key)
             if owner != mine:
@@ -260,6 +264,10 @@ class GrpcServer:
                     f"stream {stream!r}, key {shown(key)}: node {self.cluster.name!r} does not "
                     f"own it; " + (f"{owner} does" if owner else "no node does right now"),
                     owner)
+            if held is not None and not covers(held, key_hash(key)):
+                raise NotOwnerError(
+                    f"stream {stream!r}, key {shown(key)}: node {self.cluster.name!r} is "
+                    f"taking its range over (replaying the topic); retry shortly", mine)
 
     def cluster_reply(self) -> Any:
         from heimdall.cluster.node import whole_range
