@@ -123,6 +123,10 @@ class _Reader:
                     cluster = hd.connect(self.addresses, timeout_s=2)
                 key = self.keys[i % len(self.keys)]
                 i += 1
+                if i % 2:  # a multi-key read too: one call per node, fanned out
+                    batch = cluster.windows("s", self.keys[i % 7::7])
+                    if batch.keys != self.keys[i % 7::7]:
+                        self.wrong.append(f"batch keys {batch.keys[:3]} ...")
                 w = cluster.window("s", key)
                 want_b = float(key[1:]) + 0.5  # events(): b is the key's number + 0.5
                 a, b = w.values[:, 0], w.values[:, 1]

@@ -47,6 +47,7 @@ class ClusterStore:
         self.table = RoutingTable({})
         self.nodes: dict[str, str] = {}  # address -> node name
         self.ranges: dict[str, dict[str, list[Range]]] = {}  # node name -> stream -> ranges
+        self._failed: set[str] = set()  # addresses that could not be reached lately
         self.refresh()
 
     # ---- routing --------------------------------------------------------------------------
@@ -63,13 +64,18 @@ class ClusterStore:
     def refresh(self) -> None:
         """Read the routing table again, from the first node (known or seed) that answers."""
         failures = []
-        for address in [*self.nodes, *self._seeds]:
+        candidates = list(dict.fromkeys([*self.nodes, *self._seeds]))
+        # a node that failed lately is asked last: connecting to a dead one waits timeout_s
+        candidates.sort(key=lambda a: a in self._failed)
+        for address in candidates:
             try:
                 info = self._remote(address).cluster_info()
             except RemoteError as exc:
                 failures.append(f"{address}: {exc}")
+                self._failed.add(address)
                 self._drop(address)
                 continue
+            self._failed.discard(address)
             if info.range_size != RANGE_SIZE:
                 raise RemoteError(f"{address} hashes keys into {info.range_size} ranges; this "
                                   f"client into {RANGE_SIZE}: versions differ")
@@ -83,6 +89,8 @@ class ClusterStore:
             self.table = RoutingTable(streams)
             self.nodes = {n.address: n.name for n in info.nodes}
             self.ranges = per_node
+            for gone in set(self._remotes) - set(self.nodes):
+                self._drop(gone)  # a node that left: its connection is not kept
             return
         raise RemoteError("no Heimdall node answered: " + "; ".join(failures))
 
@@ -128,9 +136,10 @@ class ClusterStore:
         """``call(node, its keys)`` on every owner at once; (indices, result) per node."""
         for attempt in (0, 1):
             groups = self._by_owner(stream, keys)
-            futures = [(idx, self._pool.submit(call, self._remote(a), [keys[i] for i in idx]))
-                       for a, idx in groups.items()]
-            try:
+            try:  # connecting to a node that died is a refusal like any other: re-read
+                futures = [(idx, self._pool.submit(call, self._remote(a),
+                                                   [keys[i] for i in idx]))
+                           for a, idx in groups.items()]
                 return [(idx, f.result()) for idx, f in futures]
             except _RETRYABLE as exc:
                 if attempt or (not isinstance(exc, NotOwnerError)
