@@ -101,7 +101,8 @@ window = {{ count = {args.window} }}
                                    logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
             producer = SyntheticProducer(client, TOPIC, args.machines, args.rate,
                                          seed=args.seed, key_based=True).start()
-            cluster = ClusterStore([n.address for n in nodes])
+            # a short deadline: a call that meets the killed node's address fails fast
+            cluster = ClusterStore([n.address for n in nodes], timeout_s=2.0)
             console.print(f"{nodes_n} nodes on one Key_Shared subscription; producing "
                           f"~{args.rate:,.0f} events/s from {args.machines:,} machines; "
                           f"{nodes[0].name} is killed at {duration / 2:.0f} s; Ctrl-C stops")
@@ -110,7 +111,12 @@ window = {{ count = {args.window} }}
             before: dict[Any, np.ndarray] = {}
             killed_at = None
             report = ""
-            while not stop.wait(2.0) and time.monotonic() - t0 < duration:
+            while not stop.wait(2.0):
+                # the duration, then on until the killed node's keys are shown back (2 min)
+                waiting = killed_at is not None and not report and bool(before)
+                if time.monotonic() - t0 >= duration and not (
+                        waiting and time.monotonic() - (killed_at or 0.0) < 120):
+                    break
                 now = time.monotonic() - t0
                 if killed_at is None and now >= duration / 2:
                     keys = [k for k in cluster.keys("sensors")
