@@ -66,11 +66,14 @@ refresh_s = {refresh_s}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def launch(self) -> NodeProcess:
-        """Start the process (in a session of its own: a terminal's Ctrl-C is not for it)."""
+        """Start the process (in a session of its own: a terminal's Ctrl-C is not for it; it
+        dies with this process, even on SIGKILL, as the embedded broker does)."""
+        from heimdall.sources._embedded import _die_with_parent
+
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "heimdall.cli", "serve", "-c", str(self.config)],
-                stdout=log, stderr=log, start_new_session=True)
+                stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent)
         return self
 
     def wait_serving(self, timeout_s: float = 120.0) -> NodeProcess:
