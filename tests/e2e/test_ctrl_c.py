@@ -76,7 +76,7 @@ class Terminal:
 
 
 def _left_behind(marker: Path) -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True)
     return [line for line in ps.stdout.splitlines() if str(marker) in line]
 
 
@@ -138,3 +138,32 @@ window = {{ count = 8 }}
     assert "stopped: stream sensors" in term.text
     assert "Traceback" not in term.text
     assert not _left_behind(data)
+
+
+@pytest.mark.slow
+def test_kill_9_of_serve_takes_its_embedded_broker_with_it(tmp_path: Path) -> None:
+    data = tmp_path / "serve-data"
+    (tmp_path / "heimdall.toml").write_text(f"""
+[source]
+url = "embedded"
+data_dir = "{data}"
+
+[server]
+metrics = ""
+
+[[streams]]
+name = "sensors"
+topic = "persistent://public/default/sensors"
+key = "machine_id"
+fields = ["temp"]
+window = {{ count = 8 }}
+""")
+    term = Terminal([*HEIMDALL, "serve", "-c", "heimdall.toml"], tmp_path)
+    term.read_until("serving; SIGINT or SIGTERM stops", 120)
+    assert _left_behind(data), "the embedded broker is not running"
+    os.kill(term.pid, 9)
+    term.wait(10)
+    deadline = time.monotonic() + 10
+    while _left_behind(data) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _left_behind(data), "the broker outlived Heimdall's kill -9"

@@ -64,22 +64,25 @@ refresh_s = {refresh_s}
 {streams}""")
         self.log = workdir / f"{name}-{subscription}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_from = 0  # where this run's lines start in the log
 
     def launch(self) -> NodeProcess:
         """Start the process (in a session of its own: a terminal's Ctrl-C is not for it; it
         dies with this process, even on SIGKILL, as the embedded broker does)."""
-        from heimdall.sources._embedded import _die_with_parent
+        from heimdall.sources._embedded import dies_with_parent
 
         with open(self.log, "ab") as log:
+            self._log_from = log.tell()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "heimdall.cli", "serve", "-c", str(self.config)],
-                stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent)
+                dies_with_parent([sys.executable, "-m", "heimdall.cli", "serve",
+                                  "-c", str(self.config)]),
+                stdout=log, stderr=log, start_new_session=True)
         return self
 
     def wait_serving(self, timeout_s: float = 120.0) -> NodeProcess:
         """Block until it logs that it serves. Raises SourceError (its log's tail) if not."""
         deadline = time.monotonic() + timeout_s
-        while b"serving;" not in self.log.read_bytes().split(b"starting:")[-1]:
+        while b"serving;" not in self.log.read_bytes()[self._log_from:]:
             if self.proc is None or self.proc.poll() is not None \
                     or time.monotonic() > deadline:
                 raise SourceError(f"node {self.name} did not start:\n"

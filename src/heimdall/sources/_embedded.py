@@ -4,9 +4,9 @@ It speaks the Pulsar protocol to the official client, needs no Java, and is Heim
 default when no broker is configured. Its log goes to ``<data_dir>/broker.log`` and its
 metrics port is off. It runs in a session of its own, out of the terminal's reach: Ctrl-C
 stops Heimdall, which stops the broker last. The process is started with
-``PR_SET_PDEATHSIG`` (Linux): if the Heimdall process dies, even by SIGKILL, the kernel ends
-the broker too, so no orphan keeps the data directory's lock. Messages and cursors survive
-a restart on the same directory.
+``PR_SET_PDEATHSIG`` (Linux, by ``setpriv``): if the Heimdall process dies, even by SIGKILL,
+the kernel ends the broker too, so no orphan keeps the data directory's lock. Messages and
+cursors survive a restart on the same directory.
 
 What pulsar-lite gets wrong is listed in the project notes; Heimdall uses the subscription
 types and the single-process layout that hold there (see ``PulsarSource``).
@@ -15,10 +15,9 @@ types and the single-process layout that hold there (see ``PulsarSource``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,15 +27,18 @@ from types import TracebackType
 
 from heimdall.errors import SourceError
 
-_PR_SET_PDEATHSIG = 1
 _CONFIG = "# written by Heimdall: no metrics port (it would take 0.0.0.0:8080)\n" \
           "[metrics]\nenabled = false\n"
 
 
-def _die_with_parent() -> None:  # pragma: no cover (runs in the child between fork and exec)
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def dies_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that the kernel kills it when the thread that starts it ends, even by
+    SIGKILL (``PR_SET_PDEATHSIG``, set by util-linux's ``setpriv`` before it execs ``argv``).
+    Not by a ``preexec_fn``: Python code between fork and exec, in a process with other
+    threads (gRPC, the Pulsar client), can crash or hang the child. Where ``setpriv`` is
+    missing (not Linux), ``argv`` as it is."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
 
 
 def free_port() -> int:
@@ -109,10 +111,9 @@ class EmbeddedPulsar:
             port = self.port if fixed else free_port()
             with open(self.log_path, "ab") as log:
                 proc = subprocess.Popen(
-                    [binary, "--addr", f"127.0.0.1:{port}",
-                     "--db-path", str(self.data_dir / "data.db"), "--log-level", "warn"],
+                    dies_with_parent([binary, "--addr", f"127.0.0.1:{port}", "--db-path",
+                                      str(self.data_dir / "data.db"), "--log-level", "warn"]),
                     cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    preexec_fn=_die_with_parent,
                     # its own session: a terminal's Ctrl-C (sent to the foreground process
                     # group) must not kill it before Heimdall has stopped using it
                     start_new_session=True,
