@@ -170,6 +170,8 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--reads", type=int, default=2_000)
+    ap.add_argument("--no-ingest", action="store_true",
+                    help="skip part 1 (the failover and the reads only)")
     args = ap.parse_args()
     console = Console()
     tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
@@ -177,110 +179,126 @@ def main() -> None:
     broker = PulsarStandalone(tmp / "pulsar").start()
     try:
         keep_history(broker.admin_url)
-        ingest = Table(title=f"1. ingest of a {args.events:,}-event backlog over "
-                             f"{args.keys:,} keys")
-        for col in ("consumers", "events/s", "per node", "CPU-us/event", "vs N=1"):
-            ingest.add_column(col, justify="right")
-        items, want0 = make_events(args.events, args.keys, args.rows)
+        if not args.no_ingest:
+            ingest_figures(args, broker, console, tmp)
+        failover_and_reads(args, broker, console, tmp)
+    finally:
+        broker.stop()
+
+
+def ingest_figures(args: argparse.Namespace, broker: PulsarStandalone, console: Console,
+                   tmp: Path) -> None:
+    ingest = Table(title=f"1. ingest of a {args.events:,}-event backlog over "
+                         f"{args.keys:,} keys")
+    for col in ("consumers", "events/s", "per node", "CPU-us/event", "vs N=1"):
+        ingest.add_column(col, justify="right")
+    items, want0 = make_events(args.events, args.keys, args.rows)
+    topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
+    rate, cpu = bare_loop(broker.url, topic, items)
+    ingest.add_row("bare pulsar-client loop", f"{rate:,.0f}", "", f"{cpu * 1e6:.1f}", "")
+    base = None
+    for n_nodes in (1, 2, 3):
         topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
-        rate, cpu = bare_loop(broker.url, topic, items)
-        ingest.add_row("bare pulsar-client loop", f"{rate:,.0f}", "", f"{cpu * 1e6:.1f}", "")
-        base = None
-        for n_nodes in (1, 2, 3):
-            topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
-            nodes = [make_node(f"node{i}", broker, topic, "ingest", args.rows, args.keys, tmp)
-                     for i in range(n_nodes)]
-            try:
-                rate, cpu = drain_with(nodes, broker.url, topic, items, want0)
-            finally:
-                for nd in nodes:
-                    nd.stop()
-            base = base or cpu
-            ingest.add_row(f"Heimdall x{n_nodes}", f"{rate:,.0f}", f"{rate / n_nodes:,.0f}",
-                           f"{cpu * 1e6:.1f}", f"{cpu / base:.2f}x")
-        console.print(ingest)
-
-        # 2. failover, and 3. reads, on one cluster over keys x rows
-        topic = f"persistent://public/default/fail-{uuid.uuid4().hex[:8]}"
-        total = args.keys * args.rows
-        console.print(f"publishing {total:,} events ({args.keys:,} keys x {args.rows}) ...")
-        items, want = make_events(total, args.keys, args.rows, seed=1)
-        send(broker.url, topic, items)
-        nodes = [make_node(f"f{i}", broker, topic, "fail", args.rows, args.keys, tmp)
-                 for i in range(3)]
+        nodes = [make_node(f"node{i}", broker, topic, "ingest", args.rows, args.keys, tmp)
+                 for i in range(n_nodes)]
         try:
-            for nd in nodes:
-                nd.start()
-            addresses = [nd.address for nd in nodes]
-            with hd.connect(addresses, timeout_s=10) as cluster:
-                while not exact(cluster, want):
-                    time.sleep(0.2)
-                keys = sorted(want)
-                reads = Table(title="3. reads")
-                for col in ("read", "p50 us", "p99 us", "vs direct"):
-                    reads.add_column(col, justify="right")
-                sample = keys[: args.reads]
-                routed, direct = [], []
-                owners = {a: hd.connect(a) for a in addresses}
-                for k in sample:
-                    t0 = time.perf_counter()
-                    cluster.window("s", k)
-                    routed.append(time.perf_counter() - t0)
-                    owner = owners[cluster.owner("s", k)]
-                    t0 = time.perf_counter()
-                    owner.window("s", k)
-                    direct.append(time.perf_counter() - t0)
-
-                def pct(xs: list[float], q: float) -> float:
-                    return float(np.percentile(xs, q)) * 1e6
-
-                reads.add_row("single key, direct to its node", f"{pct(direct, 50):.0f}",
-                              f"{pct(direct, 99):.0f}", "")
-                reads.add_row("single key, routed (hd.connect([...]))",
-                              f"{pct(routed, 50):.0f}", f"{pct(routed, 99):.0f}",
-                              f"{pct(routed, 50) / pct(direct, 50):.2f}x")
-                fan = []
-                for _ in range(50):
-                    t0 = time.perf_counter()
-                    cluster.windows("s", keys[:512])
-                    fan.append(time.perf_counter() - t0)
-                for o in owners.values():
-                    o.close()
-
-                # failover
-                victim = nodes[0]
-                t_kill = time.perf_counter()
-                victim.kill()
-                while not exact(cluster, want):
-                    time.sleep(0.1)
-                failover_s = time.perf_counter() - t_kill
+            rate, cpu = drain_with(nodes, broker.url, topic, items, want0)
         finally:
             for nd in nodes:
                 nd.stop()
-        # one node holding every key, for the fan-out baseline
-        single = make_node("solo", broker, topic, "solo", args.rows, args.keys, tmp)
-        try:
-            single.start()
-            with hd.connect([single.address]) as solo:
-                while not exact(solo, want):
-                    time.sleep(0.2)
-                one = []
-                for _ in range(50):
-                    t0 = time.perf_counter()
-                    solo.windows("s", keys[:512])
-                    one.append(time.perf_counter() - t0)
-        finally:
-            single.stop()
-        reads.add_row("512 keys, fanned out over 3 nodes", f"{pct(fan, 50):.0f}",
-                      f"{pct(fan, 99):.0f}",
-                      f"{statistics.median(fan) / statistics.median(one):.2f}x one node")
-        reads.add_row("512 keys, one node holding all", f"{pct(one, 50):.0f}",
-                      f"{pct(one, 99):.0f}", "")
-        console.print(reads)
-        console.print(f"2. failover: kill -9 of one of 3 nodes holding {args.keys:,} keys x "
-                      f"{args.rows} rows: every window exact again after {failover_s:.1f} s")
+        base = base or cpu
+        ingest.add_row(f"Heimdall x{n_nodes}", f"{rate:,.0f}", f"{rate / n_nodes:,.0f}",
+                       f"{cpu * 1e6:.1f}", f"{cpu / base:.2f}x")
+    console.print(ingest)
+
+
+def failover_and_reads(args: argparse.Namespace, broker: PulsarStandalone, console: Console,
+                       tmp: Path) -> None:
+    # 2. failover, and 3. reads, on one cluster over keys x rows
+    topic = f"persistent://public/default/fail-{uuid.uuid4().hex[:8]}"
+    total = args.keys * args.rows
+    console.print(f"publishing {total:,} events ({args.keys:,} keys x {args.rows}) ...")
+    items, want = make_events(total, args.keys, args.rows, seed=1)
+    send(broker.url, topic, items)
+    nodes = [make_node(f"f{i}", broker, topic, "fail", args.rows, args.keys, tmp)
+             for i in range(3)]
+    try:
+        for nd in nodes:
+            nd.start()
+        addresses = [nd.address for nd in nodes]
+        with hd.connect(addresses, timeout_s=10) as cluster:
+            while not exact(cluster, want):
+                time.sleep(0.2)
+            keys = sorted(want)
+            reads = Table(title="3. reads")
+            for col in ("read", "p50 us", "p99 us", "vs direct"):
+                reads.add_column(col, justify="right")
+            sample = keys[: args.reads]
+            routed, direct = [], []
+            owners = {a: hd.connect(a) for a in addresses}
+            for k in sample:
+                t0 = time.perf_counter()
+                cluster.window("s", k)
+                routed.append(time.perf_counter() - t0)
+                owner = owners[cluster.owner("s", k)]
+                t0 = time.perf_counter()
+                owner.window("s", k)
+                direct.append(time.perf_counter() - t0)
+
+            def pct(xs: list[float], q: float) -> float:
+                return float(np.percentile(xs, q)) * 1e6
+
+            reads.add_row("single key, direct to its node", f"{pct(direct, 50):.0f}",
+                          f"{pct(direct, 99):.0f}", "")
+            reads.add_row("single key, routed (hd.connect([...]))",
+                          f"{pct(routed, 50):.0f}", f"{pct(routed, 99):.0f}",
+                          f"{pct(routed, 50) / pct(direct, 50):.2f}x")
+            fan = []
+            for _ in range(50):
+                t0 = time.perf_counter()
+                cluster.windows("s", keys[:512])
+                fan.append(time.perf_counter() - t0)
+            for o in owners.values():
+                o.close()
+
+            # failover
+            victim = nodes[0]
+            t_kill = time.perf_counter()
+            victim.kill()
+            # each check reads every window (keys x rows x 4 float64): not too often, it
+            # would take the replaying nodes' CPU
+            while not exact(cluster, want):
+                time.sleep(1.0)
+            failover_s = time.perf_counter() - t_kill
+            for nd in nodes[1:]:
+                for line in nd.log.read_text().splitlines():
+                    if "replayed into" in line:
+                        console.print(f"  {line}")
     finally:
-        broker.stop()
+        for nd in nodes:
+            nd.stop()
+    # one node holding every key, for the fan-out baseline
+    single = make_node("solo", broker, topic, "solo", args.rows, args.keys, tmp)
+    try:
+        single.start()
+        with hd.connect([single.address]) as solo:
+            while not exact(solo, want):
+                time.sleep(0.2)
+            one = []
+            for _ in range(50):
+                t0 = time.perf_counter()
+                solo.windows("s", keys[:512])
+                one.append(time.perf_counter() - t0)
+    finally:
+        single.stop()
+    reads.add_row("512 keys, fanned out over 3 nodes", f"{pct(fan, 50):.0f}",
+                  f"{pct(fan, 99):.0f}",
+                  f"{statistics.median(fan) / statistics.median(one):.2f}x one node")
+    reads.add_row("512 keys, one node holding all", f"{pct(one, 50):.0f}",
+                  f"{pct(one, 99):.0f}", "")
+    console.print(reads)
+    console.print(f"2. failover: kill -9 of one of 3 nodes holding {args.keys:,} keys x "
+                  f"{args.rows} rows: every window exact again after {failover_s:.1f} s")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from heimdall.cluster._hash import key_hash
 from heimdall.cluster.node import ClusterNode
 from heimdall.cluster.ranges import Range, covers, merge
 from heimdall.decode import Decoded
+from heimdall.sources.pulsar import message_keys_and_times
 
 if TYPE_CHECKING:
     from heimdall.sources._ingest import StreamIngest
@@ -174,14 +175,15 @@ class Takeover:
                 got = mine_by_key[key] = covers(gained, key_hash(key))  # type: ignore[arg-type]
             return got
 
-        for msgs in self.source.read_history(topic):
+        for batch in self.source.read_history(topic):
+            # the broker routed each message by its key (docs/cluster.md): the other nodes'
+            # messages are left before decoding; a message without a key is decoded and kept
+            # by its key field
+            msgs = [m for m in batch if not (pk := m.partition_key()) or is_mine(pk)]
+            if not msgs:
+                continue
             payloads = [m.data() for m in msgs]
-            keys = [m.partition_key() for m in msgs] if cfg.key_from == "message_key" else None
-            times = None
-            if cfg.time_from == "event_timestamp":
-                times = [m.event_timestamp() * 1_000_000 for m in msgs]
-            elif cfg.time_from == "publish_timestamp":
-                times = [m.publish_timestamp() * 1_000_000 for m in msgs]
+            keys, times = message_keys_and_times(cfg, msgs, replay=True)
             d = decoder.decode(payloads, keys, times)
             if not len(d):
                 continue
@@ -193,7 +195,7 @@ class Takeover:
             ingest.counters.rows += len(d)  # rows in the windows, replayed or live
             n += len(set(d.row_msg.tolist()))
             replayed_keys.update(d.keys)
-            end = _position(msgs[-1])
+            end = _position(batch[-1])
         # the replay's end: a message of these keys at or before it (a redelivery, the rest of
         # the batch that triggered this, the backlog) is in the windows already
         if end is not None:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from heimdall.cluster.node import ClusterNode
-from heimdall.config import SourceConfig
+from heimdall.config import SourceConfig, StreamConfig
 from heimdall.errors import SourceError
 from heimdall.sources._ingest import StreamIngest
 from heimdall.sources.base import Source
@@ -113,6 +113,26 @@ def _read_to_end(reader: Any, embedded: bool, read_timeout_ms: int = 30_000) -> 
                 return
     while reader.has_message_available():
         yield reader.read_next(read_timeout_ms)
+
+
+def message_keys_and_times(cfg: StreamConfig, msgs: list[Any], *, replay: bool = False
+                           ) -> tuple[list[str] | None, list[int] | None]:
+    """What a stream takes from the messages themselves, not their payloads: the keys
+    (``key_from = "message_key"``) and the event times in ns (``time_from`` other than a
+    field), None where the payload gives them. A ``replay`` of history has no arrival time
+    to give: an ``"arrival"`` stream takes the broker's publish time there (its receipt)."""
+    from _pulsar import Message
+
+    keys = (list(map(Message.partition_key, msgs)) if cfg.key_from == "message_key"
+            else None)
+    times: list[int] | None = None
+    if cfg.time_from == "event_timestamp":
+        times = [t * 1_000_000 for t in map(Message.event_timestamp, msgs)]
+    elif cfg.time_from == "publish_timestamp" or (cfg.time_from == "arrival" and replay):
+        times = [t * 1_000_000 for t in map(Message.publish_timestamp, msgs)]
+    elif cfg.time_from == "arrival":
+        times = [time.time_ns()] * len(msgs)
+    return keys, times
 
 
 def message_id_reader() -> Callable[[Any], bytes]:
@@ -438,15 +458,7 @@ class PulsarSource(Source):
         # handles (kept instead of the messages, which are dearer to keep and to free)
         handles = (list(map(MessageId.serialize, map(Message.message_id, msgs)))
                    if ingest.defer_acks else msgs)
-        keys = (list(map(Message.partition_key, msgs)) if cfg.key_from == "message_key"
-                else None)
-        times: list[int] | None = None
-        if cfg.time_from == "event_timestamp":
-            times = [t * 1_000_000 for t in map(Message.event_timestamp, msgs)]
-        elif cfg.time_from == "publish_timestamp":
-            times = [t * 1_000_000 for t in map(Message.publish_timestamp, msgs)]
-        elif cfg.time_from == "arrival":
-            times = [time.time_ns()] * len(msgs)
+        keys, times = message_keys_and_times(cfg, msgs)
         sent = list(map(Message.publish_timestamp, msgs)) if ingest.listeners else None
         result = ingest.apply(payloads, handles, keys, times, sent,
                               defer=(w, msgs) if ingest.defer_acks else None)
