@@ -12,9 +12,10 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# setup.py generates the gRPC modules from proto/ and compiles the C paths at install time:
-# a .proto, .c or .h edit reinstalls
+# setup.py generates the gRPC modules from proto/, builds the Rust core (native/, by cargo)
+# and compiles the C paths at install time: a .proto, .rs, .c or .h edit reinstalls
 $(RUNTIME): pyproject.toml setup.py $(wildcard proto/heimdall/v1/*.proto) \
+		native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs) \
 		$(wildcard src/heimdall/*/*.c) $(wildcard src/heimdall/*/*.h) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(RUNTIME)
@@ -26,13 +27,10 @@ $(STAMP): $(RUNTIME)
 demo: $(RUNTIME)
 	$(BIN)/heimdall demo
 
-# numba's on-disk cache can miss an edit of the kernels: key it by their content
-KERNELS_HASH = $(shell cat src/heimdall/window/_kernels.py | sha1sum | cut -c1-12)
-export NUMBA_CACHE_DIR := $(CURDIR)/.venv/numba-cache/$(KERNELS_HASH)
-
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	cargo test --quiet --manifest-path native/Cargo.toml
 	$(BIN)/python -m pytest -q --doctest-modules src tests
 
 lint: $(STAMP)
@@ -43,8 +41,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_store.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \
-		src/heimdall/remote/_pb src/heimdall/*/*.so
+		src/heimdall/remote/_pb src/heimdall/*.so src/heimdall/*/*.so native/target

@@ -1,5 +1,6 @@
-"""Build hooks: generate the gRPC modules from proto/heimdall/v1/*.proto, and compile the
-window store's C paths (src/heimdall/window/_native.c and the headers it includes, against
+"""Build hooks: generate the gRPC modules from proto/heimdall/v1/*.proto, build the native
+core (the Rust crate in native/, as ``heimdall._core``, through setuptools-rust and cargo),
+and compile the window store's C paths (src/heimdall/window/_native.c and the headers it includes, against
 numpy's C API) and deduplication's fingerprint tables (src/heimdall/sources/_seen.c).
 
 The generated code is never committed: ``pip install`` (editable or not) runs grpcio-tools'
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
+from setuptools_rust import Binding, RustExtension
 
 ROOT = Path(__file__).parent
 PROTO_DIR = ROOT / "proto" / "heimdall" / "v1"
@@ -75,4 +77,12 @@ seen = Extension(
     extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
 )
 
-setup(cmdclass={"build_py": BuildPyWithProto}, ext_modules=[native, seen])
+core = RustExtension(
+    "heimdall._core",
+    path="native/Cargo.toml",
+    binding=Binding.PyO3,
+    features=["python"],
+    debug=False,  # the core's speed is the point, also in an editable install
+)
+
+setup(cmdclass={"build_py": BuildPyWithProto}, ext_modules=[native, seen], rust_extensions=[core])

@@ -44,7 +44,7 @@ from heimdall.sources._embedded import EmbeddedPulsar
 from heimdall.sources._ingest import StreamIngest
 from heimdall.sources._publish import Publisher
 from heimdall.sources.pulsar import PulsarSource, batch_position
-from heimdall.window import WindowStore, warm_up
+from heimdall.window import WindowStore
 
 log = logging.getLogger("heimdall")
 # dead letters up to this long before the restored checkpoint are read back at start: a
@@ -216,7 +216,6 @@ class Pipeline:
         self._cancel.clear()
         cfg = self.config
         embedded = cfg.source.url == "embedded"
-        warm_up(list(self.store.streams.values()))
         try:
             if embedded:
                 self.broker = EmbeddedPulsar(broker_dir(cfg),

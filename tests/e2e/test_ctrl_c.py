@@ -76,7 +76,8 @@ class Terminal:
 
 
 def _left_behind(marker: Path) -> list[str]:
-    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True)
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True,
+                        check=True)
     return [line for line in ps.stdout.splitlines() if str(marker) in line]
 
 

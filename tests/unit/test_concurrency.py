@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
 import heimdall as hd
+from heimdall import _core as core
 
 
 def test_readers_never_see_torn_rows_unnoticed() -> None:
@@ -129,3 +133,65 @@ def test_a_large_batched_read_copies_while_the_writer_runs() -> None:
     assert not errors, errors[:3]
     # the writer ran during the copies: keys changed under them were caught and read again
     assert store.stats()["streams"]["s"]["reads_retried"] == ring.reread > 0, reads
+
+
+def _reads_during(call: Any, store: hd.WindowStore, rounds: int = 5) -> int:
+    """How many reads another thread made while ``call`` ran (between its start and end
+    stamps). No switch is forced meanwhile (a switch interval of 100 s): the GIL changes
+    hands only when a thread lets it go (the reader after each read, a call that releases
+    it), so a call that holds it throughout lets no read in."""
+    stamps: list[float] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            store.window("s", "k7").copy()
+            stamps.append(time.perf_counter())
+            time.sleep(0)  # lets the GIL go
+
+    t = threading.Thread(target=reader)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    t.start()
+    spans = []
+    try:
+        for _ in range(rounds):
+            time.sleep(0.01)
+            t0 = time.perf_counter()
+            call()
+            spans.append((t0, time.perf_counter()))
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(interval)
+    return sum(1 for s in stamps for a, b in spans if a < s < b)
+
+
+def test_bulk_reads_release_the_gil_so_other_threads_read_meanwhile() -> None:
+    keys = [f"k{i}" for i in range(4000)]
+    spec = hd.StreamSpec("s", fields=["a", "b", "c", "d"], window=hd.CountWindow(256))
+    store = hd.WindowStore([spec], max_keys=len(keys))
+    for _ in range(256):
+        store.append_batch("s", keys, np.ones((len(keys), 4)))
+    ring = store._rings["s"]
+    slots = ring.lookup(keys, core.ABSENT)
+    B = len(keys)
+    out = np.empty((B, 7, 4))
+    values, ts = np.empty((B, 256, 4)), np.empty((B, 256), np.int64)
+    lengths, ok = np.zeros(B, np.int64), np.zeros(B, np.bool_)
+
+    def aggregate() -> None:
+        core.aggregate(ring.data, ring.ts, ring.meta, slots, 0, 0, out, ok)
+
+    def gather() -> None:
+        core.gather(ring.data, ring.ts, ring.meta, slots, 256, 0, values, ts, lengths, ok)
+
+    def windows() -> None:  # the C gather: a read this large copies without the GIL
+        store.windows("s", keys)
+
+    for call in (aggregate, gather, windows):
+        assert _reads_during(call, store) > 0, call.__name__
+    # the measure itself: a C call that keeps the GIL (a regular expression that backtracks
+    # for a while) lets no read in
+    pattern = re.compile(r"(a+)+b")
+    assert _reads_during(lambda: pattern.match("a" * 18), store) == 0

@@ -3,8 +3,8 @@
 ``append`` and ``window`` are C methods that hand every case they do not handle whole to
 ``_append_py`` / ``_window_slow``; these tests pin that the two give the same bytes, that
 each hand-over case still gets the Python path's answer, and that the C scatter checks what
-it is given. ``windows()`` reads through the C gather, which must equal the numba kernel it
-stands in for and hand over (None) whatever it cannot vouch for.
+it is given. The C gather must equal the native core's (Rust) gather, another implementation
+of the same read, and hand over (None) whatever it cannot vouch for.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import heimdall as hd
-from heimdall.window import _kernels as k
+from heimdall import _core as core
 from heimdall.window._native import RingCore, StoreCore
 from heimdall.window._ring import Ring
 
@@ -174,15 +174,15 @@ def test_the_c_scatter_checks_its_arguments_before_writing() -> None:
     assert ring.lookup([["unhashable"]]) is None
 
 
-def _numba_gather(ring: Ring, slots: np.ndarray, rows: int, span: int
+def _core_gather(ring: Ring, slots: np.ndarray, rows: int, span: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The numba kernel's read of the same slots: what the C gather must equal."""
+    """The Rust core's read of the same slots: what the C gather must equal."""
     n = len(slots)
     values = np.empty((n, rows, ring.F), ring.dtype)
     ts = np.empty((n, rows), np.int64)
     lengths = np.zeros(n, np.int64)
     ok = np.zeros(n, np.bool_)
-    k.gather(ring.data, ring.ts, ring.meta, slots, rows, span, values, ts, lengths, ok)
+    core.gather(ring.data, ring.ts, ring.meta, slots, rows, span, values, ts, lengths, ok)
     assert ok.all()
     return values, ts, lengths
 
@@ -196,7 +196,7 @@ def _numba_gather(ring: Ring, slots: np.ndarray, rows: int, span: int
     rows=st.integers(1, 6),
     span=st.sampled_from([0, 3, 10]),
 )
-def test_c_gather_reads_what_the_numba_kernel_reads(
+def test_c_gather_reads_what_the_core_gather_reads(
     dtype: str, timed: bool, events: list[tuple[int, int]], asked: list[int], rows: int,
     span: int,
 ) -> None:
@@ -208,10 +208,10 @@ def test_c_gather_reads_what_the_numba_kernel_reads(
         store.append("s", key, (t, -t), ts_ns=t)
     ring = store._rings["s"]
     keys: list[Any] = list(asked)  # 6 and 7 are never written: absent
-    slots = ring.lookup(keys, k.ABSENT)
+    slots = ring.lookup(keys, core.ABSENT)
     got = ring.gather(slots, keys, rows, span)
     assert got is not None
-    for a, b in zip(got, _numba_gather(ring, slots, rows, span), strict=True):
+    for a, b in zip(got, _core_gather(ring, slots, rows, span), strict=True):
         assert a.dtype == b.dtype
         assert a.tobytes() == b.tobytes()
     batch = store.windows("s", keys, rows=rows, seconds=span * 1e-9 if span else None)
@@ -223,12 +223,12 @@ def test_c_gather_hands_over_what_it_cannot_vouch_for() -> None:
     for key in ("a", "b"):
         store.append("s", key, (1, 2), ts_ns=1)
     ring = store._rings["s"]
-    slots = ring.lookup(["a", "b"], k.ABSENT)
+    slots = ring.lookup(["a", "b"], core.ABSENT)
     assert ring.gather(slots, ["a", "b"], 4, 0) is not None
     assert ring.gather(slots, ["b", "a"], 4, 0) is None  # not the slots' owners
-    ring.meta[slots[1], k.WSEQ] += 1  # a writer mid-append
+    ring.meta[slots[1], core.WSEQ] += 1  # a writer mid-append
     assert ring.gather(slots, ["a", "b"], 4, 0) is None
-    ring.meta[slots[1], k.WSEQ] -= 1
+    ring.meta[slots[1], core.WSEQ] -= 1
     with pytest.raises(IndexError, match="out of range"):
         ring.gather(np.array([0, 99]), ["a", "b"], 4, 0)
     with pytest.raises(ValueError, match="rows"):
@@ -318,12 +318,12 @@ def test_a_full_ring_compacted_ahead_keeps_its_window_and_ends_its_views() -> No
         assert ring.cap == 5
         store.append_batch("s", ["a"] * 5, np.arange(5.0).reshape(5, 1), np.arange(5))
         slot = ring.index["a"]
-        assert ring.meta[slot, k.POS] == ring.cap  # full: its next append would compact
+        assert ring.meta[slot, core.POS] == ring.cap  # full: its next append would compact
         whole = store.window("s", "a")
         with ring.lock:
             assert ring.compact_full() == 1
             assert ring.compact_full() == 0  # done once
-        assert ring.meta[slot, k.POS] == 4
+        assert ring.meta[slot, core.POS] == 4
         assert not whole.valid  # its rows moved under it
         assert store.window("s", "a").values[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
         store.append_batch("s", ["a"], np.array([[5.0]]), np.array([5]))
@@ -334,7 +334,7 @@ def test_a_full_ring_compacted_ahead_keeps_its_window_and_ends_its_views() -> No
         store.append("s", "b", (1.0,), ts_ns=6)
         with ring.lock:
             assert ring.compact_full() == 1
-        assert ring.meta[slot, k.POS] == 4
+        assert ring.meta[slot, core.POS] == 4
         assert store.window("s", "a").ts_ns.tolist() == [2, 3, 4, 5]
         assert store.window("s", "b").ts_ns.tolist() == [2, 3, 4, 6]
     finally:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import heimdall as hd
-from heimdall.window import _kernels as k
+from heimdall import _core as core
 
 
 def _store(max_keys: int = 4, **kw: object) -> hd.WindowStore:
@@ -19,17 +19,17 @@ def test_read_kernels_leave_skipped_entries_alone() -> None:
     store = _store()
     store.append_batch("s", ["x", "x"], [[1.0, 2.0], [3.0, 4.0]], [1, 2])
     ring = store._rings["s"]
-    slots = np.array([k.SKIP], np.int64)
+    slots = np.array([core.SKIP], np.int64)
     values = np.full((1, 4, 2), 7.0)
     ts = np.full((1, 4), 7, np.int64)
     lengths = np.array([3], np.int64)
     ok = np.ones(1, np.bool_)  # an entry already read was consistent
-    k.gather(ring.data, ring.ts, ring.meta, slots, 4, 0, values, ts, lengths, ok)
+    core.gather(ring.data, ring.ts, ring.meta, slots, 4, 0, values, ts, lengths, ok)
     assert lengths.tolist() == [3]
     assert (values == 7.0).all()
     assert ok.all()
     out = np.full((1, 7, 2), 5.0)
-    k.aggregate(ring.data, ring.ts, ring.meta, slots, 0, 0, out, ok)
+    core.aggregate(ring.data, ring.ts, ring.meta, slots, 0, 0, out, ok)
     assert (out == 5.0).all()
 
 

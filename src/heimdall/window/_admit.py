@@ -22,7 +22,7 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from heimdall.window import _kernels as k
+from heimdall import _core as core
 from heimdall.window import _native
 from heimdall.window._ring import Ring
 
@@ -67,7 +67,7 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray, new_rows: n
     # victims are old keys no earlier row touched: the oldest need / (the share of held keys
     # the batch leaves untouched), and a margin (the plan asks for more when that is too few)
     new_first = new_rows[spare:]
-    ticks = ring.meta[live, k.TICK]
+    ticks = ring.meta[live, core.TICK]
     untouched = len(live) - int(np.count_nonzero(first < n))
     m = int(1.25 * len(new_first) * len(live) / max(untouched, 1)) + 64
     while True:
@@ -92,5 +92,5 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray, new_rows: n
     ring.own_slots(owners, owned)
     # every row's slot before stop is now its key's in the index: a key held all along, a
     # new key, or a victim back in its new slot (all its rows come after its eviction)
-    slots[:] = ring.lookup(keys, k.ABSENT)
+    slots[:] = ring.lookup(keys, core.ABSENT)
     return stop

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from heimdall import _core as core
 from heimdall.errors import CapacityError, SchemaError, shown
 from heimdall.schema import NS_PER_UNIT, CountWindow, StreamSpec, TimeWindow
-from heimdall.window import _kernels as k
 from heimdall.window._native import RingCore
 from heimdall.window._shared import SharedIndex, encode_key
 
@@ -88,7 +88,7 @@ class Ring(RingCore):
         else:
             self.data = np.zeros((max_keys, self.cap, self.F), dtype=self.dtype)
             self.ts = np.zeros((max_keys, self.cap), dtype=np.int64)
-            self.meta = np.zeros((max_keys, k.META_COLS), dtype=np.int64)
+            self.meta = np.zeros((max_keys, core.META_COLS), dtype=np.int64)
         # read-only views with the slots laid end to end: a key's rows [a, b) are the rows
         # [slot * cap + a, slot * cap + b), one slice (cheaper than indexing slot and rows)
         self.values_flat = self.data.reshape(-1, self.F).view()
@@ -116,8 +116,8 @@ class Ring(RingCore):
         self.high_water = 0
         self.tick = 0
         self.lock = threading.Lock()
-        self.counters = (self.shared_stats[3:3 + k.N_COUNTERS] if self.shared_stats is not None
-                         else np.zeros(k.N_COUNTERS, dtype=np.int64))
+        self.counters = (self.shared_stats[3:3 + core.N_COUNTERS] if self.shared_stats is not None
+                         else np.zeros(core.N_COUNTERS, dtype=np.int64))
         self.events = 0
         self.evictions = 0
         self.expired = 0
@@ -198,7 +198,7 @@ class Ring(RingCore):
         elif heap is not None:
             tick, mv = self.tick, self.meta_mv
             for slot in slots:
-                heapq.heappush(heap, (tick, mv[(slot << 3) + k.KEYGEN], slot))
+                heapq.heappush(heap, (tick, mv[(slot << 3) + core.KEYGEN], slot))
 
     def evict_slots(self, slots: list[int]) -> None:
         """``evict_slot`` for each of ``slots`` (distinct), at once (lock held)."""
@@ -215,16 +215,16 @@ class Ring(RingCore):
         heap = self.lru_heap
         if heap is None or len(heap) > 2 * len(self.index) + 64:
             live = np.flatnonzero(self.live)
-            heap = list(zip(self.meta[live, k.TICK].tolist(), self.meta[live, k.KEYGEN].tolist(),
-                            live.tolist(), strict=True))
+            heap = list(zip(self.meta[live, core.TICK].tolist(),
+                            self.meta[live, core.KEYGEN].tolist(), live.tolist(), strict=True))
             heapq.heapify(heap)
             self.lru_heap = heap
         mv = self.meta_mv
         while heap:
             tick, keygen, slot = heapq.heappop(heap)
-            if mv[(slot << 3) + k.KEYGEN] != keygen:
+            if mv[(slot << 3) + core.KEYGEN] != keygen:
                 continue  # the key left this slot (evicted or expired)
-            now_tick = mv[(slot << 3) + k.TICK]
+            now_tick = mv[(slot << 3) + core.TICK]
             if now_tick != tick:
                 heapq.heappush(heap, (now_tick, keygen, slot))
                 continue
@@ -266,7 +266,8 @@ class Ring(RingCore):
         """Drop keys not updated for ``ttl_ns`` (lock held). Returns how many."""
         if not self.ttl_ns:
             return 0
-        idle = np.flatnonzero(self.live & (self.meta[:, k.TOUCH] < now_ns - self.ttl_ns)).tolist()
+        cutoff = now_ns - self.ttl_ns
+        idle = np.flatnonzero(self.live & (self.meta[:, core.TOUCH] < cutoff)).tolist()
         self._clear_slots(idle)
         self.free.extend(idle)
         self.expired += len(idle)

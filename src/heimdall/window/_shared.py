@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from heimdall import _core as core
 from heimdall.errors import ConfigError, SchemaError, SharedMemoryError, shown
 from heimdall.schema import StreamSpec
-from heimdall.window import _kernels as k
 from heimdall.window import _native
 
 MAGIC = b"HDSHM001"
@@ -129,7 +129,7 @@ def plan(specs: Sequence[StreamSpec], max_keys: int, caps: dict[str, int]
         arrays = {}
         for name, shape, dtype in (
             ("data", [max_keys, cap, F], spec.dtype), ("ts", [max_keys, cap], "int64"),
-            ("meta", [max_keys, k.META_COLS], "int64"), ("live", [max_keys], "bool"),
+            ("meta", [max_keys, core.META_COLS], "int64"), ("live", [max_keys], "bool"),
             ("stats", [8], "int64"), ("keys", [max_keys, KEY_BYTES], "uint8"),
             ("index", [H], "int64"), ("index_version", [1], "int64"),
         ):

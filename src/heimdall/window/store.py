@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from heimdall import _core as core
 from heimdall.errors import (
     CapacityError,
     ConfigError,
@@ -26,7 +27,6 @@ from heimdall.errors import (
     shown,
 )
 from heimdall.schema import MAX_SECONDS, StreamSpec
-from heimdall.window import _kernels as k
 from heimdall.window import _native
 from heimdall.window._admit import admit_batch, new_keys_of
 from heimdall.window._native import StoreCore
@@ -34,7 +34,7 @@ from heimdall.window._ring import Ring
 from heimdall.window._shared import Segment, plan
 from heimdall.window.view import Window, WindowBatch, view
 
-AGGREGATES = ("count", "sum", "mean", "std", "min", "max", "last")
+AGGREGATES: tuple[str, ...] = tuple(core.AGGREGATES)  # the order of the core's reductions
 _AGG_INDEX = {name: i for i, name in enumerate(AGGREGATES)}
 _MAX_RETRIES = 10_000
 _TS_MIN, _TS_END = -(2**63), 2**63  # event times are int64 nanoseconds
@@ -233,7 +233,7 @@ class WindowStore(StoreCore):
         """The batch holds keys not yet in the store: create them, in row order."""
         index = ring.index
         try:
-            held = ring.lookup(key_list, k.ABSENT)  # C: which rows' keys are new
+            held = ring.lookup(key_list, core.ABSENT)  # C: which rows' keys are new
         except TypeError:  # an unhashable key
             for key in key_list:
                 _check_key(stream, key)
@@ -250,7 +250,7 @@ class WindowStore(StoreCore):
                     f"(max_keys={ring.max_keys}) and eviction is off"
                 )
         if ring.maybe_expire(now):
-            held = ring.lookup(key_list, k.ABSENT)  # keys expired: the rows' slots again
+            held = ring.lookup(key_list, core.ABSENT)  # keys expired: the rows' slots again
             new_rows, new = new_keys_of(key_list, held)
         if len(new) <= len(ring.free) + ring.max_keys - ring.high_water:
             # room for every new key without evicting: the slots they get in order of first
@@ -335,7 +335,7 @@ class WindowStore(StoreCore):
         W = _rows_arg(ring, rows)
         span = _span_arg(seconds)
         key_list = list(keys)
-        slots = ring.lookup(key_list, k.ABSENT)
+        slots = ring.lookup(key_list, core.ABSENT)
         done = ring.gather(slots, key_list, W, span)  # C: every key read whole, or None
         if done is not None:
             return WindowBatch(stream, key_list, ring.fields, *done, slots >= 0)
@@ -349,7 +349,7 @@ class WindowStore(StoreCore):
             stream,
             slots,
             key_list,
-            lambda s, o: k.gather(
+            lambda s, o: core.gather(
                 ring.data, ring.ts, ring.meta, s, W, span, values, ts, lengths, o
             ),
             ok,
@@ -374,31 +374,31 @@ class WindowStore(StoreCore):
         a row it reads (a re-read overwrites all of it)."""
         meta, slot_keys, index = ring.meta, ring.slot_keys, ring.index
         if len(slots) and slots.min() >= 0:  # every key held: the common case, in few calls
-            gens = meta[slots, k.KEYGEN]
+            gens = meta[slots, core.KEYGEN]
             run(slots, ok)
             if ok.all():
                 # owners first, KEYGEN after (see below)
                 owners = list(map(slot_keys.__getitem__, slots.tolist()))
-                if owners == keys and (meta[slots, k.KEYGEN] == gens).all():
+                if owners == keys and (meta[slots, core.KEYGEN] == gens).all():
                     return
         else:
             gens = np.zeros(len(slots), dtype=np.int64)
             found = slots >= 0
-            gens[found] = meta[slots[found], k.KEYGEN]
+            gens[found] = meta[slots[found], core.KEYGEN]
             run(slots, ok)
 
         def pin(i: int) -> None:
             """Point slots[i] at the key's slot now and remember its KEYGEN."""
             for _ in range(_MAX_RETRIES):
-                s = index.get(keys[i], k.ABSENT)
+                s = index.get(keys[i], core.ABSENT)
                 if s < 0:
-                    slots[i] = k.ABSENT
+                    slots[i] = core.ABSENT
                     return
-                gens[i] = meta[s, k.KEYGEN]
+                gens[i] = meta[s, core.KEYGEN]
                 if slot_keys[s] == keys[i]:  # after the KEYGEN read: it was this key's then
                     slots[i] = s
                     return
-            slots[i] = k.ABSENT  # pragma: no cover - the key kept moving
+            slots[i] = core.ABSENT  # pragma: no cover - the key kept moving
 
         for _ in range(_MAX_RETRIES):
             # a read stands if its slot kept its owner throughout (KEYGEN unchanged) and that
@@ -410,7 +410,7 @@ class WindowStore(StoreCore):
             # the owner all along (read the other way round, the slot could change hands in
             # between and come back to the key asked for, after the kernel read another's rows)
             owners = list(map(slot_keys.__getitem__, slots[done].tolist()))
-            moved[done] = meta[slots[done], k.KEYGEN] != gens[done]
+            moved[done] = meta[slots[done], core.KEYGEN] != gens[done]
             asked = keys if len(done) == len(keys) else list(map(keys.__getitem__, done.tolist()))
             if owners != asked:  # one C-level pass; a key by key look only when one differs
                 moved[done] |= np.fromiter(map(operator.ne, owners, asked), np.bool_, len(done))
@@ -420,7 +420,7 @@ class WindowStore(StoreCore):
             time.sleep(0)
             todo = np.flatnonzero(~ok)
             sub = slots.copy()
-            sub[ok] = k.SKIP  # already read: the kernel leaves them as they are
+            sub[ok] = core.SKIP  # already read: the kernel leaves them as they are
             for i in todo.tolist():
                 if moved[i] or slots[i] < 0:
                     pin(i)
@@ -451,7 +451,7 @@ class WindowStore(StoreCore):
                     f"unknown aggregate {shown(name)}; choose from {list(AGGREGATES)}")
         single = isinstance(keys, (str, int))
         key_list: list[Any] = [keys] if single else list(keys)  # type: ignore[arg-type]
-        slots = ring.lookup(key_list, k.ABSENT)
+        slots = ring.lookup(key_list, core.ABSENT)
         if single and slots[0] < 0:
             raise KeyNotFoundError(f"stream {stream!r} holds no key {shown(keys)}")
         R = 0 if rows is None else _rows_arg(ring, rows)
@@ -463,7 +463,7 @@ class WindowStore(StoreCore):
             stream,
             slots,
             key_list,
-            lambda s, o: k.aggregate(ring.data, ring.ts, ring.meta, s, R, span, out, o),
+            lambda s, o: core.aggregate(ring.data, ring.ts, ring.meta, s, R, span, out, o),
             ok,
         )
         result: dict[str, np.ndarray] = {}
@@ -525,9 +525,9 @@ class WindowStore(StoreCore):
                 "max_keys": r.max_keys,
                 "window": r.describe_window(),
                 "events": events,
-                "late_rejected": int(r.counters[k.C_LATE]),
-                "out_of_order": int(r.counters[k.C_OOO]),
-                "expired_on_arrival": int(r.counters[k.C_EXPIRED]),
+                "late_rejected": int(r.counters[core.C_LATE]),
+                "out_of_order": int(r.counters[core.C_OOO]),
+                "expired_on_arrival": int(r.counters[core.C_EXPIRED]),
                 "evictions": evictions,
                 "expired_keys": expired,
                 "reads_retried": r.reread,  # keys windows() read again: changed mid-copy
@@ -555,22 +555,6 @@ class WindowStore(StoreCore):
 
 
 # ---- validation helpers -------------------------------------------------------------------
-
-
-def warm_up(specs: Sequence[StreamSpec]) -> None:
-    """Compile (or load from numba's cache) the kernels for these streams' dtypes, on a
-    scratch store, so the first real batch does not wait for them (0.1-1 s)."""
-    for spec in specs:
-        store = WindowStore([spec], max_keys=2)
-        F = len(spec.fields)
-        n = 3
-        store.append_batch(spec.name, ["a", "a", "b"], np.ones((n, F), spec.dtype),
-                           np.arange(1, n + 1, dtype=np.int64))
-        store.append(spec.name, "a", np.ones(F, spec.dtype), n + 1)
-        store.windows(spec.name, ["a", "b", "c"])
-        store.aggregate(spec.name, ["a", "c"])
-        store.window(spec.name, "a").copy()
-        store.append_batch(spec.name, ["c"], np.ones((1, F), spec.dtype), [n + 2])  # evicts
 
 
 def _finite(v: Any) -> bool:

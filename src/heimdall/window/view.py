@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heimdall import _core as core
 from heimdall.errors import FieldNotFoundError, SchemaError, StaleWindowError
-from heimdall.window import _kernels as k
 
 if TYPE_CHECKING:
     from heimdall.window._ring import Ring
@@ -90,7 +90,7 @@ class Window(tuple[Any, ...]):
         r = self._ring
         if r is None:
             return True
-        wseq = r.meta_mv[self._slot * k.META_COLS + k.WSEQ]
+        wseq = r.meta_mv[self._slot * core.META_COLS + core.WSEQ]
         headroom = (r.cap - self._b) + max(0, self._a - (r.W - 1))
         return bool(wseq - self._c0 <= headroom)
 

@@ -1,0 +1,162 @@
+//! `heimdall._core`: the Python face of the core. Arrays are checked here (shape, dtype,
+//! C order, writable outputs) and read as raw memory; the bulk work runs with the GIL
+//! released, so other Python threads (readers, writers) go on meanwhile.
+
+use crate::layout;
+use crate::read::{self, AggOut, BadSlot, Bounds, GatherOut, Ring};
+use crate::seqlock::Meta;
+use numpy::npyffi::flags::NPY_ARRAY_WRITEABLE;
+use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+/// An array's memory, checked: C-contiguous, of `kind`+`size` (e.g. b'i', 8) unless None,
+/// of `shape` (None: any length on that axis), writable if `write`.
+fn raw(a: &Bound<'_, PyUntypedArray>, what: &str, dtype: Option<(u8, usize)>,
+       shape: &[Option<usize>], write: bool) -> PyResult<*mut u8> {
+    let d = a.dtype();
+    let dims = a.shape();
+    let dtype_ok = dtype.is_none_or(|(k, n)| d.kind() == k && d.itemsize() == n)
+        && d.is_native_byteorder() != Some(false);
+    let shape_ok = dims.len() == shape.len()
+        && dims.iter().zip(shape).all(|(&g, w)| w.is_none_or(|w| g == w));
+    // SAFETY: a live array object
+    let flags = unsafe { (*a.as_array_ptr()).flags };
+    if !dtype_ok || !shape_ok || !a.is_c_contiguous() || (write && flags & NPY_ARRAY_WRITEABLE == 0)
+    {
+        return Err(PyValueError::new_err(format!(
+            "{what}: expected a C-contiguous{} array of shape {shape:?}{}; got {:?} {}",
+            if write { " writable" } else { "" },
+            dtype.map(|(k, n)| format!(" and dtype {}{n}", k as char)).unwrap_or_default(),
+            dims, d)));
+    }
+    // SAFETY: as above
+    Ok(unsafe { (*a.as_array_ptr()).data as *mut u8 })
+}
+
+fn ring_of(data: &Bound<'_, PyUntypedArray>, ts: &Bound<'_, PyUntypedArray>,
+           meta: &Bound<'_, PyUntypedArray>) -> PyResult<(Ring, usize)> {
+    let dims = data.shape();
+    if dims.len() != 3 {
+        return Err(PyValueError::new_err(format!("data: expected (slots, cap, F); got {dims:?}")));
+    }
+    let (slots, cap, f) = (dims[0], dims[1], dims[2]);
+    let size = data.dtype().itemsize();
+    let data_p = raw(data, "data", None, &[Some(slots), Some(cap), Some(f)], false)?;
+    let ts_p = raw(ts, "ts", Some((b'i', 8)), &[Some(slots), Some(cap)], false)?;
+    let meta_p = raw(meta, "meta", Some((b'i', 8)), &[Some(slots), Some(layout::META_COLS)],
+                     false)?;
+    // SAFETY: checked above; the caller keeps the arrays alive during the call
+    let meta = unsafe { Meta::new(meta_p as *const i64) };
+    Ok((Ring { data: data_p, ts: ts_p as *const i64, meta, slots, cap, row_bytes: f * size }, f))
+}
+
+fn slots_of<'a>(slots: &'a Bound<'_, PyUntypedArray>) -> PyResult<&'a [i64]> {
+    let p = raw(slots, "slots", Some((b'i', 8)), &[None], false)?;
+    // SAFETY: checked above; a read-only view for this call
+    Ok(unsafe { std::slice::from_raw_parts(p as *const i64, slots.len()) })
+}
+
+fn bad(e: BadSlot) -> PyErr {
+    PyValueError::new_err(format!("slot {} is not a slot of this ring", e.0))
+}
+
+/// Copy each slot's window right-aligned into ``out_values[i, -n:]``, zeroing the rows
+/// before it; ``ok[i]``: the read was whole (a torn one leaves row i for a rerun). Slot
+/// -1: a key not held (zeros, length 0); -2: already read (left as it is).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn gather(py: Python<'_>, data: &Bound<'_, PyUntypedArray>, ts: &Bound<'_, PyUntypedArray>,
+          meta: &Bound<'_, PyUntypedArray>, slots: &Bound<'_, PyUntypedArray>, rows: i64,
+          span_ns: i64, out_values: &Bound<'_, PyUntypedArray>,
+          out_ts: &Bound<'_, PyUntypedArray>, out_len: &Bound<'_, PyUntypedArray>,
+          ok: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
+    let (ring, f) = ring_of(data, ts, meta)?;
+    let s = slots_of(slots)?;
+    let b = s.len();
+    let w = out_values.shape().get(1).copied().unwrap_or(0);
+    if !out_values.dtype().is_equiv_to(&data.dtype()) {
+        return Err(PyValueError::new_err("out_values: not the ring's dtype"));
+    }
+    let out = GatherOut {
+        values: raw(out_values, "out_values", None, &[Some(b), Some(w), Some(f)], true)?,
+        ts: raw(out_ts, "out_ts", Some((b'i', 8)), &[Some(b), Some(w)], true)? as *mut i64,
+        lengths: raw(out_len, "out_len", Some((b'i', 8)), &[Some(b)], true)? as *mut i64,
+        ok: raw(ok, "ok", Some((b'b', 1)), &[Some(b)], true)? as *mut bool,
+        w,
+    };
+    let q = Bounds { rows, span_ns };
+    // SAFETY: every pointer checked against its shape above; the arrays outlive the call
+    py.allow_threads(|| unsafe { read::gather(&ring, s, q, &out) }).map_err(bad)
+}
+
+/// ``out[i, k, j]`` for k in (count, sum, mean, std, min, max, last) over each slot's
+/// window; count 0 and NaN when empty; ``ok`` as in ``gather``.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn aggregate(py: Python<'_>, data: &Bound<'_, PyUntypedArray>, ts: &Bound<'_, PyUntypedArray>,
+             meta: &Bound<'_, PyUntypedArray>, slots: &Bound<'_, PyUntypedArray>, rows: i64,
+             span_ns: i64, out: &Bound<'_, PyUntypedArray>, ok: &Bound<'_, PyUntypedArray>)
+             -> PyResult<()> {
+    let (ring, f) = ring_of(data, ts, meta)?;
+    let s = slots_of(slots)?;
+    let b = s.len();
+    let res = AggOut {
+        values: raw(out, "out", Some((b'f', 8)), &[Some(b), Some(7), Some(f)], true)?
+            as *mut f64,
+        ok: raw(ok, "ok", Some((b'b', 1)), &[Some(b)], true)? as *mut bool,
+    };
+    let q = Bounds { rows, span_ns };
+    let d = data.dtype();
+    let (kind, size) = (d.kind(), d.itemsize());
+    // SAFETY: as in gather; the element type is the data's dtype
+    py.allow_threads(|| unsafe {
+        match (kind, size) {
+            (b'f', 8) => Ok(read::aggregate::<f64>(&ring, s, q, &res)),
+            (b'f', 4) => Ok(read::aggregate::<f32>(&ring, s, q, &res)),
+            (b'i', 8) => Ok(read::aggregate::<i64>(&ring, s, q, &res)),
+            (b'i', 4) => Ok(read::aggregate::<i32>(&ring, s, q, &res)),
+            _ => Err(()),
+        }
+    })
+    .map_err(|()| PyValueError::new_err(format!("data: dtype {d} is not a ring dtype")))?
+    .map_err(bad)
+}
+
+/// The broker's Key_Shared hash of a key (an int key as its decimal text), in [1, 65535].
+#[pyfunction]
+fn key_hash(key: &Bound<'_, PyAny>) -> PyResult<u32> {
+    if let Ok(s) = key.downcast::<pyo3::types::PyString>() {
+        return Ok(crate::hash::key_hash(s.to_str()?));
+    }
+    let n: i128 = key.extract()?;
+    Ok(crate::hash::key_hash(&n.to_string()))
+}
+
+/// MurmurHash3 x86 32-bit of ``data``.
+#[pyfunction]
+#[pyo3(signature = (data, seed = 0))]
+fn murmur3_32(data: &[u8], seed: u32) -> u32 {
+    crate::hash::murmur3_32(data, seed)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(gather, m)?)?;
+    m.add_function(wrap_pyfunction!(aggregate, m)?)?;
+    m.add_function(wrap_pyfunction!(key_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
+    for (name, v) in [("POS", layout::POS), ("FILL", layout::FILL), ("WSEQ", layout::WSEQ),
+                      ("CSEQ", layout::CSEQ), ("NEWEST", layout::NEWEST),
+                      ("TOUCH", layout::TOUCH), ("TICK", layout::TICK),
+                      ("KEYGEN", layout::KEYGEN), ("META_COLS", layout::META_COLS),
+                      ("C_LATE", layout::C_LATE), ("C_OOO", layout::C_OOO),
+                      ("C_EXPIRED", layout::C_EXPIRED), ("N_COUNTERS", layout::N_COUNTERS),
+                      ("RANGE_SIZE", crate::hash::RANGE_SIZE as usize)] {
+        m.add(name, v)?;
+    }
+    m.add("ABSENT", layout::ABSENT)?;
+    m.add("SKIP", layout::SKIP)?;
+    m.add("AGGREGATES", layout::AGGREGATES.to_vec())?;
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Reading windows: copies (`gather`) and reductions (`aggregate`) of many slots at once,
+//! each slot's read kept only if its seqlock proves it whole (`ok[i]`). The caller reruns
+//! the slots not ok, and checks that each slot still belongs to the key it asked for.
+//!
+//! Every bound read under the seqlock is clamped to the slot before it is used: a torn read
+//! may see any bounds, and must not read outside the slot's memory (its result is then
+//! thrown away).
+
+use crate::layout::{ABSENT, FILL, NEWEST, POS, SKIP};
+use crate::seqlock::Meta;
+
+/// One stream's ring memory, as raw parts (see `layout`).
+pub struct Ring {
+    pub data: *const u8,
+    pub ts: *const i64,
+    pub meta: Meta,
+    pub slots: usize,
+    pub cap: usize,
+    /// F * the dtype's size
+    pub row_bytes: usize,
+}
+
+// SAFETY: a Ring is plain pointers into memory its owner keeps alive for the read's length;
+// every cross-thread access to the metadata goes through the seqlock's atomics
+unsafe impl Send for Ring {}
+unsafe impl Sync for Ring {}
+
+/// What a read asks: the last `rows` rows (0: all), within `span_ns` of the newest (0: all).
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub rows: i64,
+    pub span_ns: i64,
+}
+
+/// A slot that is not in the ring.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadSlot(pub i64);
+
+impl Ring {
+    /// Every slot a real one of this ring, `ABSENT` or `SKIP`.
+    fn check(&self, slots: &[i64]) -> Result<(), BadSlot> {
+        match slots.iter().find(|&&s| !(s == SKIP || s == ABSENT || (s >= 0 && (s as usize) < self.slots))) {
+            Some(&s) => Err(BadSlot(s)),
+            None => Ok(()),
+        }
+    }
+
+    /// Rows `[a, b)` of the slot's window that the read asks for, clamped to the slot.
+    #[inline]
+    fn select(&self, slot: usize, q: Bounds) -> (usize, usize) {
+        let b = self.meta.get(slot, POS).clamp(0, self.cap as i64) as usize;
+        let mut n = self.meta.get(slot, FILL).clamp(0, b as i64) as usize;
+        if q.rows > 0 && (q.rows as usize) < n {
+            n = q.rows as usize;
+        }
+        if q.span_ns > 0 {
+            let lo = self.meta.get(slot, NEWEST).saturating_sub(q.span_ns);
+            // SAFETY: b - n .. b lies inside the slot's cap rows
+            let ts = unsafe { self.ts.add(slot * self.cap) };
+            while n > 0 && unsafe { *ts.add(b - n) } < lo {
+                n -= 1;
+            }
+        }
+        (b - n, b)
+    }
+}
+
+/// Outputs of a gather of B keys into windows of W rows.
+pub struct GatherOut {
+    /// (B, W, row_bytes)
+    pub values: *mut u8,
+    /// (B, W)
+    pub ts: *mut i64,
+    /// (B,)
+    pub lengths: *mut i64,
+    /// (B,)
+    pub ok: *mut bool,
+    pub w: usize,
+}
+
+// SAFETY: one call's outputs, written by that call only
+unsafe impl Send for GatherOut {}
+unsafe impl Sync for GatherOut {}
+
+/// Outputs of a reduction of B keys: (B, 7, F) float64, and (B,) ok.
+pub struct AggOut {
+    pub values: *mut f64,
+    pub ok: *mut bool,
+}
+
+// SAFETY: as GatherOut
+unsafe impl Send for AggOut {}
+unsafe impl Sync for AggOut {}
+
+/// Copy each slot's window right-aligned into `values[i, W - n..]` and zero the rows before
+/// it: every output of row i is written, or (a torn read) `ok[i]` is false. `SKIP` slots are
+/// left as they are; `ABSENT` ones are zero rows, length 0, ok.
+///
+/// # Safety
+/// The ring's and the outputs' pointers are valid for their shapes, `slots.len()` = B.
+pub unsafe fn gather(ring: &Ring, slots: &[i64], q: Bounds, out: &GatherOut) -> Result<(), BadSlot> {
+    ring.check(slots)?;
+    let (w, rb) = (out.w, ring.row_bytes);
+    for (i, &s) in slots.iter().enumerate() {
+        if s == SKIP {
+            continue;
+        }
+        let vals = out.values.add(i * w * rb);
+        let ts = out.ts.add(i * w);
+        if s == ABSENT {
+            std::ptr::write_bytes(vals, 0, w * rb);
+            std::ptr::write_bytes(ts, 0, w);
+            *out.lengths.add(i) = 0;
+            *out.ok.add(i) = true;
+            continue;
+        }
+        let slot = s as usize;
+        let Some(c0) = ring.meta.begin(slot) else {
+            *out.ok.add(i) = false;
+            continue;
+        };
+        let (a, b) = ring.select(slot, q);
+        let n = (b - a).min(w);
+        let a = b - n;
+        std::ptr::write_bytes(vals, 0, (w - n) * rb);
+        std::ptr::write_bytes(ts, 0, w - n);
+        let row0 = slot * ring.cap + a;
+        std::ptr::copy_nonoverlapping(ring.ts.add(row0), ts.add(w - n), n);
+        std::ptr::copy_nonoverlapping(ring.data.add(row0 * rb), vals.add((w - n) * rb), n * rb);
+        *out.lengths.add(i) = n as i64;
+        *out.ok.add(i) = ring.meta.still(slot, c0);
+    }
+    Ok(())
+}
+
+/// A value of a ring's dtype, as the reductions read it.
+pub trait Value: Copy {
+    fn f64(self) -> f64;
+}
+impl Value for f64 {
+    fn f64(self) -> f64 {
+        self
+    }
+}
+impl Value for f32 {
+    fn f64(self) -> f64 {
+        self as f64
+    }
+}
+impl Value for i64 {
+    fn f64(self) -> f64 {
+        self as f64
+    }
+}
+impl Value for i32 {
+    fn f64(self) -> f64 {
+        self as f64
+    }
+}
+
+/// `out[i, k, j]` for k in `layout::AGGREGATES` (count, sum, mean, std (ddof 0), min, max,
+/// last) over each slot's window (or the part `q` asks for); count 0 and NaN when empty.
+/// `SKIP` slots are left as they are; `ok[i]` as in `gather`.
+///
+/// # Safety
+/// As `gather`; `out` is (B, 7, F) float64, `ok` (B,), and the ring's rows hold `T`.
+pub unsafe fn aggregate<T: Value>(ring: &Ring, slots: &[i64], q: Bounds, res: &AggOut)
+                                  -> Result<(), BadSlot> {
+    let (out, ok) = (res.values, res.ok);
+    ring.check(slots)?;
+    let f = ring.row_bytes / std::mem::size_of::<T>();
+    let data = ring.data as *const T;
+    for (i, &s) in slots.iter().enumerate() {
+        if s == SKIP {
+            continue;
+        }
+        let o = out.add(i * 7 * f);
+        for j in 0..f {
+            *o.add(j) = 0.0;
+            for k in 1..7 {
+                *o.add(k * f + j) = f64::NAN;
+            }
+        }
+        if s == ABSENT {
+            *ok.add(i) = true;
+            continue;
+        }
+        let slot = s as usize;
+        let Some(c0) = ring.meta.begin(slot) else {
+            *ok.add(i) = false;
+            continue;
+        };
+        let (a, b) = ring.select(slot, q);
+        let n = b - a;
+        if n > 0 {
+            let rows = data.add((slot * ring.cap + a) * f);
+            for j in 0..f {
+                let (mut tot, mut lo, mut hi) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+                for r in 0..n {
+                    let v = (*rows.add(r * f + j)).f64();
+                    tot += v;
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+                let mean = tot / n as f64;
+                let mut acc = 0.0f64;
+                for r in 0..n {
+                    let d = (*rows.add(r * f + j)).f64() - mean;
+                    acc += d * d;
+                }
+                *o.add(j) = n as f64;
+                *o.add(f + j) = tot;
+                *o.add(2 * f + j) = mean;
+                *o.add(3 * f + j) = (acc / n as f64).sqrt();
+                *o.add(4 * f + j) = lo;
+                *o.add(5 * f + j) = hi;
+                *o.add(6 * f + j) = (*rows.add((n - 1) * f + j)).f64();
+            }
+        }
+        *ok.add(i) = ring.meta.still(slot, c0);
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+"""Types of the native core (native/, the Rust crate ``heimdall-core``, built as
+``heimdall._core``)."""
+
+import numpy as np
+
+POS: int
+FILL: int
+WSEQ: int
+CSEQ: int
+NEWEST: int
+TOUCH: int
+TICK: int
+KEYGEN: int
+META_COLS: int
+ABSENT: int
+SKIP: int
+C_LATE: int
+C_OOO: int
+C_EXPIRED: int
+N_COUNTERS: int
+RANGE_SIZE: int
+AGGREGATES: list[str]
+
+def gather(data: np.ndarray, ts: np.ndarray, meta: np.ndarray, slots: np.ndarray, rows: int,
+           span_ns: int, out_values: np.ndarray, out_ts: np.ndarray, out_len: np.ndarray,
+           ok: np.ndarray, /) -> None: ...
+def aggregate(data: np.ndarray, ts: np.ndarray, meta: np.ndarray, slots: np.ndarray,
+              rows: int, span_ns: int, out: np.ndarray, ok: np.ndarray, /) -> None: ...
+def key_hash(key: str | int, /) -> int: ...
+def murmur3_32(data: bytes, seed: int = 0) -> int: ...
