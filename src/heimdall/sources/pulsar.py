@@ -121,15 +121,18 @@ def message_keys_and_times(cfg: StreamConfig, msgs: list[Any], *, replay: bool =
     (``key_from = "message_key"``) and the event times in ns (``time_from`` other than a
     field), None where the payload gives them. A ``replay`` of history has no arrival time
     to give: an ``"arrival"`` stream takes the broker's publish time there (its receipt)."""
-    from _pulsar import Message
-
-    keys = (list(map(Message.partition_key, msgs)) if cfg.key_from == "message_key"
+    if not msgs:
+        return ([] if cfg.key_from == "message_key" else None), None
+    # unbound methods through map (the per-message cost is the client's call): of the
+    # client's message class, or of its Python wrapper (what a reader returns)
+    message = type(msgs[0])
+    keys = (list(map(message.partition_key, msgs)) if cfg.key_from == "message_key"
             else None)
     times: list[int] | None = None
     if cfg.time_from == "event_timestamp":
-        times = [t * 1_000_000 for t in map(Message.event_timestamp, msgs)]
+        times = [t * 1_000_000 for t in map(message.event_timestamp, msgs)]
     elif cfg.time_from == "publish_timestamp" or (cfg.time_from == "arrival" and replay):
-        times = [t * 1_000_000 for t in map(Message.publish_timestamp, msgs)]
+        times = [t * 1_000_000 for t in map(message.publish_timestamp, msgs)]
     elif cfg.time_from == "arrival":
         times = [time.time_ns()] * len(msgs)
     return keys, times
