@@ -1,6 +1,7 @@
 """Heimdall: the latest window of every live stream, in memory, handed to models by reference."""
 
-from heimdall.cluster.client import ClusterStore
+from typing import TYPE_CHECKING, Any
+
 from heimdall.errors import (
     AuthError,
     CapacityError,
@@ -18,13 +19,45 @@ from heimdall.errors import (
     StaleWindowError,
     StreamNotFoundError,
 )
-from heimdall.models import Prediction, window_features
-from heimdall.pipeline import Pipeline
-from heimdall.remote import ClientTLS, GrpcServer, RemoteStore, ServerTLS, connect
 from heimdall.schema import CountWindow, StreamSpec, TimeWindow
-from heimdall.sinks import CallbackSink, PulsarSink, Sink
 from heimdall.window import Window, WindowBatch, WindowStore
-from heimdall.window.attach import AttachedStore, attach
+
+if TYPE_CHECKING:
+    from heimdall.cluster.client import ClusterStore
+    from heimdall.models import Prediction, window_features
+    from heimdall.pipeline import Pipeline
+    from heimdall.remote import ClientTLS, GrpcServer, RemoteStore, ServerTLS, connect
+    from heimdall.sinks import CallbackSink, PulsarSink, Sink
+    from heimdall.window.attach import AttachedStore, attach
+
+# imported on first use: the window store alone (``import heimdall``, a WindowStore) does
+# not pay for gRPC, the Pulsar client or the configuration's models
+_LAZY = {
+    "ClusterStore": "heimdall.cluster.client",
+    "Prediction": "heimdall.models", "window_features": "heimdall.models",
+    "Pipeline": "heimdall.pipeline",
+    "ClientTLS": "heimdall.remote", "GrpcServer": "heimdall.remote",
+    "RemoteStore": "heimdall.remote", "ServerTLS": "heimdall.remote",
+    "connect": "heimdall.remote",
+    "CallbackSink": "heimdall.sinks", "PulsarSink": "heimdall.sinks", "Sink": "heimdall.sinks",
+    "AttachedStore": "heimdall.window.attach", "attach": "heimdall.window.attach",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'heimdall' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 
