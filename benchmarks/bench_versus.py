@@ -6,10 +6,11 @@
 before a change: ``git worktree add /tmp/old <commit>``, ``python -m venv /tmp/venv-old``,
 ``/tmp/venv-old/bin/pip install /tmp/old``). Each pair runs the same figures script under
 both interpreters, one after the other; the table gives each figure per build (the median
-of the pairs) and their ratio. Figures: ``import heimdall`` plus a first ``append_batch`` in
-a fresh process, then a first ``windows()`` and ``aggregate()``; ``window().values`` p50 beside its floor (a dict lookup and a slice of a
-numpy array); ``append()`` events/s; ``append_batch`` rows/s; ``windows()`` of 512 keys
-beside a numpy copy of the same bytes; ``aggregate()`` of 512 keys.
+of the pairs) and their ratio. Figures: ``import heimdall`` plus a first ``append_batch``
+in a fresh process, then a first ``windows()`` and ``aggregate()``; ``window().values`` p50
+beside its floor (a dict lookup and a slice of a numpy array); ``append()`` events/s;
+``append_batch`` rows/s; ``windows()`` of 512 keys beside a numpy copy of the same bytes;
+``aggregate()`` of 512 keys.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from heimdall.models.predictions import Prediction
+if TYPE_CHECKING:  # annotations only: the models package imports this module
+    from heimdall.models.predictions import Prediction
 
 
 class Sink(ABC):
