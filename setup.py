@@ -1,7 +1,7 @@
 """Build hooks: generate the gRPC modules from proto/heimdall/v1/*.proto, build the native
 core (the Rust crate in native/, as ``heimdall._core``, through setuptools-rust and cargo),
-and compile the window store's C paths (src/heimdall/window/_native.c and the headers it includes, against
-numpy's C API) and deduplication's fingerprint tables (src/heimdall/sources/_seen.c).
+and compile the window store's C paths (src/heimdall/window/_native.c and the headers it
+includes, against numpy's C API).
 
 The generated code is never committed: ``pip install`` (editable or not) runs grpcio-tools'
 protoc here, into ``heimdall/remote/_pb/`` (the source tree for an editable install, the
@@ -71,12 +71,6 @@ native = Extension(
     extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
 )
 
-seen = Extension(
-    "heimdall.sources._seen",
-    ["src/heimdall/sources/_seen.c"],
-    extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
-)
-
 core = RustExtension(
     "heimdall._core",
     path="native/Cargo.toml",
@@ -85,4 +79,4 @@ core = RustExtension(
     debug=False,  # the core's speed is the point, also in an editable install
 )
 
-setup(cmdclass={"build_py": BuildPyWithProto}, ext_modules=[native, seen], rust_extensions=[core])
+setup(cmdclass={"build_py": BuildPyWithProto}, ext_modules=[native], rust_extensions=[core])

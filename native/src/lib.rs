@@ -12,6 +12,7 @@
 pub mod hash;
 pub mod layout;
 pub mod read;
+pub mod seen;
 pub mod seqlock;
 
 #[cfg(feature = "python")]

@@ -217,7 +217,7 @@ def test_fingerprints_with_equal_hashes_are_told_apart_by_id() -> None:
 def test_a_batch_larger_than_the_capacity_is_held_whole() -> None:
     """The table grows past its capacity (a batch may overshoot it before the generation
     turns), and every entry stays found."""
-    from heimdall.sources._seen import FpTable, candidates
+    from heimdall._core import FpTable, candidates
 
     new, old = FpTable(8), FpTable(8)
     assert new.add(list(range(5000)), [f"h{i}" for i in range(5000)]) == []

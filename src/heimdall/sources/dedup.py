@@ -11,8 +11,8 @@ A message is remembered under a *fingerprint* (the source's choice; Heimdall's i
 hash of the payload, which a redelivery repeats byte for byte) and a *handle* from which its
 id can be read (``id_of``; a Pulsar message, whose id costs ~1-2 us to read). Ids are read only
 where fingerprints meet: a redelivery, or another message with the same payload. So in the
-common case a message costs a hash and two probes of a C table (``_seen.FpTable``, prefetched
-a few messages ahead), not an id; and the answer is still by id:
+common case a message costs a hash and two probes of a table of the native core
+(``heimdall._core.FpTable``, ``native/src/seen.rs``), not an id; and the answer is still by id:
 two messages with equal payloads and different ids are both applied. A fingerprint held by
 more than one message keeps the set of their ids.
 
@@ -28,7 +28,7 @@ from itertools import compress
 from operator import or_
 from typing import Any
 
-from heimdall.sources._seen import FpTable, candidates
+from heimdall._core import FpTable, candidates
 
 
 def _same(handle: Any) -> Hashable:
@@ -52,7 +52,7 @@ class AppliedIds:
         self.capacity = capacity
         self.id_of = id_of
         # fingerprint -> the handle of the one message applied with it, or the set of the
-        # ids of all of them (C tables: ``_seen.FpTable``)
+        # ids of all of them (the core's tables: ``FpTable``)
         self._new = FpTable(capacity)
         self._old = FpTable(capacity)
         self._taken = 0  # messages remembered in ``_new``
@@ -69,7 +69,7 @@ class AppliedIds:
         fps = handles if fingerprints is None else fingerprints
         new, old = self._new, self._old
         exact = self._exact_new or self._exact_old
-        # candidates: a fingerprint held, or repeating an earlier one of the batch (C loops)
+        # candidates: a fingerprint held, or repeating an earlier one of the batch (one call)
         at, firsts = candidates(new, old, fps)
         if not at:
             return (self._exact_hits(handles) if exact else []), True
@@ -116,7 +116,7 @@ class AppliedIds:
         """Remember messages as applied."""
         fps = handles if fingerprints is None else fingerprints
         new = self._new
-        clash = new.add(fps, handles)  # a C loop; what it did not add shares a fingerprint
+        clash = new.add(fps, handles)  # one call; what it did not add shares a fingerprint
         if clash:
             id_of = self.id_of
             for i in clash:
