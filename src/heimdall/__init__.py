@@ -20,7 +20,7 @@ from heimdall.errors import (
     StreamNotFoundError,
 )
 from heimdall.schema import CountWindow, StreamSpec, TimeWindow
-from heimdall.window import Window, WindowBatch, WindowStore
+from heimdall.window import Window, WindowBatch, WindowReader, WindowStore
 
 if TYPE_CHECKING:
     from heimdall.cluster.client import ClusterStore
@@ -93,6 +93,7 @@ __all__ = [
     "TimeWindow",
     "Window",
     "WindowBatch",
+    "WindowReader",
     "WindowStore",
     "__version__",
     "attach",

@@ -275,3 +275,32 @@ def test_keys_contains_and_stats(pair: tuple[hd.WindowStore, Any]) -> None:
     assert stats == store.stats()
     assert stats["streams"]["s"]["keys"] == len(oracle)
     assert stats["streams"]["s"]["events"] == 50
+
+
+READ_METHODS = ["window", "windows", "aggregate", "keys", "__contains__", "stats"]
+
+
+@pytest.mark.parametrize("cls", [hd.WindowStore, hd.AttachedStore, hd.RemoteStore,
+                                 hd.ClusterStore], ids=lambda c: c.__name__)
+def test_every_reader_satisfies_the_reader_contract(cls: type) -> None:
+    """Each reader has the contract's read methods with its parameters: names, kinds,
+    defaults (the default aggregates among them) and types, as ``hd.WindowReader`` writes
+    them once. (A method of the C paths carries no annotations: its types are the stub's,
+    ``_native.pyi``, which mypy holds to the contract.)"""
+    import inspect
+
+    assert issubclass(cls, hd.WindowReader)
+    for name in READ_METHODS:
+        method = getattr(cls, name)
+        typed = inspect.isfunction(method)
+        want = inspect.signature(getattr(hd.WindowReader, name))
+        got = inspect.signature(method)
+
+        def shape(sig: inspect.Signature, typed: bool = typed) -> list[tuple[Any, ...]]:
+            return [(p.name, p.kind, p.default, p.annotation if typed else None)
+                    for p in list(sig.parameters.values())[1:]]  # after self
+
+        assert shape(got) == shape(want), \
+            f"{cls.__name__}.{name}{got} is not the contract's {name}{want}"
+        if typed:
+            assert got.return_annotation == want.return_annotation, f"{cls.__name__}.{name}"

@@ -35,6 +35,7 @@ def test_public_api_is_pinned() -> None:
         "TimeWindow",
         "Window",
         "WindowBatch",
+        "WindowReader",
         "WindowStore",
         "__version__",
         "attach",

@@ -20,6 +20,7 @@ from heimdall.cluster.ranges import Range, RoutingTable, unflatten
 from heimdall.errors import ConfigError, KeyNotFoundError, NotOwnerError, RemoteError, shown
 from heimdall.models.predictions import Prediction
 from heimdall.remote.client import RemoteStore
+from heimdall.window.reader import DEFAULT_AGGREGATES
 from heimdall.window.view import Window, WindowBatch
 
 T = TypeVar("T")
@@ -178,7 +179,7 @@ class ClusterStore:
         return WindowBatch(stream, keys, first.fields, values, ts, lengths, found)
 
     def aggregate(self, stream: str, keys: str | int | Sequence[str | int],
-                  aggs: Iterable[str] = ("count", "mean", "std", "min", "max", "last"), *,
+                  aggs: Iterable[str] = DEFAULT_AGGREGATES, *,
                   rows: int | None = None, seconds: float | None = None
                   ) -> dict[str, np.ndarray]:
         """As ``WindowStore.aggregate``: one key's (F,) arrays, or (B, F) for a list."""

@@ -38,6 +38,7 @@ from heimdall.models.predictions import Prediction
 from heimdall.remote import _convert as cv
 from heimdall.remote._pb import heimdall_pb2 as pb
 from heimdall.remote._pb import heimdall_pb2_grpc as pb_grpc
+from heimdall.window.reader import DEFAULT_AGGREGATES
 from heimdall.window.store import as_ts_ns, check_rows, check_seconds
 from heimdall.window.view import Window, WindowBatch
 
@@ -185,7 +186,7 @@ class RemoteStore:
         self,
         stream: str,
         keys: str | int | Sequence[str | int],
-        aggs: Iterable[str] = ("count", "mean", "std", "min", "max", "last"),
+        aggs: Iterable[str] = DEFAULT_AGGREGATES,
         *,
         rows: int | None = None,
         seconds: float | None = None,

@@ -51,6 +51,7 @@ from heimdall.remote._pb import heimdall_pb2 as pb
 from heimdall.remote._pb import heimdall_pb2_grpc as pb_grpc
 from heimdall.sources._ingest import Listener, StreamIngest, notify_pushed
 from heimdall.window import WindowStore
+from heimdall.window.reader import DEFAULT_AGGREGATES
 from heimdall.window.store import check_rows
 
 log = logging.getLogger("heimdall.remote")
@@ -59,7 +60,6 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Heimdall"].full_name
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 _READ_RETRIES = 1000
 _POLL_S = 0.25
-_DEFAULT_AGGS = ("count", "mean", "std", "min", "max", "last")
 _MAX_DETAILS = 2000  # characters of a status message (gRPC's metadata limit is 8 KiB)
 
 _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
@@ -333,7 +333,7 @@ class _Servicer(pb_grpc.HeimdallServicer):  # type: ignore[misc]
             if request.single and len(keys) != 1:
                 raise ConfigError(f"single = true needs one key; received {len(keys)}")
             self.s.check_owner(request.stream, keys)
-            aggs = list(request.aggs) or list(_DEFAULT_AGGS)
+            aggs = list(request.aggs) or list(DEFAULT_AGGREGATES)
             out = self.store.aggregate(request.stream, keys[0] if request.single else keys,
                                        aggs, rows=request.rows or None,
                                        seconds=request.seconds or None)

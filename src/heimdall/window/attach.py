@@ -35,6 +35,7 @@ from heimdall.window._shared import (
     encode_key,
     spec_from_json,
 )
+from heimdall.window.reader import DEFAULT_AGGREGATES
 from heimdall.window.store import WindowStore
 from heimdall.window.view import Window, WindowBatch, view
 
@@ -222,7 +223,7 @@ class AttachedStore(WindowStore):
         return super().windows(stream, keys, rows=rows, seconds=seconds)
 
     def aggregate(self, stream: str, keys: str | int | Sequence[str | int],
-                  aggs: Iterable[str] = ("count", "mean", "std", "min", "max", "last"), *,
+                  aggs: Iterable[str] = DEFAULT_AGGREGATES, *,
                   rows: int | None = None, seconds: float | None = None
                   ) -> dict[str, np.ndarray]:
         self.check()

@@ -32,6 +32,7 @@ from heimdall.window._admit import admit_batch, new_keys_of
 from heimdall.window._native import StoreCore
 from heimdall.window._ring import Ring
 from heimdall.window._shared import Segment, plan
+from heimdall.window.reader import DEFAULT_AGGREGATES
 from heimdall.window.view import Window, WindowBatch, view
 
 AGGREGATES: tuple[str, ...] = tuple(core.AGGREGATES)  # the order of the core's reductions
@@ -432,7 +433,7 @@ class WindowStore(StoreCore):
         self,
         stream: str,
         keys: str | int | Sequence[str | int],
-        aggs: Iterable[str] = ("count", "mean", "std", "min", "max", "last"),
+        aggs: Iterable[str] = DEFAULT_AGGREGATES,
         *,
         rows: int | None = None,
         seconds: float | None = None,

@@ -1,4 +1,6 @@
-"""Regressions found in review: retry path, TTL sweep scope, a rejected append of a new key."""
+"""What the store promises at its edges: a read retried key by key leaves the keys already
+read as they are; idle expiry touches only the stream written; a rejected append of a new
+key changes nothing."""
 
 from __future__ import annotations
 
