@@ -75,6 +75,27 @@ class Terminal:
         return self.output.decode(errors="replace")
 
 
+def _serve_config(tmp_path: Path, topic: str) -> Path:
+    """``heimdall.toml`` for ``serve`` on the embedded broker; returns its data directory."""
+    data = tmp_path / "serve-data"
+    (tmp_path / "heimdall.toml").write_text(f"""
+[source]
+url = "embedded"
+data_dir = "{data}"
+
+[server]
+metrics = ""
+
+[[streams]]
+name = "sensors"
+topic = "persistent://public/default/{topic}"
+key = "machine_id"
+fields = ["temp"]
+window = {{ count = 8 }}
+""")
+    return data
+
+
 def _left_behind(marker: Path) -> list[str]:
     ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True,
                         check=True)
@@ -116,22 +137,7 @@ def test_ctrl_c_twice_still_ends_the_demo_in_order(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("round_", [1, 2])
 def test_ctrl_c_stops_serve_with_its_summary(tmp_path: Path, round_: int) -> None:
-    data = tmp_path / "serve-data"
-    (tmp_path / "heimdall.toml").write_text(f"""
-[source]
-url = "embedded"
-data_dir = "{data}"
-
-[server]
-metrics = ""
-
-[[streams]]
-name = "sensors"
-topic = "persistent://public/default/sensors-{round_}"
-key = "machine_id"
-fields = ["temp"]
-window = {{ count = 8 }}
-""")
+    data = _serve_config(tmp_path, f"sensors-{round_}")
     term = Terminal([*HEIMDALL, "serve", "-c", "heimdall.toml"], tmp_path)
     term.read_until("serving; SIGINT or SIGTERM stops", 120)
     term.ctrl_c()
@@ -143,22 +149,7 @@ window = {{ count = 8 }}
 
 @pytest.mark.slow
 def test_kill_9_of_serve_takes_its_embedded_broker_with_it(tmp_path: Path) -> None:
-    data = tmp_path / "serve-data"
-    (tmp_path / "heimdall.toml").write_text(f"""
-[source]
-url = "embedded"
-data_dir = "{data}"
-
-[server]
-metrics = ""
-
-[[streams]]
-name = "sensors"
-topic = "persistent://public/default/sensors"
-key = "machine_id"
-fields = ["temp"]
-window = {{ count = 8 }}
-""")
+    data = _serve_config(tmp_path, "sensors")
     term = Terminal([*HEIMDALL, "serve", "-c", "heimdall.toml"], tmp_path)
     term.read_until("serving; SIGINT or SIGTERM stops", 120)
     assert _left_behind(data), "the embedded broker is not running"
