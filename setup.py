@@ -64,7 +64,7 @@ native = Extension(
     "heimdall.window._native",
     ["src/heimdall/window/_native.c"],
     depends=[f"src/heimdall/window/{h}.h"
-             for h in ("_ring_core", "_keys", "_write", "_split", "_read", "_index", "_admit",
+             for h in ("_ring_core", "_keys", "_write", "_split", "_read", "_index",
                        "_shared_index")],
     include_dirs=[numpy.get_include()],
     define_macros=[("NPY_TARGET_VERSION", "NPY_1_26_API_VERSION")],  # runs on numpy >= 1.26

@@ -9,6 +9,7 @@
 //! The pure Rust parts are tested by `cargo test`; `python` (feature "python") is the
 //! `heimdall._core` module that Python calls.
 
+pub mod evict;
 pub mod hash;
 pub mod layout;
 pub mod read;

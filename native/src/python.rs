@@ -25,11 +25,19 @@ fn raw(a: &Bound<'_, PyUntypedArray>, what: &str, dtype: Option<(u8, usize)>,
     let flags = unsafe { (*a.as_array_ptr()).flags };
     if !dtype_ok || !shape_ok || !a.is_c_contiguous() || (write && flags & NPY_ARRAY_WRITEABLE == 0)
     {
+        let name = |(k, n): (u8, usize)| match (k, n) {
+            (b'b', 1) => "bool".to_string(),
+            (b'i', n) => format!("int{}", n * 8),
+            (b'f', n) => format!("float{}", n * 8),
+            (k, n) => format!("{}{n}", k as char),
+        };
+        let want: Vec<String> =
+            shape.iter().map(|d| d.map_or("any".to_string(), |d| d.to_string())).collect();
         return Err(PyValueError::new_err(format!(
-            "{what}: expected a C-contiguous{} array of shape {shape:?}{}; got {:?} {}",
+            "{what}: expected a C-contiguous{} {}array of shape ({}); got {} of shape {:?}",
             if write { " writable" } else { "" },
-            dtype.map(|(k, n)| format!(" and dtype {}{n}", k as char)).unwrap_or_default(),
-            dims, d)));
+            dtype.map(|d| format!("{} ", name(d))).unwrap_or_default(),
+            want.join(", "), d, dims)));
     }
     // SAFETY: as above
     Ok(unsafe { (*a.as_array_ptr()).data as *mut u8 })
@@ -232,6 +240,44 @@ fn candidates(new: PyRef<'_, FpTable>, old: PyRef<'_, FpTable>,
     Ok(crate::seen::candidates(&new.table, &old.table, &hashes(fingerprints)?))
 }
 
+fn int64s<'a>(a: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<&'a [i64]> {
+    let p = raw(a, what, Some((b'i', 8)), &[None], false)?;
+    // SAFETY: checked above; read for this call only
+    Ok(unsafe { std::slice::from_raw_parts(p as *const i64, a.len()) })
+}
+
+// the array's memory, not the Bound, is what is borrowed mutably (numpy has no borrow rules)
+#[allow(clippy::mut_from_ref)]
+fn int64s_mut<'a>(a: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<&'a mut [i64]> {
+    let p = raw(a, what, Some((b'i', 8)), &[None], true)?;
+    // SAFETY: checked above (writable); written for this call only
+    Ok(unsafe { std::slice::from_raw_parts_mut(p as *mut i64, a.len()) })
+}
+
+/// The eviction loop of ``_admit.admit_batch`` (int64 arrays; ``native/src/evict.rs``).
+/// ``held``: each of the batch's n rows' slot before it (a new key's: any); ``first``: each
+/// slot's first row in the batch, n if none; ``victims`` and ``who`` as long as
+/// ``candidates``, written. Returns (evictions, stop), evictions -1 when more candidates are
+/// needed (not ``exhaustive``).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn plan_evictions(new_rows: &Bound<'_, PyUntypedArray>, held: &Bound<'_, PyUntypedArray>,
+                  first: &Bound<'_, PyUntypedArray>, candidates: &Bound<'_, PyUntypedArray>,
+                  n: i64, exhaustive: bool, victims: &Bound<'_, PyUntypedArray>,
+                  who: &Bound<'_, PyUntypedArray>) -> PyResult<(i64, i64)> {
+    use crate::evict::{plan, Plan};
+    let got = plan(int64s(new_rows, "new_rows")?, int64s(held, "held")?,
+                   int64s(first, "first")?, int64s(candidates, "candidates")?, n, exhaustive,
+                   int64s_mut(victims, "victims")?, int64s_mut(who, "who")?);
+    match got {
+        Ok(Plan::Done { evictions, stop }) => Ok((evictions as i64, stop)),
+        Ok(Plan::NeedMore) => Ok((-1, n)),
+        Err(e) if e.out_of_range => Err(pyo3::exceptions::PyIndexError::new_err(
+            format!("plan_evictions: {}", e.message))),
+        Err(e) => Err(PyValueError::new_err(format!("plan_evictions: {}", e.message))),
+    }
+}
+
 /// The broker's Key_Shared hash of a key (an int key as its decimal text), in [1, 65535].
 #[pyfunction]
 fn key_hash(key: &Bound<'_, PyAny>) -> PyResult<u32> {
@@ -256,6 +302,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(key_hash, m)?)?;
     m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
     m.add_function(wrap_pyfunction!(candidates, m)?)?;
+    m.add_function(wrap_pyfunction!(plan_evictions, m)?)?;
     m.add_class::<FpTable>()?;
     for (name, v) in [("POS", layout::POS), ("FILL", layout::FILL), ("WSEQ", layout::WSEQ),
                       ("CSEQ", layout::CSEQ), ("NEWEST", layout::NEWEST),

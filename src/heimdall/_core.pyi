@@ -42,3 +42,6 @@ class FpTable:
 
 def candidates(new: FpTable, old: FpTable, fingerprints: Sequence[Hashable], /
                ) -> tuple[list[int], list[int]]: ...
+def plan_evictions(new_rows: np.ndarray, held: np.ndarray, first: np.ndarray,
+                   candidates: np.ndarray, n: int, exhaustive: bool, victims: np.ndarray,
+                   who: np.ndarray, /) -> tuple[int, int]: ...

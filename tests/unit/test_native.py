@@ -359,10 +359,11 @@ def test_append_rows_answers_for_held_keys_only() -> None:
         ring.append_rows(["a"], np.array([[1, 2]]), np.array([1]), 0)
 
 
-def test_the_c_eviction_plan_checks_its_arguments() -> None:
-    """``plan_evictions`` (_admit.h) indexes ``held`` and ``first`` by each other's values:
-    a table that does not hold together is refused before the loop reads it."""
-    from heimdall.window import _native
+def test_the_eviction_plan_checks_its_arguments() -> None:
+    """``plan_evictions`` (the native core's ``evict.rs``) indexes ``held`` and ``first`` by
+    each other's values: a table that does not hold together is refused before the loop
+    reads it."""
+    _native = core
 
     def plan(first: list[int], candidates: list[int], n: int = 2) -> tuple[int, int]:
         held = np.array([1, 0], np.int64)  # row 0 is slot 1's, row 1 slot 0's

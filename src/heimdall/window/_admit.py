@@ -23,7 +23,6 @@ from collections.abc import Hashable
 import numpy as np
 
 from heimdall import _core as core
-from heimdall.window import _native
 from heimdall.window._ring import Ring
 
 
@@ -74,8 +73,8 @@ def admit_batch(ring: Ring, keys: list[Hashable], slots: np.ndarray, new_rows: n
         candidates = _oldest_first(live, ticks, m)
         victims = np.empty(len(candidates), dtype=np.int64)
         who = np.empty(len(candidates), dtype=np.int64)
-        done, stop = _native.plan_evictions(new_first, slots, first, candidates, n,
-                                            len(candidates) == len(live), victims, who)
+        done, stop = core.plan_evictions(new_first, slots, first, candidates, n,
+                                         len(candidates) == len(live), victims, who)
         if done >= 0:
             break
         m *= 4

@@ -16,8 +16,8 @@
  *
  * Files (one translation unit): _ring_core.h (RingCore's fields, shared helpers), _keys.h
  * (the key table), _write.h (the write path), _split.h (a large batch's scatter on two
- * threads), _read.h (lookups, the gather), _index.h (the key index's upkeep), _admit.h (a
- * batch's eviction plan), and here the two types and the module.
+ * threads), _read.h (lookups, the gather), _index.h (the key index's upkeep), and here the
+ * two types and the module. (A batch's eviction plan is the native core's: native/.)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -33,7 +33,6 @@
 #include "_write.h"     /* pack_row, write_row, scatter */
 #include "_read.h"      /* lookup, gather */
 #include "_index.h"     /* the key index's upkeep, slots freed */
-#include "_admit.h"     /* a batch's eviction plan */
 #include "_shared_index.h" /* the owner's writes to a shared-memory store's key index */
 
 /* the Window class (view.py), set once by setup() */
@@ -588,8 +587,6 @@ static PyMethodDef module_methods[] = {
     {"setup", setup, METH_O, setup_doc},
     {"first_nonfinite", first_nonfinite, METH_O, first_nonfinite_doc},
     {"set_split", set_split, METH_O, set_split_doc},
-    {"plan_evictions", (PyCFunction)(void (*)(void))plan_evictions, METH_FASTCALL,
-     plan_evictions_doc},
     {"shared_put", (PyCFunction)(void (*)(void))shared_put, METH_FASTCALL, shared_put_doc},
     {"shared_remove", (PyCFunction)(void (*)(void))shared_remove, METH_FASTCALL,
      shared_remove_doc},
