@@ -35,8 +35,16 @@ fn bad(message: String) -> BadPlan {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn plan(new_rows: &[i64], held: &[i64], first: &[i64], candidates: &[i64], n: i64,
-            exhaustive: bool, victims: &mut [i64], who: &mut [i64]) -> Result<Plan, BadPlan> {
+pub fn plan(
+    new_rows: &[i64],
+    held: &[i64],
+    first: &[i64],
+    candidates: &[i64],
+    n: i64,
+    exhaustive: bool,
+    victims: &mut [i64],
+    who: &mut [i64],
+) -> Result<Plan, BadPlan> {
     let slots = first.len();
     for (i, &f) in first.iter().enumerate() {
         if f < 0 || f > n || (f < n && held.get(f as usize) != Some(&(i as i64))) {
@@ -123,10 +131,14 @@ mod tests {
     fn running_out_asks_for_more_or_stops_at_the_row() {
         let (mut victims, mut who) = ([0i64; 1], [0i64; 1]);
         let args = (&[0i64, 1][..], &[-1i64, -1][..], &[2i64][..], &[0i64][..]);
-        assert_eq!(plan(args.0, args.1, args.2, args.3, 2, false, &mut victims, &mut who),
-                   Ok(Plan::NeedMore));
-        assert_eq!(plan(args.0, args.1, args.2, args.3, 2, true, &mut victims, &mut who),
-                   Ok(Plan::Done { evictions: 1, stop: 1 }));
+        assert_eq!(
+            plan(args.0, args.1, args.2, args.3, 2, false, &mut victims, &mut who),
+            Ok(Plan::NeedMore)
+        );
+        assert_eq!(
+            plan(args.0, args.1, args.2, args.3, 2, true, &mut victims, &mut who),
+            Ok(Plan::Done { evictions: 1, stop: 1 })
+        );
     }
 
     #[test]

@@ -13,14 +13,19 @@ use pyo3::types::PyList;
 
 /// An array's memory, checked: C-contiguous, of `kind`+`size` (e.g. b'i', 8) unless None,
 /// of `shape` (None: any length on that axis), writable if `write`.
-fn raw(a: &Bound<'_, PyUntypedArray>, what: &str, dtype: Option<(u8, usize)>,
-       shape: &[Option<usize>], write: bool) -> PyResult<*mut u8> {
+fn raw(
+    a: &Bound<'_, PyUntypedArray>,
+    what: &str,
+    dtype: Option<(u8, usize)>,
+    shape: &[Option<usize>],
+    write: bool,
+) -> PyResult<*mut u8> {
     let d = a.dtype();
     let dims = a.shape();
     let dtype_ok = dtype.is_none_or(|(k, n)| d.kind() == k && d.itemsize() == n)
         && d.is_native_byteorder() != Some(false);
-    let shape_ok = dims.len() == shape.len()
-        && dims.iter().zip(shape).all(|(&g, w)| w.is_none_or(|w| g == w));
+    let shape_ok =
+        dims.len() == shape.len() && dims.iter().zip(shape).all(|(&g, w)| w.is_none_or(|w| g == w));
     // SAFETY: a live array object
     let flags = unsafe { (*a.as_array_ptr()).flags };
     if !dtype_ok || !shape_ok || !a.is_c_contiguous() || (write && flags & NPY_ARRAY_WRITEABLE == 0)
@@ -37,14 +42,20 @@ fn raw(a: &Bound<'_, PyUntypedArray>, what: &str, dtype: Option<(u8, usize)>,
             "{what}: expected a C-contiguous{} {}array of shape ({}); got {} of shape {:?}",
             if write { " writable" } else { "" },
             dtype.map(|d| format!("{} ", name(d))).unwrap_or_default(),
-            want.join(", "), d, dims)));
+            want.join(", "),
+            d,
+            dims
+        )));
     }
     // SAFETY: as above
     Ok(unsafe { (*a.as_array_ptr()).data as *mut u8 })
 }
 
-fn ring_of(data: &Bound<'_, PyUntypedArray>, ts: &Bound<'_, PyUntypedArray>,
-           meta: &Bound<'_, PyUntypedArray>) -> PyResult<(Ring, usize)> {
+fn ring_of(
+    data: &Bound<'_, PyUntypedArray>,
+    ts: &Bound<'_, PyUntypedArray>,
+    meta: &Bound<'_, PyUntypedArray>,
+) -> PyResult<(Ring, usize)> {
     let dims = data.shape();
     if dims.len() != 3 {
         return Err(PyValueError::new_err(format!("data: expected (slots, cap, F); got {dims:?}")));
@@ -53,8 +64,8 @@ fn ring_of(data: &Bound<'_, PyUntypedArray>, ts: &Bound<'_, PyUntypedArray>,
     let size = data.dtype().itemsize();
     let data_p = raw(data, "data", None, &[Some(slots), Some(cap), Some(f)], false)?;
     let ts_p = raw(ts, "ts", Some((b'i', 8)), &[Some(slots), Some(cap)], false)?;
-    let meta_p = raw(meta, "meta", Some((b'i', 8)), &[Some(slots), Some(layout::META_COLS)],
-                     false)?;
+    let meta_p =
+        raw(meta, "meta", Some((b'i', 8)), &[Some(slots), Some(layout::META_COLS)], false)?;
     // SAFETY: checked above; the caller keeps the arrays alive during the call
     let meta = unsafe { Meta::new(meta_p as *const i64) };
     Ok((Ring { data: data_p, ts: ts_p as *const i64, meta, slots, cap, row_bytes: f * size }, f))
@@ -75,11 +86,19 @@ fn bad(e: BadSlot) -> PyErr {
 /// -1: a key not held (zeros, length 0); -2: already read (left as it is).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-fn gather(py: Python<'_>, data: &Bound<'_, PyUntypedArray>, ts: &Bound<'_, PyUntypedArray>,
-          meta: &Bound<'_, PyUntypedArray>, slots: &Bound<'_, PyUntypedArray>, rows: i64,
-          span_ns: i64, out_values: &Bound<'_, PyUntypedArray>,
-          out_ts: &Bound<'_, PyUntypedArray>, out_len: &Bound<'_, PyUntypedArray>,
-          ok: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
+fn gather(
+    py: Python<'_>,
+    data: &Bound<'_, PyUntypedArray>,
+    ts: &Bound<'_, PyUntypedArray>,
+    meta: &Bound<'_, PyUntypedArray>,
+    slots: &Bound<'_, PyUntypedArray>,
+    rows: i64,
+    span_ns: i64,
+    out_values: &Bound<'_, PyUntypedArray>,
+    out_ts: &Bound<'_, PyUntypedArray>,
+    out_len: &Bound<'_, PyUntypedArray>,
+    ok: &Bound<'_, PyUntypedArray>,
+) -> PyResult<()> {
     let (ring, f) = ring_of(data, ts, meta)?;
     let s = slots_of(slots)?;
     let b = s.len();
@@ -103,16 +122,22 @@ fn gather(py: Python<'_>, data: &Bound<'_, PyUntypedArray>, ts: &Bound<'_, PyUnt
 /// window; count 0 and NaN when empty; ``ok`` as in ``gather``.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-fn aggregate(py: Python<'_>, data: &Bound<'_, PyUntypedArray>, ts: &Bound<'_, PyUntypedArray>,
-             meta: &Bound<'_, PyUntypedArray>, slots: &Bound<'_, PyUntypedArray>, rows: i64,
-             span_ns: i64, out: &Bound<'_, PyUntypedArray>, ok: &Bound<'_, PyUntypedArray>)
-             -> PyResult<()> {
+fn aggregate(
+    py: Python<'_>,
+    data: &Bound<'_, PyUntypedArray>,
+    ts: &Bound<'_, PyUntypedArray>,
+    meta: &Bound<'_, PyUntypedArray>,
+    slots: &Bound<'_, PyUntypedArray>,
+    rows: i64,
+    span_ns: i64,
+    out: &Bound<'_, PyUntypedArray>,
+    ok: &Bound<'_, PyUntypedArray>,
+) -> PyResult<()> {
     let (ring, f) = ring_of(data, ts, meta)?;
     let s = slots_of(slots)?;
     let b = s.len();
     let res = AggOut {
-        values: raw(out, "out", Some((b'f', 8)), &[Some(b), Some(7), Some(f)], true)?
-            as *mut f64,
+        values: raw(out, "out", Some((b'f', 8)), &[Some(b), Some(7), Some(f)], true)? as *mut f64,
         ok: raw(ok, "ok", Some((b'b', 1)), &[Some(b)], true)? as *mut bool,
     };
     let q = Bounds { rows, span_ns };
@@ -168,17 +193,24 @@ impl FpTable {
     fn new(py: Python<'_>, capacity: isize) -> PyResult<Self> {
         if capacity < 1 {
             return Err(PyValueError::new_err(format!(
-                "FpTable: capacity must be >= 1, received {capacity}")));
+                "FpTable: capacity must be >= 1, received {capacity}"
+            )));
         }
-        Ok(FpTable { table: crate::seen::Table::new(capacity as usize),
-                     handles: PyList::empty(py).unbind() })
+        Ok(FpTable {
+            table: crate::seen::Table::new(capacity as usize),
+            handles: PyList::empty(py).unbind(),
+        })
     }
 
     /// Remember each handle under its fingerprint, in order, unless the fingerprint is held
     /// already (by an earlier entry, or one earlier in this call). Returns the indices of
     /// those not added: the caller decides what a clash means.
-    fn add(&mut self, py: Python<'_>, fingerprints: &Bound<'_, PyAny>,
-           handles: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
+    fn add(
+        &mut self,
+        py: Python<'_>,
+        fingerprints: &Bound<'_, PyAny>,
+        handles: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<usize>> {
         let hs = hashes(fingerprints)?;
         let given = match handles.downcast::<PyList>() {
             Ok(list) => list.clone(),
@@ -186,7 +218,10 @@ impl FpTable {
         };
         if given.len() != hs.len() {
             return Err(PyValueError::new_err(format!(
-                "add: {} fingerprints but {} handles", hs.len(), given.len())));
+                "add: {} fingerprints but {} handles",
+                hs.len(),
+                given.len()
+            )));
         }
         let clash = self.table.add(&hs);
         let list = self.handles.bind(py);
@@ -210,8 +245,12 @@ impl FpTable {
     }
 
     /// Hold ``handle`` under a fingerprint already held, in place of what was there.
-    fn put(&self, py: Python<'_>, fingerprint: &Bound<'_, PyAny>, handle: &Bound<'_, PyAny>)
-           -> PyResult<()> {
+    fn put(
+        &self,
+        py: Python<'_>,
+        fingerprint: &Bound<'_, PyAny>,
+        handle: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         match self.table.get(fingerprint.hash()? as i64) {
             Some(i) => self.handles.bind(py).set_item(i, handle),
             None => Err(pyo3::exceptions::PyKeyError::new_err("put: the fingerprint is not held")),
@@ -235,8 +274,11 @@ impl FpTable {
 /// firsts): for each index, the index of the first entry of the batch with its fingerprint
 /// (itself when it is the first). Empty lists: the batch is new.
 #[pyfunction]
-fn candidates(new: PyRef<'_, FpTable>, old: PyRef<'_, FpTable>,
-              fingerprints: &Bound<'_, PyAny>) -> PyResult<(Vec<usize>, Vec<usize>)> {
+fn candidates(
+    new: PyRef<'_, FpTable>,
+    old: PyRef<'_, FpTable>,
+    fingerprints: &Bound<'_, PyAny>,
+) -> PyResult<(Vec<usize>, Vec<usize>)> {
     Ok(crate::seen::candidates(&new.table, &old.table, &hashes(fingerprints)?))
 }
 
@@ -261,21 +303,64 @@ fn int64s_mut<'a>(a: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<&'a 
 /// needed (not ``exhaustive``).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-fn plan_evictions(new_rows: &Bound<'_, PyUntypedArray>, held: &Bound<'_, PyUntypedArray>,
-                  first: &Bound<'_, PyUntypedArray>, candidates: &Bound<'_, PyUntypedArray>,
-                  n: i64, exhaustive: bool, victims: &Bound<'_, PyUntypedArray>,
-                  who: &Bound<'_, PyUntypedArray>) -> PyResult<(i64, i64)> {
+fn plan_evictions(
+    new_rows: &Bound<'_, PyUntypedArray>,
+    held: &Bound<'_, PyUntypedArray>,
+    first: &Bound<'_, PyUntypedArray>,
+    candidates: &Bound<'_, PyUntypedArray>,
+    n: i64,
+    exhaustive: bool,
+    victims: &Bound<'_, PyUntypedArray>,
+    who: &Bound<'_, PyUntypedArray>,
+) -> PyResult<(i64, i64)> {
     use crate::evict::{plan, Plan};
-    let got = plan(int64s(new_rows, "new_rows")?, int64s(held, "held")?,
-                   int64s(first, "first")?, int64s(candidates, "candidates")?, n, exhaustive,
-                   int64s_mut(victims, "victims")?, int64s_mut(who, "who")?);
+    let got = plan(
+        int64s(new_rows, "new_rows")?,
+        int64s(held, "held")?,
+        int64s(first, "first")?,
+        int64s(candidates, "candidates")?,
+        n,
+        exhaustive,
+        int64s_mut(victims, "victims")?,
+        int64s_mut(who, "who")?,
+    );
     match got {
         Ok(Plan::Done { evictions, stop }) => Ok((evictions as i64, stop)),
         Ok(Plan::NeedMore) => Ok((-1, n)),
-        Err(e) if e.out_of_range => Err(pyo3::exceptions::PyIndexError::new_err(
-            format!("plan_evictions: {}", e.message))),
+        Err(e) if e.out_of_range => {
+            Err(pyo3::exceptions::PyIndexError::new_err(format!("plan_evictions: {}", e.message)))
+        }
         Err(e) => Err(PyValueError::new_err(format!("plan_evictions: {}", e.message))),
     }
+}
+
+/// The flat index of the first NaN or infinity in a C-contiguous float64 or float32 array,
+/// or -1 if there is none (the float dtypes a ring holds; TypeError for another array).
+#[pyfunction]
+fn first_nonfinite(values: &Bound<'_, PyUntypedArray>) -> PyResult<i64> {
+    let d = values.dtype();
+    let (kind, size) = (d.kind(), d.itemsize());
+    let ok = kind == b'f'
+        && (size == 8 || size == 4)
+        && values.is_c_contiguous()
+        && d.is_native_byteorder() != Some(false);
+    if !ok {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "first_nonfinite() takes a C-contiguous float64 or float32 array in native byte \
+             order (a ring's dtype)",
+        ));
+    }
+    // SAFETY: a C-contiguous array of that dtype, read for this call only
+    let at = unsafe {
+        let p = (*values.as_array_ptr()).data;
+        let n = values.len();
+        if size == 8 {
+            read::first_nonfinite(std::slice::from_raw_parts(p as *const f64, n))
+        } else {
+            read::first_nonfinite(std::slice::from_raw_parts(p as *const f32, n))
+        }
+    };
+    Ok(at.map_or(-1, |i| i as i64))
 }
 
 /// The broker's Key_Shared hash of a key (an int key as its decimal text), in [1, 65535].
@@ -303,14 +388,24 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
     m.add_function(wrap_pyfunction!(candidates, m)?)?;
     m.add_function(wrap_pyfunction!(plan_evictions, m)?)?;
+    m.add_function(wrap_pyfunction!(first_nonfinite, m)?)?;
     m.add_class::<FpTable>()?;
-    for (name, v) in [("POS", layout::POS), ("FILL", layout::FILL), ("WSEQ", layout::WSEQ),
-                      ("CSEQ", layout::CSEQ), ("NEWEST", layout::NEWEST),
-                      ("TOUCH", layout::TOUCH), ("TICK", layout::TICK),
-                      ("KEYGEN", layout::KEYGEN), ("META_COLS", layout::META_COLS),
-                      ("C_LATE", layout::C_LATE), ("C_OOO", layout::C_OOO),
-                      ("C_EXPIRED", layout::C_EXPIRED), ("N_COUNTERS", layout::N_COUNTERS),
-                      ("RANGE_SIZE", crate::hash::RANGE_SIZE as usize)] {
+    for (name, v) in [
+        ("POS", layout::POS),
+        ("FILL", layout::FILL),
+        ("WSEQ", layout::WSEQ),
+        ("CSEQ", layout::CSEQ),
+        ("NEWEST", layout::NEWEST),
+        ("TOUCH", layout::TOUCH),
+        ("TICK", layout::TICK),
+        ("KEYGEN", layout::KEYGEN),
+        ("META_COLS", layout::META_COLS),
+        ("C_LATE", layout::C_LATE),
+        ("C_OOO", layout::C_OOO),
+        ("C_EXPIRED", layout::C_EXPIRED),
+        ("N_COUNTERS", layout::N_COUNTERS),
+        ("RANGE_SIZE", crate::hash::RANGE_SIZE as usize),
+    ] {
         m.add(name, v)?;
     }
     m.add("ABSENT", layout::ABSENT)?;

@@ -39,7 +39,10 @@ pub struct BadSlot(pub i64);
 impl Ring {
     /// Every slot a real one of this ring, `ABSENT` or `SKIP`.
     fn check(&self, slots: &[i64]) -> Result<(), BadSlot> {
-        match slots.iter().find(|&&s| !(s == SKIP || s == ABSENT || (s >= 0 && (s as usize) < self.slots))) {
+        match slots
+            .iter()
+            .find(|&&s| !(s == SKIP || s == ABSENT || (s >= 0 && (s as usize) < self.slots)))
+        {
             Some(&s) => Err(BadSlot(s)),
             None => Ok(()),
         }
@@ -98,7 +101,12 @@ unsafe impl Sync for AggOut {}
 ///
 /// # Safety
 /// The ring's and the outputs' pointers are valid for their shapes, `slots.len()` = B.
-pub unsafe fn gather(ring: &Ring, slots: &[i64], q: Bounds, out: &GatherOut) -> Result<(), BadSlot> {
+pub unsafe fn gather(
+    ring: &Ring,
+    slots: &[i64],
+    q: Bounds,
+    out: &GatherOut,
+) -> Result<(), BadSlot> {
     ring.check(slots)?;
     let (w, rb) = (out.w, ring.row_bytes);
     for (i, &s) in slots.iter().enumerate() {
@@ -164,8 +172,12 @@ impl Value for i32 {
 ///
 /// # Safety
 /// As `gather`; `out` is (B, 7, F) float64, `ok` (B,), and the ring's rows hold `T`.
-pub unsafe fn aggregate<T: Value>(ring: &Ring, slots: &[i64], q: Bounds, res: &AggOut)
-                                  -> Result<(), BadSlot> {
+pub unsafe fn aggregate<T: Value>(
+    ring: &Ring,
+    slots: &[i64],
+    q: Bounds,
+    res: &AggOut,
+) -> Result<(), BadSlot> {
     let (out, ok) = (res.values, res.ok);
     ring.check(slots)?;
     let f = ring.row_bytes / std::mem::size_of::<T>();
@@ -220,4 +232,40 @@ pub unsafe fn aggregate<T: Value>(ring: &Ring, slots: &[i64], q: Bounds, res: &A
         *ok.add(i) = ring.meta.still(slot, c0);
     }
     Ok(())
+}
+
+/// The flat index of the first NaN or infinity among `xs`, or None: in blocks of 64, whose
+/// test (`x - x` is NaN exactly for NaN and infinities) vectorizes.
+#[allow(clippy::eq_op)] // x - x is the test
+pub fn first_nonfinite<T>(xs: &[T]) -> Option<usize>
+where
+    T: Copy + std::ops::Sub<Output = T> + PartialEq + Default,
+{
+    let zero = T::default();
+    for (b, block) in xs.chunks(64).enumerate() {
+        if block.iter().fold(false, |bad, &x| bad | (x - x != zero)) {
+            return block.iter().position(|&x| x - x != zero).map(|i| b * 64 + i);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_nonfinite;
+
+    #[test]
+    fn first_nonfinite_finds_nan_and_infinities_anywhere() {
+        let mut xs = vec![1.0f64; 300];
+        assert_eq!(first_nonfinite(&xs), None);
+        for (at, v) in
+            [(0, f64::NAN), (63, f64::INFINITY), (64, f64::NEG_INFINITY), (299, f64::NAN)]
+        {
+            xs[at] = v;
+            assert_eq!(first_nonfinite(&xs), Some(at));
+            xs[at] = 1.0;
+        }
+        assert_eq!(first_nonfinite(&[f32::MAX, f32::NAN]), Some(1));
+        assert_eq!(first_nonfinite::<f64>(&[]), None);
+    }
 }

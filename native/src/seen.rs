@@ -23,7 +23,10 @@ fn prefetch<T>(at: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it never faults
     unsafe {
-        std::arch::x86_64::_mm_prefetch(at as *const T as *const i8, std::arch::x86_64::_MM_HINT_T0);
+        std::arch::x86_64::_mm_prefetch(
+            at as *const T as *const i8,
+            std::arch::x86_64::_MM_HINT_T0,
+        );
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = at;
@@ -180,11 +183,11 @@ mod tests {
                 let clash = t.add(batch);
                 let mut want = Vec::new();
                 for (i, &h) in batch.iter().enumerate() {
-                    if model.contains_key(&h) {
-                        want.push(i);
-                    } else {
-                        model.insert(h, next);
+                    if let std::collections::hash_map::Entry::Vacant(e) = model.entry(h) {
+                        e.insert(next);
                         next += 1;
+                    } else {
+                        want.push(i);
                     }
                 }
                 prop_assert_eq!(clash, want);

@@ -75,14 +75,23 @@ struct Out {
 
 impl Out {
     fn new(b: usize, w: usize, fill: f64) -> Out {
-        Out { values: vec![fill; b * w * F], ts: vec![7; b * w], lengths: vec![7; b],
-              ok: vec![false; b], w }
+        Out {
+            values: vec![fill; b * w * F],
+            ts: vec![7; b * w],
+            lengths: vec![7; b],
+            ok: vec![false; b],
+            w,
+        }
     }
 
     fn run(&mut self, m: &Model, slots: &[i64], q: Bounds) -> Result<(), BadSlot> {
-        let out = GatherOut { values: self.values.as_mut_ptr() as *mut u8,
-                              ts: self.ts.as_mut_ptr(), lengths: self.lengths.as_mut_ptr(),
-                              ok: self.ok.as_mut_ptr(), w: self.w };
+        let out = GatherOut {
+            values: self.values.as_mut_ptr() as *mut u8,
+            ts: self.ts.as_mut_ptr(),
+            lengths: self.lengths.as_mut_ptr(),
+            ok: self.ok.as_mut_ptr(),
+            w: self.w,
+        };
         unsafe { gather(&m.ring(), slots, q, &out) }
     }
 }
@@ -205,14 +214,18 @@ fn reads_that_pass_the_seqlock_are_never_torn() {
                 let w = meta[WSEQ].load(Ordering::Relaxed) + 1;
                 meta[WSEQ].store(w, Ordering::Relaxed);
                 fence(Ordering::Release);
-                let (mut pos, mut fill) = (meta[POS].load(Ordering::Relaxed) as usize,
-                                           meta[FILL].load(Ordering::Relaxed) as usize);
+                let (mut pos, mut fill) = (
+                    meta[POS].load(Ordering::Relaxed) as usize,
+                    meta[FILL].load(Ordering::Relaxed) as usize,
+                );
                 if pos == cap {
                     for r in 0..W - 1 {
                         let src = pos - (W - 1) + r;
                         for j in 0..F {
-                            data[r * F + j].store(data[src * F + j].load(Ordering::Relaxed),
-                                                  Ordering::Relaxed);
+                            data[r * F + j].store(
+                                data[src * F + j].load(Ordering::Relaxed),
+                                Ordering::Relaxed,
+                            );
                         }
                         ts[r].store(ts[src].load(Ordering::Relaxed), Ordering::Relaxed);
                     }
@@ -244,8 +257,13 @@ fn reads_that_pass_the_seqlock_are_never_torn() {
         let mut values = vec![0i64; W * F];
         let mut t = vec![0i64; W];
         let (mut len, mut ok) = (0i64, false);
-        let out = GatherOut { values: values.as_mut_ptr() as *mut u8, ts: t.as_mut_ptr(),
-                              lengths: &mut len, ok: &mut ok, w: W };
+        let out = GatherOut {
+            values: values.as_mut_ptr() as *mut u8,
+            ts: t.as_mut_ptr(),
+            lengths: &mut len,
+            ok: &mut ok,
+            w: W,
+        };
         unsafe { gather(&ring, &[0], Bounds { rows: 0, span_ns: 0 }, &out) }.unwrap();
         if !ok {
             torn += 1;

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heimdall._core import first_nonfinite
 from heimdall.schema import NS_PER_UNIT, StreamSpec
-from heimdall.window._native import first_nonfinite
 
 if TYPE_CHECKING:
     from heimdall.config import Format, KeyFrom, TimeFrom
@@ -100,7 +100,7 @@ class Decoder(ABC):
         """Rows holding NaN or infinity under ``nan = "reject"``; None when all are finite."""
         if not self.reject_nan or not len(values):
             return None
-        if first_nonfinite(np.ascontiguousarray(values)) < 0:  # C: one pass, no temporary
+        if first_nonfinite(np.ascontiguousarray(values)) < 0:  # one pass, no temporary
             return None
         return np.flatnonzero(~np.isfinite(values).all(axis=1))
 

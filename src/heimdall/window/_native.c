@@ -524,45 +524,6 @@ setup(PyObject *module, PyObject *tp)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(first_nonfinite_doc,
-"first_nonfinite(values, /)\n--\n\n"
-"The flat index of the first NaN or infinity in a C-contiguous float64 or float32 array,\n"
-"or -1 if there is none (the float dtypes a ring holds; TypeError for another array).");
-
-#define SCAN_NONFINITE(T)                                                                  \
-    do {                                                                                   \
-        const T *x = (const T *)PyArray_DATA(a);                                           \
-        for (Py_ssize_t i = 0; i < n; i += 64) { /* blocks: the test vectorizes */         \
-            Py_ssize_t end = i + 64 < n ? i + 64 : n;                                      \
-            int bad = 0;                                                                   \
-            for (Py_ssize_t j = i; j < end; j++)                                           \
-                bad |= !(x[j] - x[j] == 0); /* NaN or inf: x - x is NaN */                 \
-            if (bad)                                                                       \
-                for (Py_ssize_t j = i; j < end; j++)                                       \
-                    if (!(x[j] - x[j] == 0))                                               \
-                        return PyLong_FromSsize_t(j);                                      \
-        }                                                                                  \
-    } while (0)
-
-static PyObject *
-first_nonfinite(PyObject *module, PyObject *arr)
-{
-    PyArrayObject *a = (PyArrayObject *)arr;
-    if (!PyArray_Check(arr) || !PyArray_IS_C_CONTIGUOUS(a)
-        || !PyDataType_ISNOTSWAPPED(PyArray_DESCR(a))
-        || (PyArray_TYPE(a) != NPY_FLOAT64 && PyArray_TYPE(a) != NPY_FLOAT32)) {
-        PyErr_SetString(PyExc_TypeError, "first_nonfinite() takes a C-contiguous float64 or "
-                        "float32 array in native byte order (a ring's dtype)");
-        return NULL;
-    }
-    Py_ssize_t n = PyArray_SIZE(a);
-    if (PyArray_TYPE(a) == NPY_FLOAT64)
-        SCAN_NONFINITE(double);
-    else
-        SCAN_NONFINITE(float);
-    return PyLong_FromLong(-1);
-}
-
 PyDoc_STRVAR(set_split_doc,
 "set_split(min_rows, /)\n--\n\n"
 "Scatter batches of at least ``min_rows`` rows on two threads (0: never); returns the\n"
@@ -585,7 +546,6 @@ set_split(PyObject *module, PyObject *arg)
 
 static PyMethodDef module_methods[] = {
     {"setup", setup, METH_O, setup_doc},
-    {"first_nonfinite", first_nonfinite, METH_O, first_nonfinite_doc},
     {"set_split", set_split, METH_O, set_split_doc},
     {"shared_put", (PyCFunction)(void (*)(void))shared_put, METH_FASTCALL, shared_put_doc},
     {"shared_remove", (PyCFunction)(void (*)(void))shared_remove, METH_FASTCALL,

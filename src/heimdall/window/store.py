@@ -608,7 +608,7 @@ def _as_values(ring: Ring, stream: str, values: Any, n: int) -> np.ndarray:
         arr = arr.astype(ring.dtype)
     arr = np.ascontiguousarray(arr)
     if ring.reject_nan and n:
-        at = _native.first_nonfinite(arr)  # C: one pass, no temporary (arr: the ring's dtype)
+        at = core.first_nonfinite(arr)  # one pass, no temporary (arr: the ring's dtype)
         if at >= 0:
             r, j = divmod(at, ring.F)
             raise SchemaError(
