@@ -36,6 +36,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	cargo fmt --check --manifest-path native/Cargo.toml
+	cargo clippy --quiet --all-targets --manifest-path native/Cargo.toml -- -D warnings
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
