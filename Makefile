@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # the runtime alone (what `make demo` needs), then the test and lint tools on top (`make test`)
 RUNTIME := $(VENV)/.runtime
+# cargo builds the native core (native/): rustup installs it in ~/.cargo/bin, which a
+# non-login shell may not have on its PATH
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck bench clean
