@@ -231,7 +231,17 @@ impl FpTable {
                 skip.next();
                 continue;
             }
-            list.append(given.get_item(i)?)?;
+            // SAFETY: i < len(given), a list held for the call; PyList_Append takes its own
+            // reference to the borrowed item
+            if unsafe {
+                pyo3::ffi::PyList_Append(
+                    list.as_ptr(),
+                    pyo3::ffi::PyList_GET_ITEM(given.as_ptr(), i as isize),
+                )
+            } < 0
+            {
+                return Err(PyErr::fetch(py));
+            }
         }
         Ok(clash)
     }
