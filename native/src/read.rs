@@ -166,6 +166,57 @@ impl Value for i32 {
     }
 }
 
+/// Fields reduced together: their accumulators stay in registers.
+const BLOCK: usize = 8;
+
+/// The aggregates of fields `jb .. jb + w` over `n` rows of `f` fields at `rows`, into `o`
+/// ((7, f) float64): row by row (the rows are contiguous), sums, minima and maxima, then the
+/// squared deviations from the means. Each field's sum runs over the rows in order.
+#[inline]
+unsafe fn reduce_block<T: Value>(
+    rows: *const T,
+    n: usize,
+    f: usize,
+    jb: usize,
+    w: usize,
+    o: *mut f64,
+) {
+    let (mut sum, mut lo, mut hi) =
+        ([0.0f64; BLOCK], [f64::INFINITY; BLOCK], [f64::NEG_INFINITY; BLOCK]);
+    for r in 0..n {
+        let row = rows.add(r * f + jb);
+        for j in 0..w {
+            let v = (*row.add(j)).f64();
+            sum[j] += v;
+            lo[j] = if v < lo[j] { v } else { lo[j] };
+            hi[j] = if v > hi[j] { v } else { hi[j] };
+        }
+    }
+    let mut mean = [0.0f64; BLOCK];
+    for j in 0..w {
+        mean[j] = sum[j] / n as f64;
+    }
+    let mut sq = [0.0f64; BLOCK];
+    for r in 0..n {
+        let row = rows.add(r * f + jb);
+        for j in 0..w {
+            let d = (*row.add(j)).f64() - mean[j];
+            sq[j] += d * d;
+        }
+    }
+    let last = rows.add((n - 1) * f + jb);
+    for j in 0..w {
+        let at = jb + j;
+        *o.add(at) = n as f64;
+        *o.add(f + at) = sum[j];
+        *o.add(2 * f + at) = mean[j];
+        *o.add(3 * f + at) = (sq[j] / n as f64).sqrt();
+        *o.add(4 * f + at) = lo[j];
+        *o.add(5 * f + at) = hi[j];
+        *o.add(6 * f + at) = (*last.add(j)).f64();
+    }
+}
+
 /// `out[i, k, j]` for k in `layout::AGGREGATES` (count, sum, mean, std (ddof 0), min, max,
 /// last) over each slot's window (or the part `q` asks for); count 0 and NaN when empty.
 /// `SKIP` slots are left as they are; `ok[i]` as in `gather`.
@@ -206,27 +257,8 @@ pub unsafe fn aggregate<T: Value>(
         let n = b - a;
         if n > 0 {
             let rows = data.add((slot * ring.cap + a) * f);
-            for j in 0..f {
-                let (mut tot, mut lo, mut hi) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-                for r in 0..n {
-                    let v = (*rows.add(r * f + j)).f64();
-                    tot += v;
-                    lo = lo.min(v);
-                    hi = hi.max(v);
-                }
-                let mean = tot / n as f64;
-                let mut acc = 0.0f64;
-                for r in 0..n {
-                    let d = (*rows.add(r * f + j)).f64() - mean;
-                    acc += d * d;
-                }
-                *o.add(j) = n as f64;
-                *o.add(f + j) = tot;
-                *o.add(2 * f + j) = mean;
-                *o.add(3 * f + j) = (acc / n as f64).sqrt();
-                *o.add(4 * f + j) = lo;
-                *o.add(5 * f + j) = hi;
-                *o.add(6 * f + j) = (*rows.add((n - 1) * f + j)).f64();
+            for jb in (0..f).step_by(BLOCK) {
+                reduce_block(rows, n, f, jb, (f - jb).min(BLOCK), o);
             }
         }
         *ok.add(i) = ring.meta.still(slot, c0);
