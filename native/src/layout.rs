@@ -38,3 +38,11 @@ pub const N_COUNTERS: usize = 3;
 
 /// The aggregates a reduction computes, in the order of its output's second axis.
 pub const AGGREGATES: [&str; 7] = ["count", "sum", "mean", "std", "min", "max", "last"];
+
+/// A shared-memory stream's stats line (int64 x STATS_COLS), written by the writer for
+/// readers in other processes: its totals, then the scatter's counters (`C_LATE` ...).
+pub const S_EVENTS: usize = 0;
+pub const S_EVICTIONS: usize = 1;
+pub const S_EXPIRED: usize = 2;
+pub const S_COUNTERS: usize = 3;
+pub const STATS_COLS: usize = 8;

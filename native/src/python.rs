@@ -413,6 +413,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("C_LATE", layout::C_LATE),
         ("C_OOO", layout::C_OOO),
         ("C_EXPIRED", layout::C_EXPIRED),
+        ("S_EVENTS", layout::S_EVENTS),
+        ("S_EVICTIONS", layout::S_EVICTIONS),
+        ("S_EXPIRED", layout::S_EXPIRED),
+        ("S_COUNTERS", layout::S_COUNTERS),
+        ("STATS_COLS", layout::STATS_COLS),
         ("N_COUNTERS", layout::N_COUNTERS),
         ("RANGE_SIZE", crate::hash::RANGE_SIZE as usize),
     ] {

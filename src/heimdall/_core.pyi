@@ -21,6 +21,11 @@ C_LATE: int
 C_OOO: int
 C_EXPIRED: int
 N_COUNTERS: int
+S_EVENTS: int
+S_EVICTIONS: int
+S_EXPIRED: int
+S_COUNTERS: int
+STATS_COLS: int
 RANGE_SIZE: int
 AGGREGATES: list[str]
 

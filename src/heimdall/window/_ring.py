@@ -116,7 +116,8 @@ class Ring(RingCore):
         self.high_water = 0
         self.tick = 0
         self.lock = threading.Lock()
-        self.counters = (self.shared_stats[3:3 + core.N_COUNTERS] if self.shared_stats is not None
+        at = core.S_COUNTERS
+        self.counters = (self.shared_stats[at:at + core.N_COUNTERS] if self.shared_stats is not None
                          else np.zeros(core.N_COUNTERS, dtype=np.int64))
         self.events = 0
         self.evictions = 0
@@ -208,7 +209,7 @@ class Ring(RingCore):
     def _count_evictions(self, n: int) -> None:
         self.evictions += n
         if self.shared_stats is not None:
-            self.shared_stats[1] = self.evictions
+            self.shared_stats[core.S_EVICTIONS] = self.evictions
 
     def _victim(self) -> int:
         """The least recently updated live slot. Amortized O(log max_keys) per eviction."""
@@ -272,7 +273,7 @@ class Ring(RingCore):
         self.free.extend(idle)
         self.expired += len(idle)
         if self.shared_stats is not None:
-            self.shared_stats[2] = self.expired
+            self.shared_stats[core.S_EXPIRED] = self.expired
         return len(idle)
 
     def check_row(self, row: tuple[Any, ...]) -> None:
@@ -378,7 +379,9 @@ class Ring(RingCore):
         self.expired = int(state["expired"])
         if self.shared_index is not None and self.shared_stats is not None:
             self.shared_index.put_many(list(self.index.values()), list(self.index))
-            self.shared_stats[:3] = (self.events, self.evictions, self.expired)
+            st = self.shared_stats
+            st[core.S_EVENTS], st[core.S_EVICTIONS], st[core.S_EXPIRED] = \
+                self.events, self.evictions, self.expired
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -400,7 +403,7 @@ class Ring(RingCore):
         writer keeps in the segment, so a reader in another process sees the writer's."""
         st = self.shared_stats
         if st is not None:
-            return int(st[0]), int(st[1]), int(st[2])
+            return int(st[core.S_EVENTS]), int(st[core.S_EVICTIONS]), int(st[core.S_EXPIRED])
         return self.events, self.evictions, self.expired
 
     def nbytes(self) -> int:

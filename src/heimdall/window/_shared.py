@@ -3,7 +3,9 @@
 One segment per store::
 
     header (4096 B): magic, generation, writer pid, state, layout length, layout (JSON)
-    per stream: data, ts, meta, live (the ring's arrays, as in process), stats (int64 x 8),
+    per stream: data, ts, meta, live (the ring's arrays, as in process), stats (int64 x 8:
+                events, evictions, expired keys, the scatter's counters; the native core's
+                layout, ``S_*``),
                 keys (max_keys x 64 B: length byte + encoded key), index (int64 x H),
                 index version (int64, a seqlock over removals)
 
@@ -130,7 +132,7 @@ def plan(specs: Sequence[StreamSpec], max_keys: int, caps: dict[str, int]
         for name, shape, dtype in (
             ("data", [max_keys, cap, F], spec.dtype), ("ts", [max_keys, cap], "int64"),
             ("meta", [max_keys, core.META_COLS], "int64"), ("live", [max_keys], "bool"),
-            ("stats", [8], "int64"), ("keys", [max_keys, KEY_BYTES], "uint8"),
+            ("stats", [core.STATS_COLS], "int64"), ("keys", [max_keys, KEY_BYTES], "uint8"),
             ("index", [H], "int64"), ("index_version", [1], "int64"),
         ):
             arrays[name] = {"offset": off, "shape": shape, "dtype": dtype}

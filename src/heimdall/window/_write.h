@@ -171,7 +171,7 @@ count_events(RingCore *r, Py_ssize_t n)
     r->tick += n;
     r->events += n;
     if (r->stats != NULL)
-        r->stats[0] = r->events;
+        r->stats[0] = r->events; /* S_EVENTS (native/src/layout.rs) */
 }
 
 /* Append one row to ``slot`` (no other writer may run meanwhile). Returns 1 and writes
