@@ -64,8 +64,7 @@ native = Extension(
     "heimdall.window._native",
     ["src/heimdall/window/_native.c"],
     depends=[f"src/heimdall/window/{h}.h"
-             for h in ("_ring_core", "_keys", "_write", "_split", "_read", "_index",
-                       "_shared_index")],
+             for h in ("_ring_core", "_keys", "_write", "_split", "_read", "_index")],
     include_dirs=[numpy.get_include()],
     define_macros=[("NPY_TARGET_VERSION", "NPY_1_26_API_VERSION")],  # runs on numpy >= 1.26
     extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod read;
 pub mod seen;
 pub mod seqlock;
+pub mod shm;
 
 #[cfg(feature = "python")]
 mod python;

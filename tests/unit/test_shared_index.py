@@ -1,4 +1,4 @@
-"""The owner's writes to a shared-memory store's key index, in C (_shared_index.h), against
+"""The owner's writes to a shared-memory store's key index, in the native core (shm.rs), against
 the Python writes they replaced (kept here as the oracle): the same bytes in the key rows,
 the table and the version after any sequence of puts and removals, so that readers in other
 processes (SharedIndex.lookup_encoded, in Python) find every key held and no other."""

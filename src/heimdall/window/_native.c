@@ -33,7 +33,6 @@
 #include "_write.h"     /* pack_row, write_row, scatter */
 #include "_read.h"      /* lookup, gather */
 #include "_index.h"     /* the key index's upkeep, slots freed */
-#include "_shared_index.h" /* the owner's writes to a shared-memory store's key index */
 
 /* the Window class (view.py), set once by setup() */
 static PyTypeObject *window_type = NULL;
@@ -547,9 +546,6 @@ set_split(PyObject *module, PyObject *arg)
 static PyMethodDef module_methods[] = {
     {"setup", setup, METH_O, setup_doc},
     {"set_split", set_split, METH_O, set_split_doc},
-    {"shared_put", (PyCFunction)(void (*)(void))shared_put, METH_FASTCALL, shared_put_doc},
-    {"shared_remove", (PyCFunction)(void (*)(void))shared_remove, METH_FASTCALL,
-     shared_remove_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -562,7 +558,6 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     import_array();
-    crc_init();
     split_min_rows = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 4096 : 0;
     str_append_py = PyUnicode_InternFromString("_append_py");
     str_window_slow = PyUnicode_InternFromString("_window_slow");

@@ -45,7 +45,6 @@ import numpy as np
 from heimdall import _core as core
 from heimdall.errors import ConfigError, SchemaError, SharedMemoryError, shown
 from heimdall.schema import StreamSpec
-from heimdall.window import _native
 
 MAGIC = b"HDSHM001"
 HEADER = 4096
@@ -324,12 +323,13 @@ class SharedIndex:
 
     def put_many(self, slots: list[int], keys: list[Any]) -> None:
         """Each key into the index at its slot (slots that hold no key), in order. The keys
-        were checked with ``encode_key`` (C: _shared_index.h, the same encoding and probe)."""
-        _native.shared_put(self.table, self.keys, self.version, slots, keys)
+        were checked with ``encode_key`` (the native core's ``shm.rs``: the same encoding and
+        probe)."""
+        core.shared_put(self.table, self.keys, self.version, slots, keys)
 
     def remove_many(self, slots: list[int]) -> None:
-        """The keys ``slots`` hold out of the index, in order (C: _shared_index.h)."""
-        _native.shared_remove(self.table, self.keys, self.version, slots)
+        """The keys ``slots`` hold out of the index, in order (the native core's ``shm.rs``)."""
+        core.shared_remove(self.table, self.keys, self.version, slots)
 
     # ---- anyone -------------------------------------------------------------------------
 
