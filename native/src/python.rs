@@ -71,12 +71,6 @@ fn ring_of(
     Ok((Ring { data: data_p, ts: ts_p as *const i64, meta, slots, cap, row_bytes: f * size }, f))
 }
 
-fn slots_of<'a>(slots: &'a Bound<'_, PyUntypedArray>) -> PyResult<&'a [i64]> {
-    let p = raw(slots, "slots", Some((b'i', 8)), &[None], false)?;
-    // SAFETY: checked above; a read-only view for this call
-    Ok(unsafe { std::slice::from_raw_parts(p as *const i64, slots.len()) })
-}
-
 fn bad(e: BadSlot) -> PyErr {
     PyValueError::new_err(format!("slot {} is not a slot of this ring", e.0))
 }
@@ -100,7 +94,7 @@ fn gather(
     ok: &Bound<'_, PyUntypedArray>,
 ) -> PyResult<()> {
     let (ring, f) = ring_of(data, ts, meta)?;
-    let s = slots_of(slots)?;
+    let s = int64s(slots, "slots")?;
     let b = s.len();
     let w = out_values.shape().get(1).copied().unwrap_or(0);
     if !out_values.dtype().is_equiv_to(&data.dtype()) {
@@ -134,7 +128,7 @@ fn aggregate(
     ok: &Bound<'_, PyUntypedArray>,
 ) -> PyResult<()> {
     let (ring, f) = ring_of(data, ts, meta)?;
-    let s = slots_of(slots)?;
+    let s = int64s(slots, "slots")?;
     let b = s.len();
     let res = AggOut {
         values: raw(out, "out", Some((b'f', 8)), &[Some(b), Some(7), Some(f)], true)? as *mut f64,

@@ -34,12 +34,6 @@ impl Meta {
         self.word(slot, col).load(Ordering::Relaxed)
     }
 
-    /// A column, read with acquire ordering.
-    #[inline]
-    pub fn acquire(&self, slot: usize, col: usize) -> i64 {
-        self.word(slot, col).load(Ordering::Acquire)
-    }
-
     /// The start of a read: `Some(c0)`, or None while a write is in progress.
     #[inline]
     pub fn begin(&self, slot: usize) -> Option<i64> {

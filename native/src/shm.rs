@@ -149,11 +149,13 @@ impl Index {
         AtomicU8::from_ptr(self.row(slot)).store(0, Ordering::Release);
     }
 
-    /// The slot holding an encoded key, as a reader finds it.
+    /// The slot holding an encoded key, as a reader finds it (readers are Python's,
+    /// `SharedIndex.lookup_encoded`: this one is the tests' model of them).
     ///
     /// # Safety
     /// As `put`.
-    pub unsafe fn find(&self, kb: &[u8]) -> Option<usize> {
+    #[cfg(test)]
+    unsafe fn find(&self, kb: &[u8]) -> Option<usize> {
         let mut at = self.home(kb);
         for _ in 0..=self.mask {
             let e = self.entry(at).load(Ordering::Acquire);

@@ -93,7 +93,7 @@ class Takeover:
         # per stream, keys rebuilt by a replay -> the topic position it read up to
         self.marks: dict[str, dict[Hashable, tuple[int, int, int]]] = {
             name: {} for name in self.ingests}
-        self._hashes: dict[Hashable, int] = {}  # key -> its hash, for the sweep
+        self._hashes: dict[Hashable, int] = {}  # key -> its hash (``_hash``)
         self.replays = 0
         self.replayed_messages = 0
         self.dropped_keys = 0
@@ -149,6 +149,13 @@ class Takeover:
         if keep.all():
             return d, sorted(late)
         return subset(d, keep), sorted(late)
+
+    def _hash(self, key: Hashable) -> int:
+        """A held key's hash, computed once (the sweep asks for every key, every refresh)."""
+        h = self._hashes.get(key)
+        if h is None:
+            h = self._hashes[key] = key_hash(key)  # type: ignore[arg-type]
+        return h
 
     def _fresh_owned(self, stream: str) -> list[Range]:
         self.node.view(max_age_s=0.0)
@@ -228,17 +235,15 @@ class Takeover:
         """Drop any key held outside ``owned`` (``ingest.lock`` held), whatever put it there:
         every key on exactly one node, by the broker's ranges."""
         name = ingest.name
-        hashes = self._hashes
         keys = ingest.store.keys(name)
-        if len(hashes) > 2 * len(keys) + 1024:  # keys evicted or expired meanwhile
-            hashes.clear()
-        stray = [k for k in keys
-                 if not covers(owned, hashes.get(k) or hashes.setdefault(k, key_hash(k)))]
+        if len(self._hashes) > 2 * len(keys) + 1024:  # keys evicted or expired meanwhile
+            self._hashes.clear()
+        stray = [k for k in keys if not covers(owned, self._hash(k))]
         if stray:
             self.dropped_keys += ingest.store.discard(name, stray)
             for k in stray:
                 self.marks[name].pop(k, None)
-                hashes.pop(k, None)
+                self._hashes.pop(k, None)
             log.info("node %s: stream %s: %d key(s) outside its ranges dropped",
                      self.node.name, name, len(stray))
 
@@ -247,7 +252,7 @@ class Takeover:
         if not lost:
             return
         name = ingest.name
-        gone = [k for k in ingest.store.keys(name) if covers(lost, key_hash(k))]
+        gone = [k for k in ingest.store.keys(name) if covers(lost, self._hash(k))]
         dropped = ingest.store.discard(name, gone)
         for k in gone:
             self.marks[name].pop(k, None)

@@ -258,13 +258,14 @@ class GrpcServer:
         mine = self.cluster.address
         held = self.held(stream) if self.held is not None else None
         for key in keys:
-            owner = view.table.owner(stream, key)
+            h = key_hash(key)
+            owner = view.table.owner_of_hash(stream, h)
             if owner != mine:
                 raise NotOwnerError(
                     f"stream {stream!r}, key {shown(key)}: node {self.cluster.name!r} does not "
                     f"own it; " + (f"{owner} does" if owner else "no node does right now"),
                     owner)
-            if held is not None and not covers(held, key_hash(key)):
+            if held is not None and not covers(held, h):
                 raise NotOwnerError(
                     f"stream {stream!r}, key {shown(key)}: node {self.cluster.name!r} is "
                     f"taking its range over (replaying the topic); retry shortly", mine)

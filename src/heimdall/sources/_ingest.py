@@ -121,8 +121,9 @@ class StreamIngest:
             if self.gate is not None:
                 decoded, late_dups = self.gate(decoded, ids)
                 if late_dups:  # known now (a takeover read them back): applied, or dead letters
-                    dups = sorted({*dups, *late_dups})
-                    bad = [b for b in bad if b[0] not in set(late_dups)]
+                    late = set(late_dups)
+                    dups = sorted(late.union(dups))
+                    bad = [b for b in bad if b[0] not in late]
             refused = self._write(decoded)
             written_ms = time.time_ns() / 1e6  # readers see the rows from here on
             bad.extend(refused)

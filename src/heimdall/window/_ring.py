@@ -269,8 +269,7 @@ class Ring(RingCore):
             return 0
         cutoff = now_ns - self.ttl_ns
         idle = np.flatnonzero(self.live & (self.meta[:, core.TOUCH] < cutoff)).tolist()
-        self._clear_slots(idle)
-        self.free.extend(idle)
+        self.discard(idle)
         self.expired += len(idle)
         if self.shared_stats is not None:
             self.shared_stats[core.S_EXPIRED] = self.expired
