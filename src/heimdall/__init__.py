@@ -25,6 +25,13 @@ from heimdall.window import Window, WindowBatch, WindowReader, WindowStore
 if TYPE_CHECKING:
     from heimdall.cluster.client import ClusterStore
     from heimdall.models import Prediction, window_features
+    from heimdall.offline import (
+        HistoryReport,
+        TopicHistory,
+        TrainingWindows,
+        replay,
+        training_windows,
+    )
     from heimdall.pipeline import Pipeline
     from heimdall.remote import ClientTLS, GrpcServer, RemoteStore, ServerTLS, connect
     from heimdall.sinks import CallbackSink, PulsarSink, Sink
@@ -36,6 +43,9 @@ _LAZY = {
     "ClusterStore": "heimdall.cluster.client",
     "Prediction": "heimdall.models", "window_features": "heimdall.models",
     "Pipeline": "heimdall.pipeline",
+    "HistoryReport": "heimdall.offline", "TopicHistory": "heimdall.offline",
+    "TrainingWindows": "heimdall.offline", "replay": "heimdall.offline",
+    "training_windows": "heimdall.offline",
     "ClientTLS": "heimdall.remote", "GrpcServer": "heimdall.remote",
     "RemoteStore": "heimdall.remote", "ServerTLS": "heimdall.remote",
     "connect": "heimdall.remote",
@@ -74,6 +84,7 @@ __all__ = [
     "FieldNotFoundError",
     "GrpcServer",
     "HeimdallError",
+    "HistoryReport",
     "KeyNotFoundError",
     "ModelError",
     "NotOwnerError",
@@ -91,6 +102,8 @@ __all__ = [
     "StreamNotFoundError",
     "StreamSpec",
     "TimeWindow",
+    "TopicHistory",
+    "TrainingWindows",
     "Window",
     "WindowBatch",
     "WindowReader",
@@ -98,5 +111,7 @@ __all__ = [
     "__version__",
     "attach",
     "connect",
+    "replay",
+    "training_windows",
     "window_features",
 ]

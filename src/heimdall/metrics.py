@@ -132,6 +132,7 @@ class StreamCounters:
     duplicates: int = 0
     batches: int = 0
     pushed: int = 0  # rows written by the gRPC Push call (no broker message)
+    before_boundary: int = 0  # rows at or before a backfill's boundary: in the windows already
     lag_s: float = 0.0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     apply_s: Histogram = field(default_factory=Histogram)
@@ -196,6 +197,8 @@ class Collector:
             "dead_letters": ("Messages sent to the dead-letter topic", "dead_letters"),
             "redeliveries_dropped": ("Messages already applied, dropped", "duplicates"),
             "batches": ("Batches applied", "batches"),
+            "rows_before_boundary": ("Rows at or before a backfill's boundary, left out",
+                                     "before_boundary"),
         }
         for name, (doc, attr) in counters.items():
             fam = CounterMetricFamily(f"heimdall_{name}", doc, labels=["stream"])

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from heimdall._preflight import import_path, preflight
 from heimdall._signals import stop_on_signals
@@ -45,6 +45,9 @@ from heimdall.sources._ingest import StreamIngest
 from heimdall.sources._publish import Publisher
 from heimdall.sources.pulsar import PulsarSource, batch_position
 from heimdall.window import WindowStore
+
+if TYPE_CHECKING:
+    from heimdall.offline import TopicHistory
 
 log = logging.getLogger("heimdall")
 # dead letters up to this long before the restored checkpoint are read back at start: a
@@ -308,6 +311,21 @@ class Pipeline:
             time.sleep(0.005)
         return n
 
+    def history(self, stream: str, *, since_ms: int | None = None) -> TopicHistory:
+        """``stream``'s topic on this pipeline's broker as history (``hd.TopicHistory``), for
+        ``hd.replay`` and ``hd.training_windows``: what the live windows were built from."""
+        from heimdall.offline import TopicHistory
+
+        ingest = next((i for i in self.ingests if i.name == stream), None)
+        if ingest is None:
+            raise ConfigError(f"no stream {shown(stream)}; streams are "
+                              f"{[i.name for i in self.ingests]}")
+        if self.config.source.url == "embedded" and self.broker is None:
+            raise ConfigError("the embedded broker runs only while the pipeline does: read "
+                              "its history after start()")
+        return TopicHistory(self.url, ingest.config, since_ms=since_ms,
+                            embedded=self.broker is not None)
+
     def cancel_start(self) -> None:
         """End a ``start()`` that is waiting for the broker (from a signal handler or another
         thread): it raises SourceError instead of retrying on."""
@@ -387,6 +405,7 @@ class Pipeline:
                 "messages": c.messages, "bytes": c.bytes, "rows": c.rows,
                 "dead_letters": c.dead_letters, "duplicates": c.duplicates,
                 "batches": c.batches, "pushed": c.pushed, "lag_s": c.lag_s,
+                "before_boundary": c.before_boundary,
                 "dead_letter_reasons": dict(c.dead_letter_reasons),
                 "latency_p50_s": p50, "latency_p99_s": p99,
             }

@@ -54,7 +54,7 @@ def test_predictions_reach_the_topic_with_their_fields(broker_url: str, tmp_path
     newest: dict[str, dict[str, object]] = {}
     for r in records:
         assert set(r) == {"model", "version", "key", "score", "event_time_ns", "message_id",
-                          "latency_ms", "predicted_at_ns"}
+                          "latency_ms", "predicted_at_ns", "window_rows"}
         assert (r["model"], r["version"]) == ("last_a", "2")
         assert r["message_id"].startswith("(")  # a Pulsar message id
         assert r["latency_ms"] >= 0
@@ -63,6 +63,7 @@ def test_predictions_reach_the_topic_with_their_fields(broker_url: str, tmp_path
     for k, (ts, a) in last.items():  # the last prediction of each key: its newest event
         assert newest[k]["score"] == a
         assert newest[k]["event_time_ns"] == ts * 1_000_000
+        assert 1 <= newest[k]["window_rows"] <= 8
 
 
 def test_a_model_from_config_runs_and_a_bad_path_is_a_clear_error(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ def test_public_api_is_pinned() -> None:
         "FieldNotFoundError",
         "GrpcServer",
         "HeimdallError",
+        "HistoryReport",
         "KeyNotFoundError",
         "ModelError",
         "Pipeline",
@@ -33,6 +34,8 @@ def test_public_api_is_pinned() -> None:
         "ClusterStore",
         "NotOwnerError",
         "TimeWindow",
+        "TopicHistory",
+        "TrainingWindows",
         "Window",
         "WindowBatch",
         "WindowReader",
@@ -40,6 +43,8 @@ def test_public_api_is_pinned() -> None:
         "__version__",
         "attach",
         "connect",
+        "replay",
+        "training_windows",
         "window_features",
     }
 

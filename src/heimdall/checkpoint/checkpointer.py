@@ -40,7 +40,8 @@ Ack = Callable[[Any, list[Any]], None]  # (consumer, messages): acknowledge them
 # a message's id -> (its producer batch, how many of the batch's messages follow it), or
 # None when it was not batched (``heimdall.sources.pulsar.batch_position``)
 EntryOf = Callable[[Any], tuple[Hashable, int] | None]
-_COUNTERS = ("messages", "bytes", "rows", "dead_letters", "duplicates", "batches", "pushed")
+_COUNTERS = ("messages", "bytes", "rows", "dead_letters", "duplicates", "batches", "pushed",
+             "before_boundary")
 
 
 @dataclass
@@ -184,6 +185,7 @@ class Checkpointer:
             ingest = by_name.get(name)
             if ingest is not None:
                 ingest.applied.add_ids(st["acked_ids"])
+                ingest.boundary_ns = st.get("boundary_ns")
                 for c in _COUNTERS:
                     setattr(ingest.counters, c, int(st["counters"].get(c, 0)))
 
@@ -225,6 +227,7 @@ class Checkpointer:
                     "ring": ring_state, "counters": counters,
                     "acked_ids": list(dict.fromkeys([*restored, *self._unsettled(name),
                                                      *held, *closed, *ids])),
+                    "boundary_ns": ingest.boundary_ns if ingest is not None else None,
                 }
                 arrays.update({f"{name}/{k}": v for k, v in ring_arrays.items()})
                 if ingest is not None:

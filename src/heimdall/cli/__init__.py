@@ -17,11 +17,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hands it to models by reference.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from heimdall.cli import check, demo, get, publish, serve, shm, top
+    from heimdall.cli import backfill, check, demo, export, get, publish, serve, shm, top
 
     demo.add_parser(sub)
     serve.add_parser(sub)
     check.add_parser(sub)
+    backfill.add_parser(sub)
+    export.add_parser(sub)
     get.add_parser(sub)
     publish.add_parser(sub)
     top.add_parser(sub)

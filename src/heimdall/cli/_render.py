@@ -79,11 +79,11 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_remote_args(p: Any) -> None:
+def add_remote_args(p: Any, address_help: str = "") -> None:
     """ADDRESS and the options to reach a remote Heimdall's gRPC server."""
     p.add_argument("address", metavar="ADDRESS",
-                   help="the server's host:port (server.grpc); a cluster: any node's, or "
-                   "several, comma-separated (each key is read from its node)")
+                   help=address_help or "the server's host:port (server.grpc); a cluster: "
+                   "any node's, or several, comma-separated (each key is read from its node)")
     p.add_argument("--cluster", action="store_true",
                    help="ADDRESS is a node of a cluster: read every node through it")
     p.add_argument("--token", default=os.environ.get("HEIMDALL_TOKEN"),

@@ -64,13 +64,6 @@ def subtract(a: Sequence[Range], b: Sequence[Range]) -> list[Range]:
     return out
 
 
-def subset(d: Decoded, keep: np.ndarray) -> Decoded:
-    """The rows of ``d`` where ``keep`` is True (bad messages kept as they are)."""
-    idx = np.flatnonzero(keep)
-    return Decoded([d.keys[i] for i in idx.tolist()], d.values[idx], d.ts_ns[idx],
-                   d.row_msg[idx], d.bad)
-
-
 def _position(handle: object) -> tuple[int, int, int]:
     """A message's position in a (non-partitioned) topic: (ledger, entry, batch index). The
     handle is a client message (either binding's) or its id serialized."""
@@ -148,7 +141,7 @@ class Takeover:
                          for k, m in zip(d.keys, d.row_msg.tolist(), strict=True)])
         if keep.all():
             return d, sorted(late)
-        return subset(d, keep), sorted(late)
+        return d.take(keep), sorted(late)
 
     def _hash(self, key: Hashable) -> int:
         """A held key's hash, computed once (the sweep asks for every key, every refresh)."""
@@ -197,7 +190,7 @@ class Takeover:
             mine = np.fromiter(map(is_mine, d.keys), dtype=bool, count=len(d))
             if not mine.any():
                 continue
-            d = subset(d, mine)
+            d = d.take(mine)
             ingest.store.append_batch(ingest.name, d.keys, d.values, d.ts_ns)
             ingest.counters.rows += len(d)  # rows in the windows, replayed or live
             n += len(set(d.row_msg.tolist()))

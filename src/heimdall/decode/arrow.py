@@ -8,6 +8,7 @@ that does not fit is dead-lettered whole: it is one message, however many rows i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,55 +55,132 @@ class ArrowDecoder(Decoder):
         times_ns: Sequence[int] | None,
     ) -> tuple[list[Any], np.ndarray, np.ndarray]:
         table = pa.ipc.open_stream(payload).read_all()
-        n = table.num_rows
-        spec = self.spec
-        names = set(table.column_names)
-        want = list(spec.fields)
-        if self.key_from == "payload":
-            want.append(spec.key)
-        if self.time_from == "payload" and spec.time is not None:
-            want.append(spec.time)
-        missing = [c for c in want if c not in names]
-        if missing:
-            raise ValueError(f"columns {missing} missing; the batch has {table.column_names}")
-        values = np.empty((n, self.F), self.dtype)
-        for j, name in enumerate(spec.fields):
-            col = table.column(name)
-            if col.null_count:
-                raise ValueError(f"field {name!r} holds {col.null_count} null(s)")
-            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-                raise TypeError(f"field {name!r} is {col.type}, not a number")
-            values[:, j] = col.cast(pa.from_numpy_dtype(self.dtype)).to_numpy()
-        rows = self.nonfinite_reason(values)
-        if rows is not None:
-            raise ValueError(f"row {int(rows[0])}: " + self.field_of_nonfinite(values[rows[0]]))
-        if self.key_from == "payload":
-            kcol = table.column(spec.key)
-            if kcol.null_count:
-                raise ValueError(f"key column {spec.key!r} holds null(s)")
-            if not (pa.types.is_string(kcol.type) or pa.types.is_large_string(kcol.type)
-                    or pa.types.is_integer(kcol.type)):
-                raise TypeError(f"key column {spec.key!r} is {kcol.type}; use string or int")
-            keys = kcol.to_pylist()
-            if any(k == "" for k in keys):
-                raise ValueError(f"key column {spec.key!r} holds an empty key")
-        else:
+        key = None
+        if self.key_from != "payload":
             key = message_keys[i] if message_keys is not None else None
             if not key:
                 raise ValueError("the message has no key (key_from = 'message_key')")
-            keys = [key] * n
-        if self.time_from == "payload" and spec.time is not None:
-            tcol = table.column(spec.time)
-            if tcol.null_count:
-                raise ValueError(f"time column {spec.time!r} holds null(s)")
-            if pa.types.is_timestamp(tcol.type):
-                tcol = tcol.cast(pa.timestamp("ns")).cast(pa.int64())
-                ts = tcol.to_numpy().astype(np.int64)
-            else:
-                ts, ok = self.payload_times_to_ns(tcol.to_numpy())
-                if ok is not None and not ok.all():
-                    raise ValueError(f"time column {spec.time!r} holds out-of-range values")
-        else:
+        t = None
+        if not (self.time_from == "payload" and self.spec.time is not None):
             t = times_ns[i] if times_ns is not None else 0
-            ts = np.full(n, t, np.int64)
-        return keys, values, ts
+        rows = table_rows(self, table, key=key, ts_ns=t)
+        if rows.bad:  # one message: dead-lettered whole
+            row, reason = rows.bad[0]
+            raise ValueError(f"row {row}: {reason}")
+        return rows.keys, rows.values, rows.ts_ns
+
+
+@dataclass
+class Rows:
+    """A table's rows as a stream takes them: ``keys``, ``values`` (n, F), ``ts_ns`` (n,) of
+    the good rows, in table order; ``bad`` (row, reason) for the rows left out."""
+
+    keys: list[Any]
+    values: np.ndarray
+    ts_ns: np.ndarray
+    bad: list[tuple[int, str]]
+
+
+def table_rows(decoder: Decoder, table: pa.Table | pa.RecordBatch, *, key: Any = None,
+               ts_ns: int | None = None, time_column: str | None = None) -> Rows:
+    """The rows of an Arrow table with columns named like the stream's key, time and fields:
+    the one column-to-row conversion, for Arrow payloads and for history (``heimdall.offline``).
+
+    ``key`` / ``ts_ns`` stand in for the key / time column when the message gives them. A
+    column that is missing or of a type that cannot hold it raises ValueError or TypeError
+    naming it; a row that cannot be taken (a null, a non-finite value under ``nan =
+    "reject"``, a time outside int64 nanoseconds, an integer the dtype cannot hold, an empty
+    key) is left out with its reason in ``bad``."""
+    spec = decoder.spec
+    n = table.num_rows
+    names = set(table.column_names)
+    tname = time_column or spec.time
+    want = list(spec.fields)
+    if key is None:
+        want.append(spec.key)
+    if ts_ns is None:
+        if tname is None:
+            raise ValueError("no time column: the stream stamps events on arrival; name the "
+                             "history's time column")
+        want.append(tname)
+    missing = [c for c in want if c not in names]
+    if missing:
+        raise ValueError(f"columns {missing} missing; the batch has {table.column_names}")
+    bad = np.zeros(n, bool)
+    reasons: dict[int, str] = {}
+
+    def flag(mask: np.ndarray, reason: str) -> None:
+        new = mask & ~bad
+        if new.any():
+            reasons.update(dict.fromkeys(np.flatnonzero(new).tolist(), reason))
+            bad[new] = True
+
+    values = np.empty((n, decoder.F), decoder.dtype)
+    for j, name in enumerate(spec.fields):
+        col = table.column(name)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                or pa.types.is_null(col.type)):
+            raise TypeError(f"field {name!r} is {col.type}, not a number")
+        if col.null_count:
+            flag(np.asarray(col.is_null()), f"null in field {name!r}")
+        raw = np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False))
+        if decoder.dtype.kind == "i":
+            info = np.iinfo(decoder.dtype)
+            if raw.dtype.kind == "f":
+                ok = np.isfinite(raw) & (raw == np.round(raw)) & (raw >= info.min) \
+                    & (raw <= info.max)
+                flag(~ok, f"field {name!r}: not an integer within {decoder.dtype}")
+                raw = np.where(ok, raw, 0)
+            elif raw.dtype.kind in "iu" and len(raw) and (raw.min() < info.min
+                                                         or raw.max() > info.max):
+                ok = (raw >= info.min) & (raw <= info.max)
+                flag(~ok, f"field {name!r}: outside {decoder.dtype}")
+                raw = np.where(ok, raw, 0)
+        values[:, j] = raw
+    nonfinite = decoder.nonfinite_reason(values)
+    if nonfinite is not None:
+        for r in nonfinite.tolist():
+            if not bad[r]:
+                reasons[r] = decoder.field_of_nonfinite(values[r])
+                bad[r] = True
+    if key is None:
+        kcol = table.column(spec.key)
+        if pa.types.is_dictionary(kcol.type):
+            kcol = kcol.cast(kcol.type.value_type)
+        if not (pa.types.is_string(kcol.type) or pa.types.is_large_string(kcol.type)
+                or pa.types.is_integer(kcol.type)):
+            raise TypeError(f"key column {spec.key!r} is {kcol.type}; use string or int")
+        if kcol.null_count:
+            flag(np.asarray(kcol.is_null()), f"null in key column {spec.key!r}")
+        keys = kcol.to_pylist()
+        if not pa.types.is_integer(kcol.type) and "" in keys:
+            flag(np.fromiter((k == "" for k in keys), bool, n),
+                 f"empty key in key column {spec.key!r}")
+    else:
+        keys = [key] * n
+    if ts_ns is None:
+        assert tname is not None
+        tcol = table.column(tname)
+        if tcol.null_count:
+            flag(np.asarray(tcol.is_null()), f"null in time column {tname!r}")
+            tcol = tcol.fill_null(0)
+        if pa.types.is_timestamp(tcol.type):
+            try:
+                ts = np.asarray(tcol.cast(pa.timestamp("ns")).cast(pa.int64()).to_numpy())
+            except pa.ArrowInvalid as exc:
+                raise ValueError(f"time column {tname!r}: {exc}") from None
+        elif pa.types.is_integer(tcol.type) or pa.types.is_floating(tcol.type):
+            ts, ok = decoder.payload_times_to_ns(tcol.to_numpy(zero_copy_only=False))
+            if ok is not None:
+                flag(~ok, f"time column {tname!r}: outside 1970..2262 in "
+                          f"{spec.time_unit}")
+        else:
+            raise TypeError(f"time column {tname!r} is {tcol.type}; use a timestamp or a "
+                            f"number in {spec.time_unit}")
+    else:
+        ts = np.full(n, ts_ns, np.int64)
+    if not bad.any():
+        return Rows(keys, values, ts.astype(np.int64, copy=False), [])
+    good = ~bad
+    return Rows([k for k, g in zip(keys, good.tolist(), strict=True) if g], values[good],
+                ts[good].astype(np.int64, copy=False), sorted(reasons.items()))

@@ -42,6 +42,12 @@ class Decoded:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def take(self, keep: np.ndarray) -> Decoded:
+        """The rows where ``keep`` is True (bad messages kept as they are)."""
+        idx = np.flatnonzero(keep)
+        return Decoded([self.keys[i] for i in idx.tolist()], self.values[idx],
+                       self.ts_ns[idx], self.row_msg[idx], self.bad)
+
 
 class Decoder(ABC):
     """Payloads of one stream's topic to rows.

@@ -32,6 +32,7 @@ class Scored:
     gone: list[Any]          # keys the store no longer holds
     too_short: int           # keys left out for min_rows
     newest_ts: list[int]     # each scored key's newest event time
+    rows: list[int]          # each scored key's window rows
     out: Any = None          # the model's output (checked by the runner)
     model_s: float = 0.0
     error: str | None = None  # the model raised: its traceback
@@ -50,7 +51,7 @@ def score_batch(store: WindowStore, stream: str, fn: Any, min_rows: int,
         keys = [keys[i] for i in idx.tolist()]
         batch = WindowBatch(batch.stream, keys, batch.fields, batch.values[idx],
                             batch.ts_ns[idx], batch.lengths[idx], batch.found[idx])
-    scored = Scored(keys, gone, too_short, batch.ts_ns[:, -1].tolist())
+    scored = Scored(keys, gone, too_short, newest_times(batch).tolist(), batch.lengths.tolist())
     if not keys:
         return scored
     t0 = time.perf_counter()
@@ -60,6 +61,20 @@ def score_batch(store: WindowStore, stream: str, fn: Any, min_rows: int,
         scored.error = traceback.format_exc(limit=8)
     scored.model_s = time.perf_counter() - t0
     return scored
+
+
+def newest_times(batch: WindowBatch) -> np.ndarray:
+    """Each window's newest event time: its last row's in a time window, the greatest in a
+    count window (rows in arrival order; the padding's 0 is below any row's time unless a
+    window's times are negative)."""
+    ts = batch.ts_ns
+    if not ts.shape[1]:
+        return np.zeros(len(ts), np.int64)
+    newest: np.ndarray = ts.max(axis=1)
+    odd = (batch.lengths < ts.shape[1]) & (ts[:, -1] < 0)
+    if odd.any():
+        newest[odd] = np.where(batch.mask[odd], ts[odd], np.iinfo(np.int64).min).max(axis=1)
+    return newest
 
 
 def _worker(conn: Any, shm_name: str, stream: str, model: bytes, min_rows: int) -> None:
@@ -83,7 +98,7 @@ def _worker(conn: Any, shm_name: str, stream: str, model: bytes, min_rows: int) 
             if result.out is not None:
                 result.out = np.asarray(result.out)
         except Exception:  # e.g. the writer is gone
-            result = Scored([], [], 0, [], error=traceback.format_exc(limit=8))
+            result = Scored([], [], 0, [], [], error=traceback.format_exc(limit=8))
         conn.send(result)
 
 

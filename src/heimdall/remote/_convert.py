@@ -129,6 +129,7 @@ def prediction_reply(p: Prediction, out: Any) -> Any:
     out.message_id = p.message_id or ""
     out.latency_ms = p.latency_ms
     out.predicted_at_ns = p.predicted_at_ns
+    out.window_rows = p.window_rows
     return out
 
 
@@ -139,4 +140,5 @@ def prediction_from(msg: Any) -> Prediction:
         score=scores if msg.score_is_list else (scores[0] if scores else float("nan")),
         event_time_ns=msg.event_time_ns, message_id=msg.message_id or None,
         latency_ms=msg.latency_ms, predicted_at_ns=msg.predicted_at_ns,
+        window_rows=msg.window_rows,
     )

@@ -78,6 +78,9 @@ class StreamIngest:
         # returns the rows to write and the message indices now known as duplicates
         self.gate: Callable[[Decoded, Sequence[Hashable]], tuple[Decoded, list[int]]] | None \
             = None
+        # after a backfill (``heimdall backfill``): rows with event times at or before it are
+        # in the windows from history; they are left out (counted), their messages taken
+        self.boundary_ns: int | None = None
 
     def apply(
         self,
@@ -124,6 +127,11 @@ class StreamIngest:
                     late = set(late_dups)
                     dups = sorted(late.union(dups))
                     bad = [b for b in bad if b[0] not in late]
+            if self.boundary_ns is not None and len(decoded):
+                after = decoded.ts_ns > self.boundary_ns
+                if not after.all():
+                    c.before_boundary += len(decoded) - int(after.sum())
+                    decoded = decoded.take(after)
             refused = self._write(decoded)
             written_ms = time.time_ns() / 1e6  # readers see the rows from here on
             bad.extend(refused)

@@ -1,0 +1,445 @@
+"""``training_windows``: for each label, its key's window exactly as the live store held it at
+the label's time, computed by the live store's own writes over history.
+
+The window of key ``k`` at time ``t`` is the store's state after it took, in arrival order,
+every event of ``k`` that came before the first one later than ``t``: no event after ``t`` is
+in it, and a late event is in it (or refused, or placed in time order) exactly as live.
+
+How: the history is read once and its events grouped by key (keeping arrival order). For each
+label the number of its key's events before that cut is found by one binary search over the
+keys' running newest times. Labels are then taken in (key, cut) order, a chunk at a time: in
+round ``r`` of a chunk every key with an ``r``-th label gets its next events through one
+``append_batch`` and the windows are read with one ``windows`` call. Every event is written
+once in all, keys whose labels are done are dropped, so memory is bounded by the history and
+one chunk of windows, not by the number of labels.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from heimdall.decode import make_decoder
+from heimdall.errors import ConfigError, SchemaError
+from heimdall.offline.history import HistoryLike, HistoryReport, read_history
+from heimdall.schema import StreamSpec
+from heimdall.window import WindowStore
+
+CHUNK = 16_384
+OUT_COLUMNS = ("label_index", "window", "window_length", "window_ts_ns")
+
+
+@dataclass
+class TrainingChunk:
+    """Windows of some labels: ``label_index`` (n,) their rows in ``labels``; ``keys``,
+    ``values`` (n, W, F) right-aligned with zero padding before, ``lengths`` (n,), ``ts_ns``
+    (n, W) as ``WindowBatch`` has them."""
+
+    label_index: np.ndarray
+    keys: list[Any]
+    values: np.ndarray
+    lengths: np.ndarray
+    ts_ns: np.ndarray
+
+
+class TrainingWindows:
+    """Point-in-time windows for a table of labels (see ``training_windows``).
+
+    In memory (computed on first use): ``values`` (N, W, F), ``lengths`` (N,), ``ts_ns``
+    (N, W), ``keys`` and ``labels`` (the labels table), in label order; ``to_arrow()``; and
+    ``len`` / indexing (``tw[i]`` is a dict of one label's window and label columns), which is
+    what a ``torch.utils.data.Dataset`` needs. For more than fits in memory,
+    ``chunks()``, ``write_parquet(path)`` and ``write_npz(directory)`` go a chunk at a time
+    (grouped by key, each row with its ``label_index``)."""
+
+    def __init__(self, stream: StreamSpec, W: int, labels: pa.Table, plan: _Plan,
+                 report: HistoryReport, progress: bool) -> None:
+        self.stream = stream.name
+        self.fields = tuple(stream.fields)
+        self.dtype = np.dtype(stream.dtype)
+        self.W = W
+        self.labels = labels
+        self.report = report
+        self._plan = plan
+        self._progress = progress
+        self._all: TrainingChunk | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.num_rows)
+
+    def __repr__(self) -> str:
+        return (f"<TrainingWindows {self.stream!r}: {len(self)} labels x ({self.W}, "
+                f"{len(self.fields)}) {self.dtype}>")
+
+    # ---- a chunk at a time -------------------------------------------------------------------
+
+    def chunks(self) -> Iterator[TrainingChunk]:
+        """The windows a chunk at a time, grouped by key (``label_index`` says whose)."""
+        yield from self._plan.run(self._progress)
+
+    def write_parquet(self, path: str | Path) -> Path:
+        """Write one row per label to a Parquet file, a row group per chunk: the label's
+        columns, ``label_index``, ``window`` (Arrow's fixed-shape tensor (W, F)),
+        ``window_length`` and ``window_ts_ns`` (a fixed-size list of W). Rows are grouped by
+        key; sort by ``label_index`` for label order. Written to a temporary name, then
+        renamed: a failed run leaves no partial file."""
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        writer: pq.ParquetWriter | None = None
+        try:
+            for c in self.chunks():
+                table = self._chunk_table(c)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, self._chunk_table(self._empty()).schema)
+            writer.close()
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def write_npz(self, directory: str | Path) -> list[Path]:
+        """Write a ``part-NNNNN.npz`` per chunk into ``directory`` (made if missing): arrays
+        ``label_index``, ``values``, ``lengths``, ``ts_ns`` and each numeric label column.
+        Returns the files."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        numeric = [n for n in self.labels.column_names
+                   if pa.types.is_integer(self.labels.schema.field(n).type)
+                   or pa.types.is_floating(self.labels.schema.field(n).type)
+                   or pa.types.is_timestamp(self.labels.schema.field(n).type)]
+        files = []
+        for i, c in enumerate(self.chunks()):
+            taken = self.labels.select(numeric).take(pa.array(c.label_index))
+            extra = {f"label_{n}": taken.column(n).to_numpy() for n in numeric}
+            f = out / f"part-{i:05d}.npz"
+            np.savez(f, label_index=c.label_index, values=c.values, lengths=c.lengths,
+                     ts_ns=c.ts_ns, **extra)
+            files.append(f)
+        return files
+
+    # ---- in memory ---------------------------------------------------------------------------
+
+    def _materialize(self) -> TrainingChunk:
+        if self._all is None:
+            N = len(self)
+            values = np.zeros((N, self.W, len(self.fields)), self.dtype)
+            ts = np.zeros((N, self.W), np.int64)
+            lengths = np.zeros(N, np.int64)
+            for c in self.chunks():
+                values[c.label_index] = c.values
+                ts[c.label_index] = c.ts_ns
+                lengths[c.label_index] = c.lengths
+            keys = self._plan.label_keys
+            self._all = TrainingChunk(np.arange(N), keys, values, lengths, ts)
+        return self._all
+
+    @property
+    def values(self) -> np.ndarray:
+        """(N, W, F): each label's window, right-aligned, zero padding before its rows."""
+        return self._materialize().values
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,): rows in each label's window (0: the key had no event by then)."""
+        return self._materialize().lengths
+
+    @property
+    def ts_ns(self) -> np.ndarray:
+        """(N, W): the rows' event times (0 in the padding)."""
+        return self._materialize().ts_ns
+
+    @property
+    def keys(self) -> list[Any]:
+        """Each label's key."""
+        return self._plan.label_keys
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(N, W) True on real rows."""
+        return np.arange(self.W)[None, :] >= (self.W - self.lengths)[:, None]
+
+    def to_arrow(self) -> pa.Table:
+        """The labels table with ``window``, ``window_length`` and ``window_ts_ns`` added."""
+        return self._chunk_table(self._materialize())
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        a = self._materialize()
+        row = {n: self.labels.column(n)[i].as_py() for n in self.labels.column_names}
+        return {**row, "window": a.values[i], "window_length": int(a.lengths[i]),
+                "window_ts_ns": a.ts_ns[i]}
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _empty(self) -> TrainingChunk:
+        F = len(self.fields)
+        return TrainingChunk(np.empty(0, np.int64), [], np.empty((0, self.W, F), self.dtype),
+                             np.empty(0, np.int64), np.empty((0, self.W), np.int64))
+
+    def _chunk_table(self, c: TrainingChunk) -> pa.Table:
+        table = self.labels.take(pa.array(c.label_index, pa.int64()))
+        F = len(self.fields)
+        tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(
+            np.ascontiguousarray(c.values.reshape(len(c.lengths), self.W, F)))
+        ts = pa.FixedSizeListArray.from_arrays(pa.array(c.ts_ns.reshape(-1)), self.W)
+        return (table.append_column("label_index", pa.array(c.label_index, pa.int64()))
+                .append_column("window", tensor)
+                .append_column("window_length", pa.array(c.lengths, pa.int64()))
+                .append_column("window_ts_ns", ts))
+
+
+def training_windows(
+    history: HistoryLike,
+    labels: pa.Table | Mapping[str, Any] | Any,
+    stream: StreamSpec,
+    *,
+    rows: int | None = None,
+    key: str | None = None,
+    time: str | None = None,
+    time_column: str | None = None,
+    chunk: int = CHUNK,
+    progress: bool | None = None,
+) -> TrainingWindows:
+    """For every row of ``labels``, its key's window as the live store held it at its time.
+
+    ``labels``: a pyarrow Table, a mapping of columns, or anything ``pyarrow.table`` takes
+    (a pandas DataFrame), with a key column (``key``, default the stream's key) and a time
+    column (``time``, default the stream's time field, else ``time_column``): an Arrow
+    timestamp or a number in the stream's ``time_unit``. Its other columns (the targets) are
+    carried through. ``history`` as for ``replay``; ``time_column`` names its time column for a
+    stream stamped on arrival. ``rows`` keeps each window's newest rows (W, default the
+    window's rows). A label whose key has no event by its time gets an empty window (length 0,
+    all padding). ``progress``: a progress bar on stderr (default: when it is a terminal).
+
+    The history is read and its columns checked now (SchemaError, SourceError naming the file
+    and the column); the windows are computed when first read.
+
+    >>> import heimdall as hd, pyarrow as pa
+    >>> spec = hd.StreamSpec("s", key="id", time="ts", fields=["x"], window=hd.CountWindow(2))
+    >>> events = pa.table({"id": ["a", "a", "a"], "ts": [1, 2, 3], "x": [1.0, 2.0, 3.0]})
+    >>> tw = hd.training_windows(events, {"id": ["a", "a"], "ts": [0, 2], "y": [0, 1]}, spec)
+    >>> tw.values[:, :, 0].tolist(), tw.lengths.tolist()
+    ([[0.0, 0.0], [1.0, 2.0]], [0, 2])
+    """
+    if not isinstance(stream, StreamSpec):
+        raise ConfigError(f"stream must be a StreamSpec; received {type(stream).__name__}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk must be a whole number >= 1; received {chunk!r}")
+    W = stream.window.rows if rows is None else rows
+    if isinstance(W, bool) or not isinstance(W, int) or not 1 <= W <= stream.window.rows:
+        raise ConfigError(f"rows must be in 1..{stream.window.rows}; received {rows!r}")
+    table = _labels_table(labels)
+    kname = key or stream.key
+    tname = time or stream.time or time_column
+    if tname is None:
+        raise ConfigError("the stream stamps events on arrival: name the labels' time column "
+                          "(time=...)")
+    clash = [c for c in OUT_COLUMNS if c in table.column_names]
+    if clash:
+        raise ConfigError(f"labels have column(s) {clash}, which the windows are written as")
+    label_keys, label_ts = _label_columns(table, kname, tname, stream)
+    report = HistoryReport()
+    plan = _Plan(stream, W, chunk, label_keys, label_ts)
+    plan.read(history, report, time_column)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    return TrainingWindows(stream, W, table, plan, report, progress)
+
+
+def _labels_table(labels: Any) -> pa.Table:
+    if isinstance(labels, pa.Table):
+        return labels
+    try:
+        return pa.table(labels)
+    except (TypeError, ValueError, pa.ArrowException) as exc:
+        raise SchemaError(f"labels: not a table of columns ({exc})") from None
+
+
+def _label_columns(table: pa.Table, kname: str, tname: str, stream: StreamSpec
+                   ) -> tuple[list[Any], np.ndarray]:
+    missing = [c for c in (kname, tname) if c not in table.column_names]
+    if missing:
+        raise SchemaError(f"labels: column(s) {missing} missing; the labels have "
+                          f"{table.column_names}")
+    kcol, tcol = table.column(kname), table.column(tname)
+    if not (pa.types.is_string(kcol.type) or pa.types.is_large_string(kcol.type)
+            or pa.types.is_integer(kcol.type)):
+        raise SchemaError(f"labels: key column {kname!r} is {kcol.type}; use string or int")
+    for name, col in ((kname, kcol), (tname, tcol)):
+        if col.null_count:
+            raise SchemaError(f"labels: column {name!r} holds {col.null_count} null(s)")
+    if pa.types.is_timestamp(tcol.type):
+        ts = np.asarray(tcol.cast(pa.timestamp("ns")).cast(pa.int64()).to_numpy())
+    elif pa.types.is_integer(tcol.type) or pa.types.is_floating(tcol.type):
+        ts, ok = make_decoder(stream, "arrow").payload_times_to_ns(
+            tcol.to_numpy(zero_copy_only=False))
+        if ok is not None and not ok.all():
+            row = int(np.flatnonzero(~ok)[0])
+            raise SchemaError(f"labels: time column {tname!r} row {row}: "
+                              f"{tcol[row].as_py()!r} is outside 1970..2262 in "
+                              f"{stream.time_unit}")
+    else:
+        raise SchemaError(f"labels: time column {tname!r} is {tcol.type}; use a timestamp "
+                          f"or a number in {stream.time_unit}")
+    return kcol.to_pylist(), ts.astype(np.int64, copy=False)
+
+
+class _Plan:
+    """The history grouped by key, each label's cut, and the rounds that compute them."""
+
+    def __init__(self, stream: StreamSpec, W: int, chunk: int, label_keys: list[Any],
+                 label_ts: np.ndarray) -> None:
+        self.stream = stream
+        self.W = W
+        self.chunk = chunk
+        self.label_keys = label_keys
+        self.label_ts = label_ts
+
+    def read(self, history: HistoryLike, report: HistoryReport,
+             time_column: str | None) -> None:
+        keys: list[Any] = []
+        values: list[np.ndarray] = []
+        ts: list[np.ndarray] = []
+        for rows in read_history(history, self.stream, report, time_column=time_column):
+            keys.extend(rows.keys)
+            values.append(rows.values)
+            ts.append(rows.ts_ns)
+        F = len(self.stream.fields)
+        self.values = np.concatenate(values) if values else np.empty((0, F), self.stream.dtype)
+        self.ts = np.concatenate(ts) if ts else np.empty(0, np.int64)
+        index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        codes = np.fromiter(map(index.__getitem__, keys), np.int64, len(keys))
+        K = len(index)
+        # the events grouped by key, each group in arrival order
+        self.order = np.argsort(codes, kind="stable")
+        counts = np.bincount(codes, minlength=K)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        # each label's cut: its key's events before the first one later than its time, the
+        # count of the key's events whose running newest time is <= the label's time
+        lcode = np.fromiter((index.get(k, -1) for k in self.label_keys), np.int64,
+                            len(self.label_keys))
+        self.lcode = lcode
+        self.cut = np.zeros(len(lcode), np.int64)
+        known = lcode >= 0
+        if K and known.any():
+            newest = _running_max_by_group(codes[self.order], self.ts[self.order])
+            u = np.unique(newest)
+            R = len(u) + 1
+            composite = codes[self.order] * R + np.searchsorted(u, newest) + 1
+            q = lcode[known] * R + np.searchsorted(u, self.label_ts[known], side="right")
+            self.cut[known] = np.searchsorted(composite, q, side="right") - self.starts[
+                lcode[known]]
+        self.K = K
+
+    def run(self, progress: bool) -> Iterator[TrainingChunk]:
+        """The windows a chunk at a time, in (key, cut) order; the labels of unknown keys
+        first, as empty windows."""
+        stream, W = self.stream, self.W
+        F = len(stream.fields)
+        dtype = np.dtype(stream.dtype)
+        unknown = np.flatnonzero(self.lcode < 0)
+        bar = _Progress(len(self.lcode), progress)
+        try:
+            for a in range(0, len(unknown), self.chunk):
+                idx = unknown[a:a + self.chunk]
+                bar.advance(len(idx))
+                yield TrainingChunk(idx, [self.label_keys[i] for i in idx.tolist()],
+                                    np.zeros((len(idx), W, F), dtype),
+                                    np.zeros(len(idx), np.int64),
+                                    np.zeros((len(idx), W), np.int64))
+            known = np.flatnonzero(self.lcode >= 0)
+            if not len(known):
+                return
+            # (key, cut, label) order
+            known = known[np.lexsort((known, self.cut[known], self.lcode[known]))]
+            store = WindowStore([stream], max_keys=max(1, min(self.K, self.chunk + 1)),
+                                evict=False)
+            done = np.zeros(self.K, np.int64)  # each key's events written so far
+            for a in range(0, len(known), self.chunk):
+                idx = known[a:a + self.chunk]
+                yield self._chunk(store, idx, done)
+                bar.advance(len(idx))
+                # keys whose labels are all done leave the store (the last may go on)
+                codes = np.unique(self.lcode[idx])
+                if a + self.chunk < len(known):
+                    codes = codes[codes != self.lcode[known[a + self.chunk]]]
+                store.discard(stream.name, codes.tolist())
+        finally:
+            bar.close()
+
+    def _chunk(self, store: WindowStore, idx: np.ndarray, done: np.ndarray) -> TrainingChunk:
+        name, W, F = self.stream.name, self.W, len(self.stream.fields)
+        n = len(idx)
+        lc, cut = self.lcode[idx], self.cut[idx]
+        values = np.empty((n, W, F), np.dtype(self.stream.dtype))
+        ts = np.empty((n, W), np.int64)
+        lengths = np.empty(n, np.int64)
+        first = np.concatenate([[True], lc[1:] != lc[:-1]])
+        group_start = np.flatnonzero(first)
+        rank = np.arange(n) - group_start[np.cumsum(first) - 1]
+        for r in range(int(rank.max()) + 1 if n else 0):
+            sel = np.flatnonzero(rank == r)
+            codes = lc[sel]
+            take = cut[sel] - done[codes]  # >= 0: cuts ascend within a key
+            total = int(take.sum())
+            if total:
+                # each label's next events: ranges of the key-grouped order, concatenated
+                begin = self.starts[codes] + done[codes]
+                pos = np.repeat(begin - np.cumsum(take) + take, take) + np.arange(total)
+                ev = self.order[pos]
+                store.append_batch(name, np.repeat(codes, take).tolist(), self.values[ev],
+                                   self.ts[ev])
+                done[codes] = cut[sel]
+            batch = store.windows(name, codes.tolist(), rows=W)
+            values[sel] = batch.values
+            ts[sel] = batch.ts_ns
+            lengths[sel] = batch.lengths
+        return TrainingChunk(idx, [self.label_keys[i] for i in idx.tolist()], values, lengths,
+                             ts)
+
+
+def _running_max_by_group(codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The running maximum of ``ts`` within each run of equal ``codes`` (sorted by code)."""
+    if len(ts) < 2:
+        return ts.copy()
+    same = codes[1:] == codes[:-1]
+    if (ts[1:] >= ts[:-1])[same].all():  # in order within every key: the common case
+        return ts.copy()
+    # ranks keep the offset per group small: rank + group * (ranks) never overflows
+    u, rank = np.unique(ts, return_inverse=True)
+    group = np.concatenate([[0], np.cumsum(~same)])
+    shifted = rank.astype(np.int64) + group * len(u)
+    newest: np.ndarray = u[np.maximum.accumulate(shifted) - group * len(u)]
+    return newest
+
+
+class _Progress:
+    """A rich progress bar on stderr, or nothing."""
+
+    def __init__(self, total: int, on: bool) -> None:
+        self._p: Any = None
+        if on and total:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._p = Progress(console=Console(stderr=True), transient=True)
+            self._task = self._p.add_task("training windows", total=total)
+            self._p.start()
+
+    def advance(self, n: int) -> None:
+        if self._p is not None:
+            self._p.advance(self._task, n)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
