@@ -75,8 +75,11 @@ class HistoryReport:
 
 
 def _kind(reason: str) -> str:
-    """A reason without its row's particulars (what the counts group by)."""
-    return reason.split(": ", 1)[0] if reason.startswith(("field", "time column")) else reason
+    """What the counts group by: a column's reason whole (it names no row), else the reason up
+    to its first colon, as live ingest counts its dead letters (``StreamCounters``)."""
+    if reason.startswith(("field", "time column", "null", "empty key", "non-finite")):
+        return reason
+    return reason.split(":", 1)[0][:60]
 
 
 @dataclass
