@@ -106,3 +106,42 @@ def test_backfill_then_serve_equals_one_live_run(tmp_path: Path, window: str,
             n = int(want.lengths[i])
             assert [r["ts_ns"] for r in rows] == want.ts_ns[i][-n:].tolist()
             assert [r["a"] for r in rows] == want.values[i][-n:, 0].tolist()
+
+
+def test_backfill_and_export_refuse_clearly(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    cfg_path = _config(tmp_path, new_topic(), "{ count = 4 }")
+    hist = tmp_path / "h.parquet"
+    pq.write_table(_events().slice(0, 50), hist)
+    no_ckpt = tmp_path / "plain.toml"
+    no_ckpt.write_text(cfg_path.read_text().replace("[checkpoint]", "[checkpoint]\nenabled "
+                                                                    "= false"))
+    cases = [
+        (["backfill", "-c", str(no_ckpt), "--from", str(hist)], "checkpoints are off"),
+        (["backfill", "-c", str(cfg_path), "--from", str(hist), "--stream", "x"],
+         "no stream 'x'"),
+        (["backfill", "-c", str(cfg_path), "--from", str(hist), "--until", "noon"],
+         "--until 'noon': use ISO 8601"),
+        (["backfill", "-c", str(cfg_path), "--from", str(hist), "--until",
+          "2026-01-01T00:00:00"], "give a time zone"),
+        (["backfill", "-c", str(cfg_path), "--from", str(tmp_path / "none.parquet")],
+         "no such file"),
+        (["export", str(tmp_path), "-c", str(tmp_path / "none.toml"), "-o",
+          str(tmp_path / "o.parquet")], "none.toml: no such file"),
+        (["export", str(tmp_path), "-c", str(cfg_path), "-o", str(tmp_path / "o.parquet")],
+         "no checkpoint there"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert message in err, (argv, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "state").exists() or not list((tmp_path / "state").iterdir())
+    # --until leaves the later history out and is the boundary
+    assert main(["backfill", "-c", str(cfg_path), "--from", str(hist), "--until", "1200"]) == 0
+    err = capsys.readouterr().err
+    assert "rows after --until left out" in err
+    assert "(1200000000 ns)" in err
+    assert main(["export", str(tmp_path / "state"), "-c", str(cfg_path),
+                 "-o", str(tmp_path / "o.parquet")]) == 0
+    assert pq.read_table(tmp_path / "o.parquet").column("ts_ns").to_numpy().max() <= 1_200 * 10**6

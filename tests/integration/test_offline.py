@@ -114,3 +114,41 @@ def test_zero_skew_every_scored_window_is_found_again_offline(
     assert np.array_equal(again.lengths, live_final.lengths)
     if window.get("count") is None:
         assert replayed.stats()["streams"]["s"]["late_rejected"] > 0  # refused, as live
+
+
+def test_topic_history_from_a_time_or_a_message(tmp_path: Path) -> None:
+    import time
+
+    import pulsar
+
+    from .conftest import client
+
+    topic = new_topic()
+    cfg = build_config({
+        "source": {"url": "embedded", "data_dir": str(tmp_path)}, "server": {"metrics": ""},
+        "streams": [{"name": "s", "topic": topic, "key": "id", "time": "ts",
+                     "fields": ["a", "b"], "window": {"count": 100}}],
+    })
+    first = [(orjson.dumps({"id": "x", "ts": i, "a": i, "b": 0}), "x") for i in range(10)]
+    second = [(orjson.dumps({"id": "x", "ts": i, "a": i, "b": 0}), "x") for i in range(10, 25)]
+    with Pipeline(cfg) as pipe:
+        publish(pipe.url, topic, first)
+        time.sleep(0.05)
+        since = int(time.time() * 1000)
+        time.sleep(0.05)
+        publish(pipe.url, topic, second)
+        spec = cfg.streams[0].spec()
+        later = hd.replay(pipe.history("s", since_ms=since), spec)
+        assert later.window("s", "x").values[:, 0].tolist() == list(range(10, 25))
+        c = client(pipe.url)
+        try:
+            reader = c.create_reader(topic, pulsar.MessageId.earliest)
+            ids = [reader.read_next(5000).message_id() for _ in range(12)]
+        finally:
+            c.close()
+        h = hd.TopicHistory(pipe.url, cfg.streams[0], start_message_id=ids[11].serialize(),
+                            embedded=True)
+        from_12th = hd.replay(h, spec)
+        assert from_12th.window("s", "x").values[:, 0].tolist() == list(range(11, 25))
+        with pytest.raises(hd.ConfigError, match="of stream 's', not 't'"):
+            hd.replay(h, hd.StreamSpec("t", key="id", time="ts", fields=["a", "b"]))

@@ -145,14 +145,13 @@ def table_rows(decoder: Decoder, table: pa.Table | pa.RecordBatch, *, key: Any =
                 bad[r] = True
     if key is None:
         kcol = table.column(spec.key)
-        if pa.types.is_dictionary(kcol.type):
-            kcol = kcol.cast(kcol.type.value_type)
-        if not (pa.types.is_string(kcol.type) or pa.types.is_large_string(kcol.type)
-                or pa.types.is_integer(kcol.type)):
-            raise TypeError(f"key column {spec.key!r} is {kcol.type}; use string or int")
+        ktype = kcol.type.value_type if pa.types.is_dictionary(kcol.type) else kcol.type
+        if not (pa.types.is_string(ktype) or pa.types.is_large_string(ktype)
+                or pa.types.is_integer(ktype)):
+            raise TypeError(f"key column {spec.key!r} is {ktype}; use string or int")
         if kcol.null_count:
             flag(np.asarray(kcol.is_null()), f"null in key column {spec.key!r}")
-        keys = kcol.to_pylist()
+        keys = _key_list(kcol, n)
         if not pa.types.is_integer(kcol.type) and "" in keys:
             flag(np.fromiter((k == "" for k in keys), bool, n),
                  f"empty key in key column {spec.key!r}")
@@ -184,3 +183,18 @@ def table_rows(decoder: Decoder, table: pa.Table | pa.RecordBatch, *, key: Any =
     good = ~bad
     return Rows([k for k, g in zip(keys, good.tolist(), strict=True) if g], values[good],
                 ts[good].astype(np.int64, copy=False), sorted(reasons.items()))
+
+
+def _key_list(col: Any, n: int) -> list[Any]:
+    """A key column as Python keys. Many rows share a key: the column is dictionary-encoded
+    (in C++) and each distinct key made once, every row of it the same object (which the
+    store's key table then matches by identity), instead of an object per row."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if n < 64:
+        return list(col.to_pylist())
+    if not pa.types.is_dictionary(col.type):
+        col = col.dictionary_encode()
+    distinct = np.array([*col.dictionary.to_pylist(), None], dtype=object)
+    idx = col.indices.fill_null(len(distinct) - 1).to_numpy(zero_copy_only=False)
+    return list(distinct[idx].tolist())

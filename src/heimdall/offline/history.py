@@ -85,9 +85,10 @@ def _kind(reason: str) -> str:
 @dataclass
 class TopicHistory:
     """A stream's Pulsar topic as history: every message the broker retains, from the earliest
-    (or from ``start_message_id``, a serialized ``MessageId``), decoded by the live decoder of
-    the stream's format; with ``since_ms`` the messages published before it are left out. A
-    stream stamped on arrival takes each message's publish time (its arrival at the broker).
+    (or from ``start_message_id``, a serialized ``MessageId``, that message included),
+    decoded by the live decoder of the stream's format; with ``since_ms`` the messages
+    published before it are left out. A stream stamped on arrival takes each message's
+    publish time (its arrival at the broker).
 
     ``embedded``: the broker is pulsar-lite (which cannot say whether a topic has more
     messages: the read ends at the first 2 s without one). ``Pipeline.history(stream)`` makes
@@ -117,7 +118,8 @@ class TopicHistory:
             start = (pulsar.MessageId.deserialize(self.start_message_id)
                      if self.start_message_id is not None else pulsar.MessageId.earliest)
             with map_pulsar_errors(f"reading {cfg.topic!r}", self.url):
-                reader = client.create_reader(cfg.topic, start, receiver_queue_size=self.batch)
+                reader = client.create_reader(cfg.topic, start, receiver_queue_size=self.batch,
+                                              start_message_id_inclusive=True)
                 msgs: list[Any] = []
                 for m in _read_to_end(reader, self.embedded):
                     if self.since_ms is None or m.publish_timestamp() >= self.since_ms:

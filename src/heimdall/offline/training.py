@@ -79,9 +79,15 @@ class TrainingWindows:
 
     # ---- a chunk at a time -------------------------------------------------------------------
 
-    def chunks(self) -> Iterator[TrainingChunk]:
-        """The windows a chunk at a time, grouped by key (``label_index`` says whose)."""
-        yield from self._plan.run(self._progress)
+    def chunks(self, *, copy: bool = True) -> Iterator[TrainingChunk]:
+        """The windows a chunk at a time, grouped by key (``label_index`` says whose). With
+        ``copy=False`` a chunk's arrays are reused by the next one (no page faults): use or
+        copy them before asking for the next."""
+        for c in self._plan.run(self._progress):
+            if copy:
+                c = TrainingChunk(c.label_index, c.keys, c.values.copy(), c.lengths.copy(),
+                                  c.ts_ns.copy())
+            yield c
 
     def write_parquet(self, path: str | Path) -> Path:
         """Write one row per label to a Parquet file, a row group per chunk: the label's
@@ -95,7 +101,7 @@ class TrainingWindows:
         tmp = path.with_name(path.name + ".part")
         writer: pq.ParquetWriter | None = None
         try:
-            for c in self.chunks():
+            for c in self.chunks(copy=False):
                 table = self._chunk_table(c)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)
@@ -119,7 +125,7 @@ class TrainingWindows:
                    or pa.types.is_floating(self.labels.schema.field(n).type)
                    or pa.types.is_timestamp(self.labels.schema.field(n).type)]
         files = []
-        for i, c in enumerate(self.chunks()):
+        for i, c in enumerate(self.chunks(copy=False)):
             taken = self.labels.select(numeric).take(pa.array(c.label_index))
             extra = {f"label_{n}": taken.column(n).to_numpy() for n in numeric}
             f = out / f"part-{i:05d}.npz"
@@ -136,7 +142,7 @@ class TrainingWindows:
             values = np.zeros((N, self.W, len(self.fields)), self.dtype)
             ts = np.zeros((N, self.W), np.int64)
             lengths = np.zeros(N, np.int64)
-            for c in self.chunks():
+            for c in self.chunks(copy=False):
                 values[c.label_index] = c.values
                 ts[c.label_index] = c.ts_ns
                 lengths[c.label_index] = c.lengths
@@ -304,6 +310,7 @@ class _Plan:
         self.chunk = chunk
         self.label_keys = label_keys
         self.label_ts = label_ts
+        self._out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def read(self, history: HistoryLike, report: HistoryReport,
              time_column: str | None) -> None:
@@ -332,10 +339,10 @@ class _Plan:
         self.cut = np.zeros(len(lcode), np.int64)
         known = lcode >= 0
         if K and known.any():
-            newest = _running_max_by_group(codes[self.order], self.ts[self.order])
-            u = np.unique(newest)
+            # (key, rank of the running newest time) as one sorted int64: ranks keep it small
+            u, rank = _ranks_of_running_newest(codes, self.ts, self.order)
             R = len(u) + 1
-            composite = codes[self.order] * R + np.searchsorted(u, newest) + 1
+            composite = codes[self.order] * R + rank + 1
             q = lcode[known] * R + np.searchsorted(u, self.label_ts[known], side="right")
             self.cut[known] = np.searchsorted(composite, q, side="right") - self.starts[
                 lcode[known]]
@@ -377,20 +384,32 @@ class _Plan:
         finally:
             bar.close()
 
+    def _buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One chunk's output arrays, made once: a fresh 100 MB array a chunk would cost
+        more in page faults than the windows' copy itself."""
+        if self._out is None:
+            W, F = self.W, len(self.stream.fields)
+            self._out = (np.empty((self.chunk, W, F), np.dtype(self.stream.dtype)),
+                         np.empty((self.chunk, W), np.int64), np.empty(self.chunk, np.int64))
+        return self._out
+
     def _chunk(self, store: WindowStore, idx: np.ndarray, done: np.ndarray) -> TrainingChunk:
-        name, W, F = self.stream.name, self.W, len(self.stream.fields)
+        """The windows of ``idx`` (labels in (key, cut) order), in round order: round r's
+        windows are one contiguous run of the output, copied whole. The arrays are reused
+        by the next chunk."""
+        name, W = self.stream.name, self.W
         n = len(idx)
-        lc, cut = self.lcode[idx], self.cut[idx]
-        values = np.empty((n, W, F), np.dtype(self.stream.dtype))
-        ts = np.empty((n, W), np.int64)
-        lengths = np.empty(n, np.int64)
+        lc = self.lcode[idx]
         first = np.concatenate([[True], lc[1:] != lc[:-1]])
         group_start = np.flatnonzero(first)
         rank = np.arange(n) - group_start[np.cumsum(first) - 1]
-        for r in range(int(rank.max()) + 1 if n else 0):
-            sel = np.flatnonzero(rank == r)
-            codes = lc[sel]
-            take = cut[sel] - done[codes]  # >= 0: cuts ascend within a key
+        idx = idx[np.argsort(rank, kind="stable")]  # by round, keys ascending within each
+        lc, cut = self.lcode[idx], self.cut[idx]
+        bounds = np.searchsorted(np.sort(rank), np.arange(int(rank.max()) + 2 if n else 1))
+        values, ts, lengths = (buf[:n] for buf in self._buffers())
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            codes = lc[a:b]
+            take = cut[a:b] - done[codes]  # >= 0: cuts ascend within a key
             total = int(take.sum())
             if total:
                 # each label's next events: ranges of the key-grouped order, concatenated
@@ -399,13 +418,34 @@ class _Plan:
                 ev = self.order[pos]
                 store.append_batch(name, np.repeat(codes, take).tolist(), self.values[ev],
                                    self.ts[ev])
-                done[codes] = cut[sel]
+                done[codes] = cut[a:b]
             batch = store.windows(name, codes.tolist(), rows=W)
-            values[sel] = batch.values
-            ts[sel] = batch.ts_ns
-            lengths[sel] = batch.lengths
+            values[a:b] = batch.values
+            ts[a:b] = batch.ts_ns
+            lengths[a:b] = batch.lengths
         return TrainingChunk(idx, [self.label_keys[i] for i in idx.tolist()], values, lengths,
                              ts)
+
+
+def _ranks_of_running_newest(codes: np.ndarray, ts: np.ndarray, order: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct running newest times ``u`` (sorted) and, for each event in key-grouped
+    ``order``, the rank in ``u`` of its key's newest time so far."""
+    if len(ts) and (ts[1:] >= ts[:-1]).all():
+        # in time order as they arrived (the common case): the running newest of every key
+        # is its own time, and ranks come from one pass, no sort
+        step = np.concatenate([[True], ts[1:] != ts[:-1]])
+        return ts[step], (np.cumsum(step) - 1)[order]
+    newest = _running_max_by_group(codes[order], ts[order])
+    u = _sorted_distinct(newest)
+    return u, np.searchsorted(u, newest)
+
+
+def _sorted_distinct(x: np.ndarray) -> np.ndarray:
+    """``np.unique`` by a sort (numpy's hash-based unique is several times slower here)."""
+    s = np.sort(x)
+    out: np.ndarray = s[np.concatenate([[True], s[1:] != s[:-1]])] if len(s) else s
+    return out
 
 
 def _running_max_by_group(codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -413,10 +453,11 @@ def _running_max_by_group(codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
     if len(ts) < 2:
         return ts.copy()
     same = codes[1:] == codes[:-1]
-    if (ts[1:] >= ts[:-1])[same].all():  # in order within every key: the common case
+    if (ts[1:] >= ts[:-1])[same].all():  # in order within every key
         return ts.copy()
     # ranks keep the offset per group small: rank + group * (ranks) never overflows
-    u, rank = np.unique(ts, return_inverse=True)
+    u = _sorted_distinct(ts)
+    rank = np.searchsorted(u, ts)
     group = np.concatenate([[0], np.cumsum(~same)])
     shifted = rank.astype(np.int64) + group * len(u)
     newest: np.ndarray = u[np.maximum.accumulate(shifted) - group * len(u)]
