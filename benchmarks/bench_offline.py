@@ -10,7 +10,8 @@ written to Parquet once; each contender then runs in a fresh process, which repo
 and its peak resident memory (``ru_maxrss``) beside what the process held before it started.
 
 - ``replay`` from Parquet (``hd.replay(path, spec)``) against pyarrow reading the same file
-  alone (``pq.read_table``): rows/s and their ratio (goal >= 0.5x).
+  alone (``pq.read_table``, with its threads and with one): rows/s and their ratio (goal >=
+  0.5x); and against its floor, the store's ``append_batch`` alone over the same batches.
 - ``training_windows`` for every label, consumed a chunk at a time (``tw.chunks()``),
   against a hand-written numpy baseline (a stable sort by key, one searchsorted per label on
   (key, time), a fancy-index gather of the (W, F) rows, chunk by chunk: the count window only)
@@ -91,6 +92,15 @@ def c_pyarrow_read(args: argparse.Namespace, d: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t0, "rows": table.num_rows}
 
 
+def c_pyarrow_read_1t(args: argparse.Namespace, d: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    _warm()
+    t0 = time.perf_counter()
+    table = pq.read_table(d / "events.parquet", use_threads=False)
+    return {"seconds": time.perf_counter() - t0, "rows": table.num_rows}
+
+
 def c_replay(args: argparse.Namespace, d: Path) -> dict[str, Any]:
     import heimdall as hd
 
@@ -100,6 +110,26 @@ def c_replay(args: argparse.Namespace, d: Path) -> dict[str, Any]:
     store = hd.replay(d / "events.parquet", spec, max_keys=args.keys)
     s = time.perf_counter() - t0
     return {"seconds": s, "rows": store.stats()["streams"]["s"]["events"]}
+
+
+def c_store_writes(args: argparse.Namespace, d: Path) -> dict[str, Any]:
+    """The floor of a replay: the store's append_batch alone, of the same rows in the same
+    batches, the keys already Python objects (one per distinct key) and the values an array."""
+    import pyarrow.parquet as pq
+
+    import heimdall as hd
+
+    batches = []
+    for b in pq.ParquetFile(d / "events.parquet", read_dictionary=["id"]).iter_batches(65_536):
+        ids = b.column("id")
+        keys = np.array(ids.dictionary.to_pylist(), dtype=object)[ids.indices.to_numpy()]
+        values = np.stack([b.column(f"f{j}").to_numpy() for j in range(args.fields)], axis=1)
+        batches.append((keys.tolist(), values, b.column("ts").to_numpy() * 1_000_000))
+    store = hd.WindowStore([_spec(args)], max_keys=args.keys)
+    t0 = time.perf_counter()
+    for keys, values, ts in batches:
+        store.append_batch("s", keys, values, ts)
+    return {"seconds": time.perf_counter() - t0, "rows": args.events}
 
 
 def c_heimdall(args: argparse.Namespace, d: Path) -> dict[str, Any]:
@@ -172,7 +202,8 @@ def c_pandas(args: argparse.Namespace, d: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t0, "rows": len(joined)}
 
 
-CONTENDERS = {"pyarrow_read": c_pyarrow_read, "replay": c_replay, "heimdall": c_heimdall,
+CONTENDERS = {"pyarrow_read": c_pyarrow_read, "pyarrow_read_1t": c_pyarrow_read_1t,
+              "replay": c_replay, "store_writes": c_store_writes, "heimdall": c_heimdall,
               "numpy": c_numpy, "pandas": c_pandas}
 
 
@@ -230,11 +261,15 @@ def main() -> None:
     def mem(r: dict[str, Any]) -> str:
         return f"{r['peak_mb']:,.0f} (start {r['base_mb']:,.0f})"
 
-    if "replay" in res and "pyarrow_read" in res:
+    if "replay" in res:
         rr = args.events / res["replay"]["seconds"]
-        pr = args.events / res["pyarrow_read"]["seconds"]
-        table.add_row("replay from Parquet, rows/s", f"{rr:,.0f}",
-                      f"pyarrow read {pr:,.0f}", f"{rr / pr:.2f}x", mem(res["replay"]))
+        for base, what in (("pyarrow_read", "pyarrow read"),
+                           ("pyarrow_read_1t", "pyarrow read, 1 thread"),
+                           ("store_writes", "the store's writes alone")):
+            if base in res:
+                br = args.events / res[base]["seconds"]
+                table.add_row(f"replay from Parquet, rows/s vs {what}", f"{rr:,.0f}",
+                              f"{br:,.0f}", f"{rr / br:.2f}x", mem(res["replay"]))
     if "heimdall" in res:
         hw = args.labels / res["heimdall"]["seconds"]
         for base in ("numpy", "pandas"):

@@ -79,6 +79,9 @@ class Rows:
     values: np.ndarray
     ts_ns: np.ndarray
     bad: list[tuple[int, str]]
+    # the keys dictionary-encoded, when they were: ``keys[i] is distinct[codes[i]]``
+    codes: np.ndarray | None = None
+    distinct: np.ndarray | None = None
 
 
 def table_rows(decoder: Decoder, table: pa.Table | pa.RecordBatch, *, key: Any = None,
@@ -123,7 +126,8 @@ def table_rows(decoder: Decoder, table: pa.Table | pa.RecordBatch, *, key: Any =
             raise TypeError(f"field {name!r} is {col.type}, not a number")
         if col.null_count:
             flag(np.asarray(col.is_null()), f"null in field {name!r}")
-        raw = np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False))
+        raw = np.asarray((col.fill_null(0) if col.null_count else col).to_numpy(
+            zero_copy_only=False))
         if decoder.dtype.kind == "i":
             info = np.iinfo(decoder.dtype)
             if raw.dtype.kind == "f":
@@ -151,12 +155,12 @@ def table_rows(decoder: Decoder, table: pa.Table | pa.RecordBatch, *, key: Any =
             raise TypeError(f"key column {spec.key!r} is {ktype}; use string or int")
         if kcol.null_count:
             flag(np.asarray(kcol.is_null()), f"null in key column {spec.key!r}")
-        keys = _key_list(kcol, n)
-        if not pa.types.is_integer(kcol.type) and "" in keys:
-            flag(np.fromiter((k == "" for k in keys), bool, n),
-                 f"empty key in key column {spec.key!r}")
+        keys, empty, codes, distinct = _key_list(kcol, n)
+        if empty is not None:
+            flag(empty, f"empty key in key column {spec.key!r}")
     else:
         keys = [key] * n
+        codes = distinct = None
     if ts_ns is None:
         assert tname is not None
         tcol = table.column(tname)
@@ -179,22 +183,47 @@ def table_rows(decoder: Decoder, table: pa.Table | pa.RecordBatch, *, key: Any =
     else:
         ts = np.full(n, ts_ns, np.int64)
     if not bad.any():
-        return Rows(keys, values, ts.astype(np.int64, copy=False), [])
+        return Rows(keys, values, ts.astype(np.int64, copy=False), [], codes, distinct)
     good = ~bad
     return Rows([k for k, g in zip(keys, good.tolist(), strict=True) if g], values[good],
-                ts[good].astype(np.int64, copy=False), sorted(reasons.items()))
+                ts[good].astype(np.int64, copy=False), sorted(reasons.items()),
+                None if codes is None else codes[good], distinct)
 
 
-def _key_list(col: Any, n: int) -> list[Any]:
-    """A key column as Python keys. Many rows share a key: the column is dictionary-encoded
-    (in C++) and each distinct key made once, every row of it the same object (which the
-    store's key table then matches by identity), instead of an object per row."""
+def _key_list(col: Any, n: int
+              ) -> tuple[list[Any], np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """A key column as Python keys, a mask of its empty keys (None if none), and when it was
+    dictionary-encoded the codes and the distinct keys (None otherwise).
+
+    Many rows share a key: the column is dictionary-encoded (in C++, unless it comes so from
+    Parquet) and each distinct key made once, every row of it the same object (which the
+    store's key table then matches by identity), instead of an object per row. The
+    distinct keys of the last dictionary are kept: a Parquet row group's batches share it."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     if n < 64:
-        return list(col.to_pylist())
+        keys = col.to_pylist()
+        blank = [k == "" for k in keys]
+        return keys, (np.array(blank) if any(blank) else None), None, None
     if not pa.types.is_dictionary(col.type):
         col = col.dictionary_encode()
-    distinct = np.array([*col.dictionary.to_pylist(), None], dtype=object)
-    idx = col.indices.fill_null(len(distinct) - 1).to_numpy(zero_copy_only=False)
-    return list(distinct[idx].tolist())
+    dictionary = col.dictionary
+    cached = _DISTINCT[0]
+    if cached is not None and len(cached[0]) == len(dictionary) and cached[0].equals(dictionary):
+        distinct = cached[1]
+    else:
+        distinct = np.array([*dictionary.to_pylist(), None], dtype=object)  # None: a null
+        _DISTINCT[0] = (dictionary, distinct)
+    indices = col.indices.fill_null(len(distinct) - 1) if col.null_count else col.indices
+    idx = indices.to_numpy(zero_copy_only=False)
+    empty: np.ndarray | None = None
+    if pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type):
+        where = np.flatnonzero(distinct[:-1] == "")
+        if len(where):
+            empty = np.isin(idx, where)
+    return distinct[idx].tolist(), empty, idx, distinct
+
+
+# the last dictionary's distinct keys (a one-entry cache; table_rows runs on one thread per
+# history, and a stale entry is only ever used after ``equals``)
+_DISTINCT: list[tuple[Any, np.ndarray] | None] = [None]

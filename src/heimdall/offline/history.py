@@ -168,12 +168,12 @@ def read_history(history: HistoryLike, spec: StreamSpec, report: HistoryReport, 
         yield from history.read(report)
         return
     decoder = make_decoder(spec, "arrow")
-    parts = _parts(history)
+    parts = _parts(history, spec.key)
     for where, schema, _ in parts:
         _check_columns(decoder, schema, where, time_column)
     for where, _, batches in parts:
         offset = 0
-        for batch in batches():
+        for batch in _read_ahead(batches()):
             try:
                 rows = table_rows(decoder, batch, time_column=time_column)
             except (ValueError, TypeError, pa.ArrowException) as exc:
@@ -189,7 +189,48 @@ def read_history(history: HistoryLike, spec: StreamSpec, report: HistoryReport, 
 Part = tuple[str, pa.Schema, Any]  # (where, schema, () -> iterator of record batches)
 
 
-def _parts(history: HistoryLike) -> list[Part]:
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2
+                ) -> Iterator[pa.RecordBatch]:
+    """``batches``, read on a thread ``depth`` batches ahead: Arrow decodes a file without
+    the GIL, so reading overlaps with the conversion and the store's writes."""
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def read() -> None:
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=read, name="heimdall-history-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
+
+def _parts(history: HistoryLike, key: str) -> list[Part]:
     if isinstance(history, pa.Table):
         return [("the table", history.schema, lambda: history.to_batches(BATCH_ROWS))]
     if isinstance(history, pa.RecordBatchReader):
@@ -203,7 +244,7 @@ def _parts(history: HistoryLike) -> list[Part]:
             "history must be a pyarrow Table or RecordBatchReader, a path or a list of paths "
             "of Parquet, Arrow IPC or CSV files (or directories of them), or a TopicHistory; "
             f"received {type(history).__name__}")
-    return [_file_part(f) for p in paths for f in _files(Path(p))]
+    return [_file_part(f, key) for p in paths for f in _files(Path(p))]
 
 
 def _files(path: Path) -> list[Path]:
@@ -217,7 +258,7 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def _file_part(path: Path) -> Part:
+def _file_part(path: Path, key: str) -> Part:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise SourceError(f"{path}: not a history file; use {', '.join(SUFFIXES)}")
@@ -226,8 +267,11 @@ def _file_part(path: Path) -> Part:
             import pyarrow.parquet as pq
 
             schema = pq.read_schema(path)
+            # the key column as a dictionary: each distinct key decoded once (table_rows)
+            keyed = [key] if key in schema.names else None
             return (str(path), schema,
-                    lambda: pq.ParquetFile(path).iter_batches(BATCH_ROWS))
+                    lambda: pq.ParquetFile(path, read_dictionary=keyed).iter_batches(
+                        BATCH_ROWS))
         if kind == "ipc":
             schema = _open_ipc(path).schema
             return (str(path), schema, lambda: _ipc_batches(path))

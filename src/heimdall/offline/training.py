@@ -253,9 +253,9 @@ def training_windows(
     clash = [c for c in OUT_COLUMNS if c in table.column_names]
     if clash:
         raise ConfigError(f"labels have column(s) {clash}, which the windows are written as")
-    label_keys, label_ts = _label_columns(table, kname, tname, stream)
+    label_ts = _label_columns(table, kname, tname, stream)
     report = HistoryReport()
-    plan = _Plan(stream, W, chunk, label_keys, label_ts)
+    plan = _Plan(stream, W, chunk, table.column(kname), label_ts)
     plan.read(history, report, time_column)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -272,7 +272,8 @@ def _labels_table(labels: Any) -> pa.Table:
 
 
 def _label_columns(table: pa.Table, kname: str, tname: str, stream: StreamSpec
-                   ) -> tuple[list[Any], np.ndarray]:
+                   ) -> np.ndarray:
+    """The labels' times in ns, their key and time columns checked."""
     missing = [c for c in (kname, tname) if c not in table.column_names]
     if missing:
         raise SchemaError(f"labels: column(s) {missing} missing; the labels have "
@@ -297,44 +298,56 @@ def _label_columns(table: pa.Table, kname: str, tname: str, stream: StreamSpec
     else:
         raise SchemaError(f"labels: time column {tname!r} is {tcol.type}; use a timestamp "
                           f"or a number in {stream.time_unit}")
-    return kcol.to_pylist(), ts.astype(np.int64, copy=False)
+    out: np.ndarray = ts.astype(np.int64, copy=False)
+    return out
 
 
 class _Plan:
     """The history grouped by key, each label's cut, and the rounds that compute them."""
 
-    def __init__(self, stream: StreamSpec, W: int, chunk: int, label_keys: list[Any],
+    def __init__(self, stream: StreamSpec, W: int, chunk: int, label_key_column: Any,
                  label_ts: np.ndarray) -> None:
         self.stream = stream
         self.W = W
         self.chunk = chunk
-        self.label_keys = label_keys
+        self.label_key_column = label_key_column
+        self.label_keys: list[Any] = label_key_column.to_pylist()
         self.label_ts = label_ts
         self._out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def read(self, history: HistoryLike, report: HistoryReport,
              time_column: str | None) -> None:
-        keys: list[Any] = []
         values: list[np.ndarray] = []
         ts: list[np.ndarray] = []
+        codes_of: list[np.ndarray] = []
+        index: dict[Any, int] = {}  # key -> code, in order of first appearance
+        seen: tuple[Any, np.ndarray] | None = None  # a batch's distinct keys -> their codes
         for rows in read_history(history, self.stream, report, time_column=time_column):
-            keys.extend(rows.keys)
+            if rows.codes is not None and rows.distinct is not None:
+                # dictionary-encoded: the batch's distinct keys coded, not every row's key
+                if seen is None or seen[0] is not rows.distinct:
+                    seen = (rows.distinct, np.fromiter(
+                        (index.setdefault(k, len(index)) for k in rows.distinct[:-1].tolist()),
+                        np.int64, len(rows.distinct) - 1))
+                codes_of.append(seen[1][rows.codes])
+            else:
+                codes_of.append(np.fromiter((index.setdefault(k, len(index)) for k in rows.keys),
+                                            np.int64, len(rows.keys)))
             values.append(rows.values)
             ts.append(rows.ts_ns)
         F = len(self.stream.fields)
         self.values = np.concatenate(values) if values else np.empty((0, F), self.stream.dtype)
         self.ts = np.concatenate(ts) if ts else np.empty(0, np.int64)
-        index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-        codes = np.fromiter(map(index.__getitem__, keys), np.int64, len(keys))
+        codes = np.concatenate(codes_of) if codes_of else np.empty(0, np.int64)
         K = len(index)
-        # the events grouped by key, each group in arrival order
-        self.order = np.argsort(codes, kind="stable")
+        # the events grouped by key, each group in arrival order (a radix sort on small codes)
+        small = np.uint16 if K <= 1 << 16 else np.uint32 if K <= 1 << 32 else np.int64
+        self.order = np.argsort(codes.astype(small), kind="stable")
         counts = np.bincount(codes, minlength=K)
         self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         # each label's cut: its key's events before the first one later than its time, the
         # count of the key's events whose running newest time is <= the label's time
-        lcode = np.fromiter((index.get(k, -1) for k in self.label_keys), np.int64,
-                            len(self.label_keys))
+        lcode = _codes_of_labels(self.label_key_column, index)
         self.lcode = lcode
         self.cut = np.zeros(len(lcode), np.int64)
         known = lcode >= 0
@@ -343,9 +356,15 @@ class _Plan:
             u, rank = _ranks_of_running_newest(codes, self.ts, self.order)
             R = len(u) + 1
             composite = codes[self.order] * R + rank + 1
-            q = lcode[known] * R + np.searchsorted(u, self.label_ts[known], side="right")
-            self.cut[known] = np.searchsorted(composite, q, side="right") - self.starts[
-                lcode[known]]
+            lt = self.label_ts[known]
+            by_t = np.argsort(lt)  # searches in order walk the arrays forward, not at random
+            at = np.empty(len(lt), np.int64)
+            at[by_t] = np.searchsorted(u, lt[by_t], side="right")
+            q = lcode[known] * R + at
+            by_q = np.argsort(q)
+            found = np.empty(len(q), np.int64)
+            found[by_q] = np.searchsorted(composite, q[by_q], side="right")
+            self.cut[known] = found - self.starts[lcode[known]]
         self.K = K
 
     def run(self, progress: bool) -> Iterator[TrainingChunk]:
@@ -425,6 +444,22 @@ class _Plan:
             lengths[a:b] = batch.lengths
         return TrainingChunk(idx, [self.label_keys[i] for i in idx.tolist()], values, lengths,
                              ts)
+
+
+def _codes_of_labels(column: Any, index: dict[Any, int]) -> np.ndarray:
+    """Each label key's code in ``index`` (-1: a key the history never holds), looked up in
+    Arrow (the codes are the order of ``index``)."""
+    import pyarrow.compute as pc
+
+    if not index:
+        return np.full(len(column), -1, np.int64)
+    try:
+        found = pc.index_in(column, value_set=pa.array(list(index)))
+    except (pa.ArrowException, TypeError):  # the labels' key type differs from history's
+        return np.fromiter((index.get(k, -1) for k in column.to_pylist()), np.int64,
+                           len(column))
+    out: np.ndarray = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return out
 
 
 def _ranks_of_running_newest(codes: np.ndarray, ts: np.ndarray, order: np.ndarray
