@@ -160,13 +160,17 @@ class StreamConfig(_Section):
 class ServerConfig(_Section):
     """What Heimdall serves (``[server]``); ``metrics = ""`` turns the endpoint off.
 
-    ``grpc = "127.0.0.1:50051"`` starts the gRPC server (``host:0`` picks a free port).
+    ``grpc = "127.0.0.1:50051"`` starts the gRPC server (``host:0`` picks a free port);
+    ``flight = "127.0.0.1:8815"`` the Arrow Flight server (bulk reads of windows, from any
+    language; the same token and TLS), whose one reply is at most ``flight_max_reply_bytes``.
     ``token``: every call but health checks needs ``authorization: Bearer <token>`` (better
     set from the environment: ``HEIMDALL_SERVER__TOKEN``). ``tls_cert`` and ``tls_key`` (PEM
     files) turn TLS on; ``tls_client_ca`` also asks clients for a certificate it signed.
     """
 
     grpc: str | None = Field(None, pattern=_ADDRESS)
+    flight: str | None = Field(None, pattern=_ADDRESS)
+    flight_max_reply_bytes: int = Field(256 << 20, ge=1024)
     metrics: str | None = Field("127.0.0.1:9464", pattern=r"^$|" + _ADDRESS)
     token: SecretStr | None = None
     tls_cert: str | None = None

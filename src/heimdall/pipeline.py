@@ -37,7 +37,7 @@ from heimdall.metrics import Collector, GcPauses, StreamCounters, serve_metrics
 from heimdall.models.adapters import Features, adapt
 from heimdall.models.predictions import Predictions
 from heimdall.models.runner import ModelRunner, ModelSpec
-from heimdall.remote.server import GrpcServer, ServerTLS
+from heimdall.remote.server import GrpcServer, ServerTLS, stats_json
 from heimdall.sinks.base import CallbackSink, Sink
 from heimdall.sinks.pulsar import PulsarSink
 from heimdall.sources._embedded import EmbeddedPulsar
@@ -48,6 +48,7 @@ from heimdall.window import WindowStore
 
 if TYPE_CHECKING:
     from heimdall.offline import TopicHistory
+    from heimdall.remote.flight import FlightServer
 
 log = logging.getLogger("heimdall")
 # dead letters up to this long before the restored checkpoint are read back at start: a
@@ -93,6 +94,7 @@ class Pipeline:
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self.grpc: GrpcServer | None = None
+        self.flight: FlightServer | None = None
         self.checkpointer: Checkpointer | None = None
         self.cluster: ClusterNode | None = None
         self.takeover: Takeover | None = None
@@ -263,6 +265,8 @@ class Pipeline:
                 self.takeover.start()
             if cfg.server.grpc and self.grpc is None:
                 self.grpc = self._grpc_server(cfg.server).start()
+            if cfg.server.flight:
+                self.flight = self._flight_server(cfg.server).start()
         except BaseException:
             self._shutdown()
             raise
@@ -359,7 +363,23 @@ class Pipeline:
             max_concurrent_rpcs=cfg.max_concurrent_rpcs,
         )
 
+    def _flight_server(self, cfg: ServerConfig) -> FlightServer:
+        from heimdall.remote.flight import FlightServer
+
+        assert cfg.flight is not None
+        grpc = self.grpc
+        return FlightServer(
+            self.store, cfg.flight, token=cfg.token.get_secret_value() if cfg.token else None,
+            tls=ServerTLS(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+            if cfg.tls_cert and cfg.tls_key else None,
+            max_reply_bytes=cfg.flight_max_reply_bytes,
+            check_owner=grpc.check_owner if grpc is not None else None,
+            stats=lambda: stats_json(self.stats()))
+
     def _shutdown(self, timeout_s: float = 30.0) -> None:
+        if self.flight is not None:
+            self.flight.stop()
+            self.flight = None
         if self.grpc is not None:  # first: let remote calls in flight finish
             self.grpc.stop(grace_s=min(5.0, timeout_s))
             self.grpc = None

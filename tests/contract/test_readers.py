@@ -1,9 +1,9 @@
-"""One suite over every reader of windows: the in-process store and the gRPC client.
+"""One suite over every reader of windows: the in-process store, the gRPC and Flight clients.
 
 Each test writes through a ``WindowStore`` and reads through ``reader``, which is the store
-itself or ``hd.connect`` to a ``GrpcServer`` serving it; both must give the same answers and
-raise the same exceptions. ``shared``: the store in shared memory, read through
-``hd.attach`` in this process (its own mapping); ``other process``: read through
+itself or ``hd.connect`` to a ``GrpcServer`` (or a ``FlightServer``) serving it; all must
+give the same answers and raise the same exceptions. ``shared``: the store in shared memory,
+read through ``hd.attach`` in this process (its own mapping); ``other process``: read through
 ``hd.attach`` in a spawned process, each call made there and its answer (or exception) sent
 back (a window as a consistent copy of the view read there).
 """
@@ -113,7 +113,7 @@ def other_process() -> Iterator[OtherProcessReader]:
     reader.close()
 
 
-@pytest.fixture(params=["local", "remote", "shared", "other process"])
+@pytest.fixture(params=["local", "remote", "flight", "shared", "other process"])
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[hd.WindowStore, Any]]:
     """(the store written to, the reader under test)."""
     if request.param == "shared":  # hd.attach maps the segment as another process does
@@ -138,6 +138,17 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[hd.WindowStore, Any]]
     store = make_store()
     if request.param == "local":
         yield store, store
+        return
+    if request.param == "flight":
+        from heimdall.remote.flight import FlightServer
+
+        flight = FlightServer(store).start()
+        reader = hd.connect(f"127.0.0.1:{flight.port}", transport="flight")
+        try:
+            yield store, reader
+        finally:
+            reader.close()
+            flight.stop()
         return
     server = hd.GrpcServer(store).start()
     remote = hd.connect(f"127.0.0.1:{server.port}")

@@ -1,4 +1,5 @@
-"""Remote access over gRPC: the server (``GrpcServer``), the client (``connect``)."""
+"""Remote access over gRPC (``GrpcServer``) and Arrow Flight (``heimdall.remote.flight``);
+the client is ``connect``."""
 
 from heimdall.remote.client import ClientTLS, RemoteStore, RemoteSubscription, connect
 from heimdall.remote.server import GrpcServer, ServerTLS

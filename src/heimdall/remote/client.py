@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import grpc
 import numpy as np
@@ -44,6 +44,7 @@ from heimdall.window.view import Window, WindowBatch
 
 if TYPE_CHECKING:
     from heimdall.cluster.client import ClusterStore
+    from heimdall.remote.flight import FlightStore
 
 # server-side exceptions raised again on the client, by the "heimdall-error" trailer
 _ERRORS: dict[str, type[errors.HeimdallError]] = {
@@ -89,13 +90,22 @@ class ClientTLS:
 @overload
 def connect(address: str, token: str | None = None,
             tls: bool | str | os.PathLike[str] | ClientTLS | None = None, *,
-            timeout_s: float = 10.0, max_message_bytes: int = 64 << 20) -> RemoteStore: ...
+            timeout_s: float = 10.0, max_message_bytes: int = 64 << 20,
+            transport: Literal["grpc"] = "grpc") -> RemoteStore: ...
+
+
+@overload
+def connect(address: str, token: str | None = None,
+            tls: bool | str | os.PathLike[str] | ClientTLS | None = None, *,
+            timeout_s: float = 10.0, max_message_bytes: int = 64 << 20,
+            transport: Literal["flight"]) -> FlightStore: ...
 
 
 @overload
 def connect(address: list[str] | tuple[str, ...], token: str | None = None,
             tls: bool | str | os.PathLike[str] | ClientTLS | None = None, *,
-            timeout_s: float = 10.0, max_message_bytes: int = 64 << 20) -> ClusterStore: ...
+            timeout_s: float = 10.0, max_message_bytes: int = 64 << 20,
+            transport: Literal["grpc"] = "grpc") -> ClusterStore: ...
 
 
 def connect(
@@ -105,16 +115,28 @@ def connect(
     *,
     timeout_s: float = 10.0,
     max_message_bytes: int = 64 << 20,
-) -> RemoteStore | ClusterStore:
+    transport: Literal["grpc", "flight"] = "grpc",
+) -> RemoteStore | ClusterStore | FlightStore:
     """Connect to a Heimdall gRPC server at ``host:port``; wait until it answers. A list of
     addresses connects to a cluster (``ClusterStore``: the same read methods, each key read
     from its node; one address of the list is enough, the nodes name the others).
 
-    ``token``: the server's bearer token. ``tls``: True (the system's CA roots), a CA file's
-    path, or a ``ClientTLS``. ``timeout_s``: for connecting and the deadline of each call. Raises
-    ``RemoteError`` if the server cannot be reached within ``timeout_s``, or (a cluster) if no
-    address answers as a Heimdall node.
+    ``transport="flight"``: ``address`` is the server's Arrow Flight endpoint (``[server]
+    flight``) and the reader a ``FlightStore``: the same read methods, multi-key reads as
+    Arrow record batches (docs/remote.md). ``token``: the server's bearer token. ``tls``:
+    True (the system's CA roots), a CA file's path, or a ``ClientTLS``. ``timeout_s``: for
+    connecting and the deadline of each call. Raises ``RemoteError`` if the server cannot be
+    reached within ``timeout_s``, or (a cluster) if no address answers as a Heimdall node.
     """
+    if transport == "flight":
+        if not isinstance(address, str):
+            raise ConfigError("transport='flight' reads one node: give its Flight address "
+                              "(a cluster's nodes are read over gRPC)")
+        from heimdall.remote.flight import FlightStore
+
+        return FlightStore(address, token=token, tls=tls, timeout_s=timeout_s)
+    if transport != "grpc":
+        raise ConfigError(f"transport is 'grpc' or 'flight'; received {transport!r}")
     if not isinstance(address, str):
         from heimdall.cluster.client import ClusterStore
 

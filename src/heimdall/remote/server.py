@@ -293,9 +293,8 @@ class GrpcServer:
         return self.address.rpartition(":")[0] or "127.0.0.1"
 
     def stats_json(self) -> str:
-        """The stats as standard JSON (RFC 8259): a figure that is not a number yet (NaN, an
-        infinity) is ``null``, which jq, Go and JavaScript parsers all read."""
-        return json.dumps(_json_safe(self._stats()), allow_nan=False)
+        """The stats as standard JSON (``stats_json``)."""
+        return stats_json(self._stats())
 
     @property
     def stopping(self) -> bool:
@@ -554,6 +553,12 @@ def _refusal(handler: Any) -> Any:
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(_deny)
     return grpc.unary_unary_rpc_method_handler(_deny)
+
+
+def stats_json(stats: dict[str, Any]) -> str:
+    """Stats as standard JSON (RFC 8259): a figure that is not a number yet (NaN, an
+    infinity) is ``null``, which jq, Go and JavaScript parsers all read."""
+    return json.dumps(_json_safe(stats), allow_nan=False)
 
 
 def _json_safe(value: Any) -> Any:
