@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 VERSION = "4.0.7"
@@ -39,21 +40,26 @@ def lib_dir() -> Path:
 
 def fetch_jars() -> Path:
     """Download the broker and its dependencies with Maven, once. Returns the jar folder."""
-    lib = lib_dir()
+    return maven_jars(HERE / "pom.xml", lib_dir(), f"Apache Pulsar {VERSION}",
+                      [f"-Dpulsar.version={VERSION}"])
+
+
+def maven_jars(pom: Path, lib: Path, what: str, props: Sequence[str] = ()) -> Path:
+    """The jars of ``pom``'s dependencies copied into ``lib`` from Maven Central (every
+    request sent there, ``_pulsar/settings.xml``), once: a finished folder is stamped."""
     stamp = lib / ".complete"
     if stamp.exists():
         return lib
     if shutil.which("mvn") is None or shutil.which("java") is None:
-        raise RuntimeError("real Pulsar needs java (17+) and mvn on PATH")
+        raise RuntimeError(f"{what} needs java (17+) and mvn on PATH")
     tmp = lib.with_name(lib.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [
-        "mvn", "-B", "-q", "-s", str(HERE / "settings.xml"), "-f", str(HERE / "pom.xml"),
-        f"-Dpulsar.version={VERSION}", "dependency:copy-dependencies",
-        f"-DoutputDirectory={tmp}",
+        "mvn", "-B", "-q", "-s", str(HERE / "settings.xml"), "-f", str(pom), *props,
+        "dependency:copy-dependencies", f"-DoutputDirectory={tmp}",
     ]
-    print(f"fetching Apache Pulsar {VERSION} jars from Maven Central into {lib} ...",
-          file=sys.stderr, flush=True)
+    print(f"fetching {what} jars from Maven Central into {lib} ...", file=sys.stderr,
+          flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"mvn failed ({proc.returncode}): {proc.stdout[-2000:]}")

@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -196,22 +195,22 @@ class FlightServer(fl.FlightServerBase):  # type: ignore[misc]
         self.max_reply_bytes = max_reply_bytes
         self._check_owner = check_owner
         self._stats = stats or (lambda: stats_json({"store": store.stats()}))
-        self._thread: threading.Thread | None = None
+        self._serving = True
         log.info("Arrow Flight on %s:%d%s%s", host, self.port, " (TLS)" if tls else "",
                  " (token)" if token else "")
 
     def start(self) -> FlightServer:
-        """Serve on a thread (the server answers from construction; this waits on it)."""
-        self._thread = threading.Thread(target=self.serve, name="heimdall-flight", daemon=True)
-        self._thread.start()
+        """Serving starts at construction; this is for symmetry with ``GrpcServer``. (The
+        base class's ``serve()`` is not called: it takes over SIGINT and SIGTERM, which are
+        Heimdall's to turn into an orderly stop.)"""
+        self._serving = True
         return self
 
     def stop(self) -> None:
         """Stop serving: calls in flight end. Idempotent."""
-        if self._thread is not None:
+        if self._serving:
+            self._serving = False
             self.shutdown()
-            self._thread.join(10)
-            self._thread = None
 
     # ---- Flight methods ----------------------------------------------------------------------
 
