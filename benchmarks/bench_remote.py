@@ -15,8 +15,10 @@ redis-py parses replies in Python and the Redis reads are several times slower).
    concurrent client threads, beside the Redis list and stream reads in the same run, and
    beside two floors: a bare grpcio unary call returning the same reply prebuilt (no
    Heimdall code on either side) and a socketpair round trip (the cheapest IPC).
-2. GetWindows of 512 keys: MB/s of window bytes delivered, beside 512 pipelined LRANGEs and
-   a local ``np.copy`` of the same bytes.
+   The same single-key read over Arrow Flight (``transport="flight"``).
+2. 512 keys' windows: MB/s of window bytes delivered over Flight (``do_get``) and gRPC
+   (GetWindows), alternating, beside Flight's floor (a bare pyarrow Flight server streaming
+   a prebuilt table of the same bytes), 512 pipelined LRANGEs and a local ``np.copy``.
 """
 
 from __future__ import annotations
@@ -54,11 +56,36 @@ def make_store() -> hd.WindowStore:
 
 
 def serve(conn: Any) -> None:
-    """The server process: a full store behind a GrpcServer; stops when the pipe closes."""
-    server = hd.GrpcServer(make_store(), max_message_bytes=64 << 20).start()
-    conn.send(server.port)
+    """The server process: a full store behind a GrpcServer and a FlightServer; stops when
+    the pipe closes."""
+    from heimdall.remote.flight import FlightServer
+
+    store = make_store()
+    server = hd.GrpcServer(store, max_message_bytes=64 << 20).start()
+    flight = FlightServer(store).start()
+    conn.send((server.port, flight.port))
     conn.recv()  # blocks until the parent says stop (or dies)
+    flight.stop()
     server.stop()
+
+
+def bare_flight(conn: Any) -> None:
+    """The Flight floor: a pyarrow Flight server streaming a prebuilt table of the same
+    window bytes (no Heimdall code on either side)."""
+    import pyarrow as pa
+    import pyarrow.flight as fl
+
+    values = np.random.default_rng(0).normal(size=(KEYS, W, F))
+    table = pa.table({"window": pa.FixedShapeTensorArray.from_numpy_ndarray(values)})
+
+    class Prebuilt(fl.FlightServerBase):  # type: ignore[misc]
+        def do_get(self, context: Any, ticket: Any) -> Any:
+            return fl.GeneratorStream(table.schema, iter(table.to_batches()))
+
+    server = Prebuilt("grpc://127.0.0.1:0")
+    conn.send(server.port)
+    conn.recv()
+    server.shutdown()
 
 
 def bare_grpc(conn: Any) -> None:
@@ -176,9 +203,11 @@ def main() -> None:
     args = ap.parse_args()
     console = Console()
 
-    srv, srv_conn, port = start(serve)
+    srv, srv_conn, (port, flight_port) = start(serve)
     bare, bare_conn, bare_port = start(bare_grpc)
+    fbare, fbare_conn, fbare_port = start(bare_flight)
     address = f"127.0.0.1:{port}"
+    flight_address = f"127.0.0.1:{flight_port}"
     red = redis_server()
     if red is None:
         console.print("[yellow]redis-server not found (apt-get install redis-server): Redis "
@@ -206,8 +235,13 @@ def main() -> None:
             req.key.s = "k0"
             return lambda: stub.GetWindow(req)
 
+        def flight_fn() -> Callable[[], Any]:
+            reader = hd.connect(flight_address, transport="flight")
+            return lambda: reader.window("s", "k0")
+
         readers: dict[str, Callable[[], Callable[[], Any]]] = {
-            "Heimdall GetWindow": heimdall_fn, "bare grpcio (floor)": bare_fn}
+            "Heimdall GetWindow": heimdall_fn, "bare grpcio (floor)": bare_fn,
+            "Heimdall over Flight (window)": flight_fn}
         if red is not None:
             import redis
 
@@ -286,7 +320,20 @@ def main() -> None:
         assert batch.values.shape == (KEYS, W, F)
         assert batch.found.all()
         n = 30
-        gw = timed(lambda: remote.windows("s", keys), n)
+        flight = hd.connect(flight_address, transport="flight")
+        fb = flight.windows("s", keys)
+        assert np.array_equal(fb.values, batch.values)
+        import pyarrow.flight as fl
+
+        floor = fl.FlightClient(f"grpc://127.0.0.1:{fbare_port}")
+        # alternating, so the machine's noise falls on each alike
+        gw: list[float] = []
+        fw: list[float] = []
+        ff: list[float] = []
+        for _ in range(n):
+            gw += timed(lambda: remote.windows("s", keys), 1)
+            fw += timed(lambda: flight.windows("s", keys), 1)
+            ff += timed(lambda: floor.do_get(fl.Ticket(b"")).read_all(), 1)
         local = np.random.default_rng(0).normal(size=(KEYS, W, F))
         cp = timed(lambda: local.copy(), n)
         t2 = Table(title=f"GetWindows of {KEYS} keys x {W} x {F} float64 "
@@ -298,7 +345,9 @@ def main() -> None:
             p50 = float(np.median(xs))
             t2.add_row(name, f"{p50 * 1e3:.2f}", f"{nbytes / p50 / 1e6:,.0f}")
 
-        add("Heimdall GetWindows", gw)
+        add("Heimdall over Flight (windows, do_get)", fw)
+        add("bare pyarrow Flight, a prebuilt table (Flight's floor)", ff)
+        add("Heimdall GetWindows (gRPC)", gw)
         if red is not None:
             r = red[1]
 
@@ -311,10 +360,15 @@ def main() -> None:
             add("Redis 512 LRANGE, pipelined", timed(lrange_all, 10))
         add("np.copy of the same bytes (ceiling)", cp)
         console.print(t2)
+        console.print(f"Flight / gRPC: {np.median(gw) / np.median(fw):.1f}x the MB/s "
+                      f"(goals: Flight >= 1 GB/s, gRPC >= 2x the issue's 27 ms)")
         remote.close()
+        flight.close()
+        floor.close()
     finally:
         stop(srv, srv_conn)
         stop(bare, bare_conn)
+        stop(fbare, fbare_conn)
         if red is not None:
             red[0].terminate()
             red[0].wait(10)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
     from heimdall.pipeline import Pipeline
     from heimdall.remote import ClientTLS, GrpcServer, RemoteStore, ServerTLS, connect
+    from heimdall.remote.flight import FlightServer, FlightStore
     from heimdall.sinks import CallbackSink, PulsarSink, Sink
     from heimdall.window.attach import AttachedStore, attach
 
@@ -49,6 +50,7 @@ _LAZY = {
     "ClientTLS": "heimdall.remote", "GrpcServer": "heimdall.remote",
     "RemoteStore": "heimdall.remote", "ServerTLS": "heimdall.remote",
     "connect": "heimdall.remote",
+    "FlightServer": "heimdall.remote.flight", "FlightStore": "heimdall.remote.flight",
     "CallbackSink": "heimdall.sinks", "PulsarSink": "heimdall.sinks", "Sink": "heimdall.sinks",
     "AttachedStore": "heimdall.window.attach", "attach": "heimdall.window.attach",
 }
@@ -82,6 +84,8 @@ __all__ = [
     "CorruptCheckpointError",
     "CountWindow",
     "FieldNotFoundError",
+    "FlightServer",
+    "FlightStore",
     "GrpcServer",
     "HeimdallError",
     "HistoryReport",

@@ -12,6 +12,8 @@ def test_public_api_is_pinned() -> None:
         "CorruptCheckpointError",
         "CountWindow",
         "FieldNotFoundError",
+        "FlightServer",
+        "FlightStore",
         "GrpcServer",
         "HeimdallError",
         "HistoryReport",

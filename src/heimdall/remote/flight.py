@@ -105,12 +105,17 @@ def from_table(table: pa.Table, stream: str, keys: list[Any]) -> WindowBatch:
     batches is made one array)."""
     fields = tuple(json.loads((table.schema.metadata or {}).get(b"heimdall.fields", b"[]")))
     W = table.schema.field("ts_ns").type.list_size
-    window = table.column("window").combine_chunks()
+
+    def column(name: str) -> Any:  # one batch (up to 512 keys): its array, not a copy
+        col = table.column(name)
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+    window = column("window")
     values = window.to_numpy_ndarray() if len(window) else np.empty(
         (0, W, len(fields)), window.type.value_type.to_pandas_dtype())
-    ts = table.column("ts_ns").combine_chunks().flatten().to_numpy().reshape(-1, W)
-    lengths = table.column("length").to_numpy()
-    found = table.column("found").to_numpy()
+    ts = column("ts_ns").flatten().to_numpy().reshape(-1, W)
+    lengths = column("length").to_numpy()
+    found = column("found").to_numpy(zero_copy_only=False)
     return WindowBatch(stream, keys, fields, values, ts, lengths, found)
 
 
