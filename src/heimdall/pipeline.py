@@ -254,8 +254,11 @@ class Pipeline:
             if cfg.cluster is not None:  # the node's address goes into its consumers' metadata
                 self.grpc = self._grpc_server(cfg.server).start()
                 host = (cfg.server.grpc or "").rpartition(":")[0] or "127.0.0.1"
+                if cfg.server.flight:
+                    self.flight = self._flight_server(cfg.server).start()
                 self.cluster = ClusterNode(cfg.cluster, cfg.source.subscription, cfg.streams,
-                                           cfg.cluster.advertise or f"{host}:{self.grpc.port}")
+                                           cfg.cluster.advertise or f"{host}:{self.grpc.port}",
+                                           self._advertised_flight())
                 self.cluster.check_peers()  # refused before joining: other stream settings
                 self.grpc.cluster = self.source.cluster = self.cluster
                 self.takeover = Takeover(self.cluster, self.source, self.ingests)
@@ -265,7 +268,7 @@ class Pipeline:
                 self.takeover.start()
             if cfg.server.grpc and self.grpc is None:
                 self.grpc = self._grpc_server(cfg.server).start()
-            if cfg.server.flight:
+            if cfg.server.flight and self.flight is None:
                 self.flight = self._flight_server(cfg.server).start()
         except BaseException:
             self._shutdown()
@@ -374,7 +377,25 @@ class Pipeline:
             if cfg.tls_cert and cfg.tls_key else None,
             max_reply_bytes=cfg.flight_max_reply_bytes,
             check_owner=grpc.check_owner if grpc is not None else None,
-            stats=lambda: stats_json(self.stats()))
+            stats=lambda: stats_json(self.stats()),
+            locations=self._flight_locations if self.config.cluster is not None else None)
+
+    def _advertised_flight(self) -> str | None:
+        """This node's Flight location as other hosts reach it: a wildcard host (0.0.0.0)
+        is replaced by ``cluster.advertise``'s host."""
+        if self.flight is None:
+            return None
+        host = self.flight.host
+        advertise = self.config.cluster.advertise if self.config.cluster else None
+        if host in ("0.0.0.0", "::", "[::]") and advertise:
+            host = advertise.rpartition(":")[0]
+        return self.flight.location.replace(f"//{self.flight.host}:", f"//{host}:", 1)
+
+    def _flight_locations(self) -> list[str]:
+        """A cluster's nodes' Flight locations (those that serve Flight)."""
+        if self.cluster is None:
+            return []
+        return [n.flight for n in self.cluster.view().nodes if n.flight]
 
     def _shutdown(self, timeout_s: float = 30.0) -> None:
         if self.flight is not None:

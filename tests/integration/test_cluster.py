@@ -81,7 +81,9 @@ def node_config(url: str, admin_url: str, topic: str, name: str, data_dir: Path,
 def three_nodes(real_pulsar: Any, tmp_path: Path) -> Iterator[tuple[str, list[Pipeline]]]:
     topic = new_topic()
     nodes = [Pipeline(node_config(real_pulsar.url, real_pulsar.admin_url, topic, f"n{i}",
-                                  tmp_path / f"n{i}")) for i in range(3)]
+                                  tmp_path / f"n{i}", server={
+                                      "metrics": "", "grpc": "127.0.0.1:0",
+                                      "flight": "127.0.0.1:0"})) for i in range(3)]
     try:
         for n in nodes:
             n.start()
@@ -133,6 +135,30 @@ def test_three_nodes_hold_each_key_once_and_a_client_routes_to_it(
         np.testing.assert_array_equal(agg["last"], np.array([want[k][-1] for k in keys[:-1]]))
         assert sorted(cluster.keys("s")) == sorted(want)
         assert cluster.stats()["streams"]["s"]["keys"] == len(want)
+    # over Flight: any node's flight info names every node's endpoint; reading each gives
+    # the keys that node holds, every key once
+    import pyarrow.flight as fl
+
+    from heimdall.remote.flight import from_table
+
+    assert nodes[0].flight is not None
+    seed = fl.FlightClient(nodes[0].flight.location)
+    info = seed.get_flight_info(fl.FlightDescriptor.for_path("s"))
+    seed.close()
+    locations = sorted(e.locations[0].uri.decode() for e in info.endpoints)
+    assert locations == sorted(n.flight.location for n in nodes if n.flight is not None)
+    seen: dict[str, np.ndarray] = {}
+    for e in info.endpoints:
+        client = fl.FlightClient(e.locations[0])
+        table = client.do_get(e.ticket).read_all()
+        client.close()
+        got = from_table(table, "s", table.column("key").to_pylist())
+        for i, k in enumerate(got.keys):
+            assert k not in seen  # on one node only
+            seen[k] = got.values[i, -got.lengths[i]:]
+    assert sorted(seen) == sorted(want)
+    for k, rows in seen.items():
+        np.testing.assert_array_equal(rows, want[k])
     # a node asked for a key it does not own says so, naming the owner
     k = next(iter(held[0]))
     other = nodes[1].grpc

@@ -17,6 +17,7 @@ from heimdall.errors import SourceError
 NODE = "heimdall-node"  # consumer metadata: the node's name
 ADDRESS = "heimdall-grpc"  # consumer metadata: where the node's gRPC server is reached
 SETTINGS = "heimdall-streams"  # consumer metadata: the stream settings every node must share
+FLIGHT = "heimdall-flight"  # consumer metadata: the node's Arrow Flight location, if it serves
 
 
 @dataclass(frozen=True)

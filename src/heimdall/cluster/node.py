@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from heimdall.cluster._admin import ADDRESS, NODE, SETTINGS, subscription_consumers
+from heimdall.cluster._admin import ADDRESS, FLIGHT, NODE, SETTINGS, subscription_consumers
 from heimdall.cluster._hash import RANGE_SIZE, key_hash
 from heimdall.cluster.ranges import Range, RoutingTable, covers, merge
 from heimdall.config import ClusterConfig, StreamConfig
@@ -25,11 +25,13 @@ from heimdall.errors import ConfigError
 
 @dataclass(frozen=True)
 class NodeView:
-    """One node as the broker reports it: its name, address and ranges per stream."""
+    """One node as the broker reports it: its name, address and ranges per stream, and its
+    Arrow Flight location if it serves Flight."""
 
     name: str
     address: str
     ranges: dict[str, list[Range]]
+    flight: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,12 @@ class ClusterNode:
     """This node: ``view()`` reads the cluster from the broker (cached for ``max_age_s``)."""
 
     def __init__(self, config: ClusterConfig, subscription: str,
-                 streams: Sequence[StreamConfig], address: str) -> None:
+                 streams: Sequence[StreamConfig], address: str,
+                 flight: str | None = None) -> None:
         self.config = config
         self.name = config.node
         self.address = address
+        self.flight = flight
         self.subscription = subscription
         self.topics = {s.name: s.topic for s in streams}
         self.fingerprint = config_fingerprint(streams)
@@ -94,7 +98,10 @@ class ClusterNode:
     @property
     def consumer_properties(self) -> dict[str, str]:
         """The consumer metadata that names this node to the broker, and so to everyone."""
-        return {NODE: self.name, ADDRESS: self.address, SETTINGS: json.dumps(self.settings)}
+        props = {NODE: self.name, ADDRESS: self.address, SETTINGS: json.dumps(self.settings)}
+        if self.flight:
+            props[FLIGHT] = self.flight
+        return props
 
     def check_peers(self) -> None:
         """ConfigError naming the difference when a node already in the cluster keeps its
@@ -124,6 +131,7 @@ class ClusterNode:
             if v is not None and time.monotonic() - v.read_at <= max_age_s:
                 return v
             nodes: dict[str, tuple[str, dict[str, list[Range]]]] = {}
+            flights: dict[str, str] = {}
             for stream, topic in self.topics.items():
                 for c in subscription_consumers(self.config.admin_url, topic,
                                                 self.subscription):
@@ -132,7 +140,10 @@ class ClusterNode:
                         continue  # not a Heimdall node (a tool, a test consumer)
                     _addr, per_stream = nodes.setdefault(name, (address, {}))
                     per_stream.setdefault(stream, []).extend(c.ranges)
-            views = [NodeView(name, address, {s: merge(rs) for s, rs in per.items()})
+                    if c.metadata.get(FLIGHT):
+                        flights[name] = c.metadata[FLIGHT]
+            views = [NodeView(name, address, {s: merge(rs) for s, rs in per.items()},
+                              flights.get(name))
                      for name, (address, per) in sorted(nodes.items())]
             table = RoutingTable({
                 stream: [(n.address, n.ranges.get(stream, [])) for n in views]

@@ -20,7 +20,9 @@ most ``KEYS_PER_BATCH`` keys, one row per key asked for:
 
 The schema's metadata holds ``heimdall.stream`` and ``heimdall.fields`` (a JSON list).
 ``list_flights`` lists the streams, each with its schema; ``get_flight_info`` of a stream (a
-path descriptor) or a ticket (a command descriptor) names the endpoint to read it from. Actions
+path descriptor) or a ticket (a command descriptor) names the endpoint to read it from; on a
+node of a cluster, a stream's info names every node's endpoint, each with the ticket of all
+the keys that node holds. Actions
 (``do_action``, JSON bodies): ``keys`` ``{"stream"}`` -> a JSON list; ``stats`` -> the JSON of
 the gRPC Stats call; ``aggregate`` ``{"stream", "keys", "aggs", "rows", "seconds"}`` -> an
 Arrow IPC stream with a fixed_size_list[F] column per aggregate (int64 for ``count``, float64
@@ -167,13 +169,16 @@ class FlightServer(fl.FlightServerBase):  # type: ignore[misc]
     ``token`` and ``tls`` (a ``ServerTLS``) as the gRPC server's. ``max_reply_bytes`` bounds
     one ``do_get`` (keys x W x (F x itemsize + 8)): a larger ticket is refused with
     CapacityError before anything is read. ``check_owner(stream, keys)``: a cluster node's
-    refusal of keys another node owns (NotOwnerError). ``stats()``: the JSON of ``stats``."""
+    refusal of keys another node owns (NotOwnerError). ``stats()``: the JSON of ``stats``.
+    ``locations()``: a cluster's nodes' Flight locations: a stream's flight info then names
+    an endpoint per node, each ticket reading the keys that node holds."""
 
     def __init__(self, store: WindowStore, address: str = "127.0.0.1:0", *,
                  token: str | None = None, tls: Any = None,
                  max_reply_bytes: int = 256 << 20,
                  check_owner: Callable[[str, Sequence[Any]], None] | None = None,
-                 stats: Callable[[], str] | None = None) -> None:
+                 stats: Callable[[], str] | None = None,
+                 locations: Callable[[], list[str]] | None = None) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"server.flight must be 'host:port'; received {address!r}")
@@ -200,6 +205,7 @@ class FlightServer(fl.FlightServerBase):  # type: ignore[misc]
         self.max_reply_bytes = max_reply_bytes
         self._check_owner = check_owner
         self._stats = stats or (lambda: stats_json({"store": store.stats()}))
+        self._locations = locations
         self._serving = True
         log.info("Arrow Flight on %s:%d%s%s", host, self.port, " (TLS)" if tls else "",
                  " (token)" if token else "")
@@ -300,9 +306,14 @@ class FlightServer(fl.FlightServerBase):  # type: ignore[misc]
                                       f"{list(self.store.streams)}")
         schema = batch_schema(stream, spec.fields, np.dtype(spec.dtype), spec.window.rows,
                               False)
-        endpoint = fl.FlightEndpoint(ticket or _ticket(stream, None, None, None),
-                                     [self.location])
-        return fl.FlightInfo(schema, descriptor, [endpoint], -1, -1)
+        if ticket is None and self._locations is not None:
+            # a cluster: every node holds its own keys; read each where it is
+            all_keys = _ticket(stream, None, None, None)
+            endpoints = [fl.FlightEndpoint(all_keys, [loc]) for loc in self._locations()]
+        else:
+            endpoints = [fl.FlightEndpoint(ticket or _ticket(stream, None, None, None),
+                                           [self.location])]
+        return fl.FlightInfo(schema, descriptor, endpoints, -1, -1)
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
         """A ticket, checked: SchemaError saying what is wrong with it."""
