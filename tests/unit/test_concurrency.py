@@ -191,6 +191,39 @@ def test_bulk_reads_release_the_gil_so_other_threads_read_meanwhile() -> None:
 
     for call in (aggregate, gather, windows):
         assert _reads_during(call, store) > 0, call.__name__
+
+
+def test_large_batch_writes_release_the_gil_so_other_threads_read_meanwhile() -> None:
+    """A large ``append_batch`` scatters without the GIL (another stream's reader goes on);
+    a small scatter keeps it (the hand-off would cost more than the write)."""
+    spec = hd.StreamSpec("s", fields=["a", "b", "c", "d"], window=hd.CountWindow(256))
+    other = hd.StreamSpec("t", fields=["a", "b", "c", "d"], window=hd.CountWindow(256))
+    store = hd.WindowStore([spec, other], max_keys=20_000)
+    store.append("s", "k7", [1.0, 2.0, 3.0, 4.0])
+    keys = [f"k{i}" for i in range(20_000)]
+    big = keys * 10  # 200,000 rows
+    values = np.ones((len(big), 4))
+    store.append_batch("t", keys, np.ones((len(keys), 4)))  # every key held: the C path
+    ring = store._rings["t"]
+    slots = ring.lookup(big, core.ABSENT)
+    ts = np.zeros(len(big), np.int64)
+
+    def append_batch() -> None:
+        store.append_batch("t", big, values)
+
+    def scatter() -> None:
+        with ring.lock:
+            ring.scatter(slots, values, ts, 0)
+
+    for call in (append_batch, scatter):
+        assert _reads_during(call, store) > 0, call.__name__
+    def small_scatter() -> None:  # the C write alone (numpy calls around it may let go)
+        with ring.lock:
+            ring.scatter(slots[:1000], values[:1000], ts[:1000], 0)
+
+    assert _reads_during(small_scatter, store) == 0
+    # every row landed: k3's first row, then 10 a big write (5 rounds of two), 1 a small one
+    assert len(store.window("t", "k3")) == 1 + 5 * (10 + 10) + 5 * 1
     # the measure itself: a C call that keeps the GIL (a regular expression that backtracks
     # for a while) lets no read in
     pattern = re.compile(r"(a+)+b")

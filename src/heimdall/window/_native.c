@@ -8,11 +8,13 @@
  * method it stands in for, before it has changed anything. So the Python code stays the one
  * place where the rules and the error messages live.
  *
- * Threads: every write holds the GIL throughout and calls no Python code once it has checked
- * that no other writer holds the stream's lock, so to threads of this process a write is
- * atomic. For readers in other processes (shared memory) the writer keeps the seqlock order:
- * WSEQ raised before row memory is written, CSEQ set equal after (see _ring.py). A large
- * gather() copies with the GIL released and reads again what a writer changed meanwhile.
+ * Threads: append() holds the GIL throughout and calls no Python code once it has checked
+ * that no other writer holds the stream's lock, so to threads of this process it is atomic.
+ * A batch's writes hold the stream's lock; a large scatter (SCATTER_NOGIL_ROWS, _write.h)
+ * runs without the GIL. For readers (in other threads, or other processes through shared
+ * memory) the writer keeps the seqlock order: WSEQ raised before row memory is written, CSEQ
+ * set equal after (see _ring.py). A large gather() copies with the GIL released and reads
+ * again what a writer changed meanwhile.
  *
  * Files (one translation unit): _ring_core.h (RingCore's fields, shared helpers), _keys.h
  * (the key table), _write.h (the write path), _split.h (a large batch's scatter on two

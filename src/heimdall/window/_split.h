@@ -14,9 +14,10 @@
  *
  * ``fn`` touches no Python object that another thread could change and calls no Python API
  * that needs a thread state (no refcounts, no errors, no allocation by Python's allocator).
- * The caller holds the GIL from ``split_begin`` to ``split_end``, so no other Python thread
- * runs meanwhile: to Python the call is as atomic as on one thread, and no second caller can
- * reach ``split_begin`` while the helper works (one job at a time).
+ * One job at a time: a caller claims the helper (``split_claim``, with the GIL held) before
+ * ``split_begin`` and lets it go after ``split_end`` (``split_release``). A large scatter runs
+ * without the GIL (_write.h), so two callers (of two streams) can meet here: the one that
+ * cannot claim the helper does all its work itself.
  *
  * Hand-offs: a batch takes about a millisecond and a caller often sends the next one at
  * once, while a thread woken from a condition variable takes tens of microseconds to run. So
@@ -146,11 +147,25 @@ split_ready(void)
     return ok;
 }
 
-/* Whether a batch of ``n`` rows is worth a second thread (and one can run). */
+static int split_busy; /* 1 while a caller holds the helper (split_claim) */
+
+/* Whether a batch of ``n`` rows is worth a second thread and one can run; if so the helper
+ * is claimed, and the caller releases it (split_release) after its split_end. Call with the
+ * GIL held (split_ready may start the helper). */
 static inline int
 split_wanted(Py_ssize_t n)
 {
-    return split_min_rows > 0 && n >= split_min_rows && split_ready();
+    if (split_min_rows <= 0 || n < split_min_rows || !split_ready())
+        return 0;
+    int idle = 0;
+    return __atomic_compare_exchange_n(&split_busy, &idle, 1, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE);
+}
+
+static inline void
+split_release(void)
+{
+    __atomic_store_n(&split_busy, 0, __ATOMIC_RELEASE);
 }
 
 /* Post ``fn(arg)`` for the helper (split_wanted said yes); the caller then does its share

@@ -341,23 +341,41 @@ scatter_helper(void *arg)
     scatter_part(j, 1, j->counters);
 }
 
-/* Scatter a validated batch: on two threads when it is large enough, else on this one. */
+/* A scatter of this many rows or more runs without the GIL: other threads read and write
+ * meanwhile. The caller holds the stream's lock, which every other writer of the stream
+ * takes (append()'s C path, finding it held, goes the Python way and waits on it), and the
+ * rows it writes are read by the seqlock, as readers in other processes read them. */
+#define SCATTER_NOGIL_ROWS 32768
+
+/* Scatter a validated batch (with the GIL held): on two threads when it is large enough,
+ * else on this one. */
 static void
 scatter_batch(RingCore *r, const long long *slots, const long long *ts_in, const char *rows,
               Py_ssize_t n, long long now, long long tick0)
 {
-    long long *order = split_wanted(n) ? PyMem_Malloc((n + 1) * sizeof(long long)) : NULL;
-    if (order == NULL) {
-        scatter_rows(r, slots, ts_in, rows, NULL, 1, n, now, tick0, r->counters);
-        return;
+    int split = split_wanted(n);
+    long long *order = split ? PyMem_Malloc((n + 1) * sizeof(long long)) : NULL;
+    if (split && order == NULL) {
+        split_release();
+        split = 0;
     }
-    ScatterJob job = {r, slots, ts_in, rows, order, n, now, tick0, {0, 0, 0}};
-    split_begin(scatter_helper, &job);
-    scatter_part(&job, 0, r->counters);
-    split_end(1); /* the helper's half, here if it has not started it */
-    for (int k = 0; k < 3; k++)
-        r->counters[k] += job.counters[k];
-    PyMem_Free(order);
+    PyThreadState *released = n >= SCATTER_NOGIL_ROWS ? PyEval_SaveThread() : NULL;
+    if (!split)
+        scatter_rows(r, slots, ts_in, rows, NULL, 1, n, now, tick0, r->counters);
+    else {
+        ScatterJob job = {r, slots, ts_in, rows, order, n, now, tick0, {0, 0, 0}};
+        split_begin(scatter_helper, &job);
+        scatter_part(&job, 0, r->counters);
+        split_end(1); /* the helper's half, here if it has not started it */
+        for (int k = 0; k < 3; k++)
+            r->counters[k] += job.counters[k];
+    }
+    if (released != NULL)
+        PyEval_RestoreThread(released);
+    if (split) {
+        split_release();
+        PyMem_Free(order);
+    }
 }
 
 /* The rows of a batch's ``values`` (n, F), C-contiguous in the ring's dtype; NULL with
@@ -504,6 +522,7 @@ ring_append_rows(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
     if (helped) {
         __atomic_store_n(&ahead.stop, 1, __ATOMIC_RELEASE);
         split_end(0); /* not started by now: left to the appends */
+        split_release();
     }
     if (found == 1) {
         scatter_batch(self, slots, (const long long *)PyArray_DATA((PyArrayObject *)args[2]),
