@@ -171,28 +171,32 @@ def read_history(history: HistoryLike, spec: StreamSpec, report: HistoryReport, 
     parts = _parts(history, spec.key)
     for where, schema, _ in parts:
         _check_columns(decoder, schema, where, time_column)
-    for where, _, batches in parts:
-        offset = 0
-        for batch in _read_ahead(batches()):
-            try:
-                rows = table_rows(decoder, batch, time_column=time_column)
-            except (ValueError, TypeError, pa.ArrowException) as exc:
-                raise SchemaError(f"{where}: {exc}") from None
-            report.rows += batch.num_rows
-            report.taken += len(rows.keys)
-            report.note_bad(where, [(offset + r, why) for r, why in rows.bad])
-            offset += batch.num_rows
-            if len(rows.keys):
-                yield rows
+
+    def converted() -> Iterator[Rows]:
+        for where, _, batches in parts:
+            offset = 0
+            for batch in batches():
+                try:
+                    rows = table_rows(decoder, batch, time_column=time_column)
+                except (ValueError, TypeError, pa.ArrowException) as exc:
+                    raise SchemaError(f"{where}: {exc}") from None
+                report.rows += batch.num_rows
+                report.taken += len(rows.keys)
+                report.note_bad(where, [(offset + r, why) for r, why in rows.bad])
+                offset += batch.num_rows
+                if len(rows.keys):
+                    yield rows
+
+    # read and converted on a thread ahead: Arrow decodes without the GIL, and the store
+    # writes a batch this large without it, so the three overlap
+    yield from _read_ahead(converted())
 
 
 Part = tuple[str, pa.Schema, Any]  # (where, schema, () -> iterator of record batches)
 
 
-def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2
-                ) -> Iterator[pa.RecordBatch]:
-    """``batches``, read on a thread ``depth`` batches ahead: Arrow decodes a file without
-    the GIL, so reading overlaps with the conversion and the store's writes."""
+def _read_ahead(items: Iterator[Rows], depth: int = 2) -> Iterator[Rows]:
+    """``items``, made on a thread ``depth`` ahead (its exceptions raised here)."""
     import queue
     import threading
 
@@ -202,7 +206,7 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2
 
     def read() -> None:
         try:
-            for b in batches:
+            for b in items:
                 while not stop.is_set():
                     try:
                         q.put(b, timeout=0.1)
