@@ -96,10 +96,6 @@ class Ring(RingCore):
         self.ts_flat = self.ts.reshape(-1).view()
         self.ts_flat.flags.writeable = False
         self.meta_mv = self.meta.data.cast("B").cast("q")
-        # POS, FILL, WSEQ, CSEQ of a slot in one C call (at byte slot << 6). In-process that
-        # read is atomic: every writer (Python or a numba kernel) holds the GIL throughout.
-        self.meta_bytes = self.meta.data.cast("B")
-        self.read_bounds = struct.Struct("<4q").unpack_from
         row_struct = struct.Struct("<" + _STRUCT_CODE[self.dtype.name] * self.F)
         self.pack_row = row_struct.pack_into
         self.scratch_row = bytearray(row_struct.size)
@@ -199,7 +195,7 @@ class Ring(RingCore):
         elif heap is not None:
             tick, mv = self.tick, self.meta_mv
             for slot in slots:
-                heapq.heappush(heap, (tick, mv[(slot << 3) + core.KEYGEN], slot))
+                heapq.heappush(heap, (tick, mv[slot * core.META_COLS + core.KEYGEN], slot))
 
     def evict_slots(self, slots: list[int]) -> None:
         """``evict_slot`` for each of ``slots`` (distinct), at once (lock held)."""
@@ -223,9 +219,9 @@ class Ring(RingCore):
         mv = self.meta_mv
         while heap:
             tick, keygen, slot = heapq.heappop(heap)
-            if mv[(slot << 3) + core.KEYGEN] != keygen:
+            if mv[slot * core.META_COLS + core.KEYGEN] != keygen:
                 continue  # the key left this slot (evicted or expired)
-            now_tick = mv[(slot << 3) + core.TICK]
+            now_tick = mv[slot * core.META_COLS + core.TICK]
             if now_tick != tick:
                 heapq.heappush(heap, (now_tick, keygen, slot))
                 continue

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from heimdall import _core as core
 from heimdall.errors import (
     HeimdallError,
     KeyNotFoundError,
@@ -40,6 +41,9 @@ from heimdall.window.store import WindowStore
 from heimdall.window.view import Window, WindowBatch, view
 
 _CHECK_EVERY_S = 0.25
+# a slot's metadata line, as the native core lays it out (names bound once: window() is hot)
+_COLS, _POS, _FILL, _WSEQ, _CSEQ, _KEYGEN = (core.META_COLS, core.POS, core.FILL, core.WSEQ,
+                                             core.CSEQ, core.KEYGEN)
 
 
 class _Memo:
@@ -78,7 +82,7 @@ class _Index:
 
     def get(self, key: Any, default: Any = None) -> Any:
         hit = self._m.slot_of.get(key)
-        if hit is not None and self._m.mv[(hit[0] << 3) + 7] == hit[1]:
+        if hit is not None and self._m.mv[hit[0] * _COLS + _KEYGEN] == hit[1]:
             return hit[0]
         slot = self._s.lookup(key)
         return default if slot is None else slot
@@ -100,7 +104,7 @@ class _SlotKeys:
     def __getitem__(self, slot: int) -> Any:
         m = self._m
         slot = int(slot)
-        gen = m.mv[(slot << 3) + 7]  # before the key: see _Memo
+        gen = m.mv[slot * _COLS + _KEYGEN]  # before the key: see _Memo
         hit = m.key_of.get(slot)
         if hit is not None and hit[0] == gen:
             return hit[1]
@@ -183,11 +187,11 @@ class AttachedStore(WindowStore):
         except (KeyError, TypeError):
             return self._window_probe(stream, key)
         mv = ring.meta_mv
-        m = slot << 3  # meta row: POS 0, FILL 1, WSEQ 2, CSEQ 3, KEYGEN 7
-        c0 = mv[m + 3]
-        b = mv[m]
-        n = mv[m + 1]
-        if mv[m + 2] == c0 and mv[m + 7] == gen:
+        m = slot * _COLS
+        c0 = mv[m + _CSEQ]
+        b = mv[m + _POS]
+        n = mv[m + _FILL]
+        if mv[m + _WSEQ] == c0 and mv[m + _KEYGEN] == gen:
             return view(ring, key, slot, b - n, b, c0)
         return self._window_probe(stream, key)
 
@@ -205,12 +209,12 @@ class AttachedStore(WindowStore):
             if slot is None:
                 memo.slot_of.pop(key, None)
                 raise KeyNotFoundError(f"stream {stream!r} holds no key {shown(key)}")
-            m = slot << 3
-            c0 = mv[m + 3]
-            b = mv[m]
-            n = mv[m + 1]
-            w = mv[m + 2]
-            gen = mv[m + 7]  # before the key check: a KEYGEN read later may be a new owner's
+            m = slot * _COLS
+            c0 = mv[m + _CSEQ]
+            b = mv[m + _POS]
+            n = mv[m + _FILL]
+            w = mv[m + _WSEQ]
+            gen = mv[m + _KEYGEN]  # before the key check: a later read may be a new owner's
             if w == c0 and shared.holds(slot, kb):
                 memo.remember(key, slot, gen)
                 return view(ring, key, slot, b - n, b, c0)

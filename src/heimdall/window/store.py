@@ -312,7 +312,13 @@ class WindowStore(StoreCore):
             slot = ring.index.get(key)
             if slot is None:
                 raise KeyNotFoundError(f"stream {stream!r} holds no key {shown(key)}")
-            b, n, w, c0 = ring.read_bounds(ring.meta_bytes, slot << 6)
+            # the seqlock's read order: CSEQ, then the bounds, then WSEQ (a large batch's
+            # scatter writes without the GIL)
+            mv, m = ring.meta_mv, slot * core.META_COLS
+            c0 = mv[m + core.CSEQ]
+            b = mv[m + core.POS]
+            n = mv[m + core.FILL]
+            w = mv[m + core.WSEQ]
             if w == c0 and ring.slot_keys[slot] == key:
                 return view(ring, key, slot, b - n, b, c0)
             time.sleep(0)  # a writer is mid-append: let it finish
