@@ -21,7 +21,7 @@ import numpy as np
 
 from heimdall._signals import ignore_interrupts, shielded
 from heimdall.errors import ConfigError
-from heimdall.window import WindowBatch, WindowStore
+from heimdall.window import WindowBatch, WindowReader
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Scored:
     error: str | None = None  # the model raised: its traceback
 
 
-def score_batch(store: WindowStore, stream: str, fn: Any, min_rows: int,
+def score_batch(store: WindowReader, stream: str, fn: Any, min_rows: int,
                 keys: list[Any]) -> Scored:
     batch = store.windows(stream, keys)
     ok = batch.found & (batch.lengths >= min_rows)

@@ -39,7 +39,8 @@ from heimdall.remote import _convert as cv
 from heimdall.remote._pb import heimdall_pb2 as pb
 from heimdall.remote._pb import heimdall_pb2_grpc as pb_grpc
 from heimdall.window.reader import DEFAULT_AGGREGATES
-from heimdall.window.store import as_ts_ns, check_rows, check_seconds
+from heimdall.window.reads import check_rows, check_seconds
+from heimdall.window.store import as_ts_ns
 from heimdall.window.view import Window, WindowBatch
 
 if TYPE_CHECKING:

@@ -63,7 +63,7 @@ from heimdall.errors import (
 from heimdall.remote.server import stats_json
 from heimdall.window import WindowStore
 from heimdall.window.reader import DEFAULT_AGGREGATES
-from heimdall.window.store import check_rows, check_seconds
+from heimdall.window.reads import check_rows, check_seconds
 from heimdall.window.view import Window, WindowBatch
 
 log = logging.getLogger("heimdall.remote")

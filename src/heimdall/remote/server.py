@@ -52,7 +52,7 @@ from heimdall.remote._pb import heimdall_pb2_grpc as pb_grpc
 from heimdall.sources._ingest import Listener, StreamIngest, notify_pushed
 from heimdall.window import WindowStore
 from heimdall.window.reader import DEFAULT_AGGREGATES
-from heimdall.window.store import check_rows
+from heimdall.window.reads import check_rows
 
 log = logging.getLogger("heimdall.remote")
 

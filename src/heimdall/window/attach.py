@@ -27,6 +27,7 @@ from heimdall.errors import (
     SharedMemoryError,
     shown,
 )
+from heimdall.schema import StreamSpec
 from heimdall.window._ring import Ring
 from heimdall.window._shared import (
     STATE_LIVE,
@@ -37,7 +38,7 @@ from heimdall.window._shared import (
     spec_from_json,
 )
 from heimdall.window.reader import DEFAULT_AGGREGATES
-from heimdall.window.store import WindowStore
+from heimdall.window.reads import Reads
 from heimdall.window.view import Window, WindowBatch, view
 
 _CHECK_EVERY_S = 0.25
@@ -114,8 +115,10 @@ class _SlotKeys:
         return key
 
 
-class AttachedStore(WindowStore):
-    """A read-only ``WindowStore`` over another process's shared-memory store."""
+class AttachedStore:
+    """The read methods of ``WindowStore`` (``hd.WindowReader``) over another process's
+    shared-memory store: the same read paths (``Reads``), over rings mapped from the
+    segment, each read after a check of the writer. It writes nothing."""
 
     def __init__(self, name: str) -> None:
         seg = Segment.attach(name)
@@ -123,10 +126,7 @@ class AttachedStore(WindowStore):
         self._generation = seg.generation
         self._writer = seg.writer_pid
         self._next_check = 0.0
-        self.segment = None  # a reader never unlinks
         self.max_keys = int(seg.layout["max_keys"])
-        self._clock_ns = time.time_ns
-        self._ttl_ns = 0
         rings: dict[str, Ring] = {}
         memos: dict[str, _Memo] = {}
         for s in seg.layout["streams"]:
@@ -143,6 +143,7 @@ class AttachedStore(WindowStore):
             rings[spec.name] = ring
             memos[spec.name] = memo
         self._rings = rings
+        self._reads = Reads(rings)
         self._memos = memos
         self._state = seg.header.data.cast("B").cast("q")
         self._closed = False
@@ -201,7 +202,7 @@ class AttachedStore(WindowStore):
             memo = self._memos[stream]
             kb = encode_key(key)
         except (KeyError, SchemaError):
-            return super().window(stream, key)  # raises what WindowStore raises
+            return self._reads.window_slow(stream, key)  # raises what WindowStore raises
         shared = memo.shared
         mv = ring.meta_mv
         for _ in range(1000):
@@ -223,36 +224,44 @@ class AttachedStore(WindowStore):
 
     def windows(self, stream: str, keys: Sequence[str | int], *, rows: int | None = None,
                 seconds: float | None = None) -> WindowBatch:
+        """As ``WindowStore.windows``: consistent copies, right-aligned (B, W, F)."""
         self.check()
-        return super().windows(stream, keys, rows=rows, seconds=seconds)
+        return self._reads.windows(stream, keys, rows=rows, seconds=seconds)
 
     def aggregate(self, stream: str, keys: str | int | Sequence[str | int],
                   aggs: Iterable[str] = DEFAULT_AGGREGATES, *,
                   rows: int | None = None, seconds: float | None = None
                   ) -> dict[str, np.ndarray]:
+        """As ``WindowStore.aggregate``."""
         self.check()
-        return super().aggregate(stream, keys, aggs, rows=rows, seconds=seconds)
+        return self._reads.aggregate(stream, keys, aggs, rows=rows, seconds=seconds)
 
     def keys(self, stream: str) -> list[Any]:
+        """The keys the stream holds now."""
         self.check()
-        return super().keys(stream)
+        return self._reads.keys(stream)
 
     def __contains__(self, item: tuple[str, Any]) -> bool:
         self.check()
-        return super().__contains__(item)
+        return self._reads.contains(item)
 
     def stats(self) -> dict[str, Any]:
         """As ``WindowStore.stats``, from the writer's counters in shared memory."""
         self.check()
-        return super().stats()
+        return self._reads.stats()
 
-    # ---- not for readers -------------------------------------------------------------------
+    @property
+    def streams(self) -> dict[str, StreamSpec]:
+        """The stream specs, by name."""
+        return self._reads.streams
 
-    def _read_only(self, *_a: Any, **_k: Any) -> Any:
+    def append(self, *_a: Any, **_k: Any) -> None:
+        """Refused: the process that created the store writes (a clear error for a reader
+        given where a store was expected)."""
         raise HeimdallError(f"shared-memory store {self.name!r} is read-only here; the "
                             f"process that created it writes")
 
-    append = append_batch = expire_idle = import_stream = export_stream = _read_only
+    append_batch = append
 
     def close(self) -> None:
         """Unmap the segment (never unlinks it). Idempotent. Views taken from it must be gone
@@ -262,6 +271,12 @@ class AttachedStore(WindowStore):
             self._state = memoryview(bytearray(32)).cast("q")
             self._memos = {}
             self._seg.close()
+
+    def __enter__(self) -> AttachedStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<AttachedStore {self.name!r} streams={list(self._rings)} (read-only)>"
