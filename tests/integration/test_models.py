@@ -54,7 +54,8 @@ def test_predictions_reach_the_topic_with_their_fields(broker_url: str, tmp_path
     newest: dict[str, dict[str, object]] = {}
     for r in records:
         assert set(r) == {"model", "version", "key", "score", "event_time_ns", "message_id",
-                          "latency_ms", "predicted_at_ns", "window_rows"}
+                          "latency_ms", "predicted_at_ns", "window_rows",
+                          "last_event_time_ns"}
         assert (r["model"], r["version"]) == ("last_a", "2")
         assert r["message_id"].startswith("(")  # a Pulsar message id
         assert r["latency_ms"] >= 0

@@ -25,7 +25,7 @@ N_KEYS = 12
 def _stream_events(seed: int, n: int, late: bool) -> list[tuple[bytes, str]]:
     """Events in time order per key, with poison messages (not JSON, a NaN, a missing field)
     and, if ``late``, late events (far behind their key's newest: a time window refuses
-    them; a count window would take them, see docs/offline.md)."""
+    them, a count window keeps them in arrival order)."""
     rng = np.random.default_rng(seed)
     newest: dict[str, int] = {}
     out: list[tuple[bytes, str]] = []
@@ -43,7 +43,7 @@ def _stream_events(seed: int, n: int, late: bool) -> list[tuple[bytes, str]]:
             continue
         ts = 1_000 + i * 10
         if late and roll < 0.12 and k in newest:
-            ts = max(0, newest[k] - 5_000)  # late
+            ts = newest[k] - 1 - i % 997  # late (a time of its own: no tie to tell apart)
         else:
             newest[k] = ts
         out.append((orjson.dumps({"id": k, "ts": ts, "a": float(i), "b": float(ts % 97)}), k))
@@ -74,7 +74,7 @@ def test_zero_skew_every_scored_window_is_found_again_offline(
                              batch.ts_ns[i].copy()))
         return batch.lengths.astype(np.float64)
 
-    items = _stream_events(seed=len(window), n=1_500, late="seconds" in window)
+    items = _stream_events(seed=len(window), n=1_500, late=True)
     with pipe:
         counters = pipe.counters["s"]
         runner = pipe.runners["record"]
@@ -88,11 +88,13 @@ def test_zero_skew_every_scored_window_is_found_again_offline(
         live_final = live.windows("s", live_keys)
         preds = pipe.predictions.snapshot("record")
         history = pipe.history("s")
+        # each scored window's lineage, as its prediction carries it: the newest event time
+        # and the last row's (a count window keeps late events, in arrival order)
         tw = hd.training_windows(history, {
             "id": [k for k, *_ in seen],
-            "ts": [int(ts[-1] if window.get("count") is None else ts.max()) // 1_000_000
-                   for *_, ts in seen],
-        }, cfg.streams[0].spec())
+            "ts": [int(ts[-n:].max()) // 1_000_000 for _, n, _, _, ts in seen],
+            "last": [int(ts[-1]) // 1_000_000 for *_, ts in seen],
+        }, cfg.streams[0].spec(), last_time="last")
         replayed = hd.replay(history, cfg.streams[0].spec(), max_keys=64)
     assert counters.dead_letters > 0  # the poison was in the stream
     assert len(seen) > 150
@@ -107,6 +109,7 @@ def test_zero_skew_every_scored_window_is_found_again_offline(
         j = live_keys.index(k)
         assert p.window_rows == live_final.lengths[j]
         assert p.event_time_ns == live_final.ts_ns[j][-p.window_rows:].max()
+        assert p.last_event_time_ns == live_final.ts_ns[j][-1]
     # replay equals the live store
     again = replayed.windows("s", live_keys)
     assert np.array_equal(again.values, live_final.values)

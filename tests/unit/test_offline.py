@@ -67,6 +67,41 @@ def test_training_windows_match_the_store_stepped_event_by_event(
     assert np.array_equal(short.values, tw.values[:, -2:])
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_last_time_finds_each_count_window_state_among_late_arrivals(seed: int) -> None:
+    """Every state a count window passes through, named by its newest time and its last
+    row's time (what a prediction carries), is found again: the latest state with both."""
+    events = _history(seed, n=300, keys=4)
+    rows = events.to_pylist()
+    labels: dict[str, list[Any]] = {"id": [], "ts": [], "last": []}
+    want: list[tuple[str, int]] = []  # (key, events of it taken)
+    per_key: dict[str, list[int]] = {}
+    for r in rows:
+        per_key.setdefault(r["id"], []).append(r["ts"])
+    for key, times in per_key.items():
+        newest = np.maximum.accumulate(times)
+        for c in range(1, len(times) + 1):
+            T, L = int(newest[c - 1]), times[c - 1]
+            # the latest state with that newest time and that last row (ties: the later)
+            same = [c2 for c2 in range(1, len(times) + 1)
+                    if newest[c2 - 1] == T and times[c2 - 1] == L]
+            labels["id"].append(key)
+            labels["ts"].append(T)
+            labels["last"].append(L)
+            want.append((key, max(same)))
+    tw = hd.training_windows(events, labels, COUNT, last_time="last", chunk=64)
+    for i, (key, c) in enumerate(want):
+        store = hd.WindowStore([COUNT], max_keys=2)
+        taken = 0
+        for r in rows:
+            if r["id"] == key and taken < c:
+                store.append("s", key, [r["a"], r["b"]], ts_ns=r["ts"] * 1_000_000)
+                taken += 1
+        expect = store.windows("s", [key])
+        assert np.array_equal(tw.values[i], expect.values[0]), (i, key, c)
+        assert tw.lengths[i] == expect.lengths[0]
+
+
 def test_replay_equals_a_store_fed_one_event_at_a_time() -> None:
     events = _history(5, n=600)
     for spec in (COUNT, TIME):

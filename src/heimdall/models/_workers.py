@@ -33,6 +33,7 @@ class Scored:
     too_short: int           # keys left out for min_rows
     newest_ts: list[int]     # each scored key's newest event time
     rows: list[int]          # each scored key's window rows
+    last_ts: list[int]       # each scored key's last row's time
     out: Any = None          # the model's output (checked by the runner)
     model_s: float = 0.0
     error: str | None = None  # the model raised: its traceback
@@ -51,7 +52,8 @@ def score_batch(store: WindowReader, stream: str, fn: Any, min_rows: int,
         keys = [keys[i] for i in idx.tolist()]
         batch = WindowBatch(batch.stream, keys, batch.fields, batch.values[idx],
                             batch.ts_ns[idx], batch.lengths[idx], batch.found[idx])
-    scored = Scored(keys, gone, too_short, newest_times(batch).tolist(), batch.lengths.tolist())
+    scored = Scored(keys, gone, too_short, newest_times(batch).tolist(), batch.lengths.tolist(),
+                    batch.ts_ns[:, -1].tolist() if batch.ts_ns.shape[1] else [0] * len(keys))
     if not keys:
         return scored
     t0 = time.perf_counter()
@@ -98,7 +100,7 @@ def _worker(conn: Any, shm_name: str, stream: str, model: bytes, min_rows: int) 
             if result.out is not None:
                 result.out = np.asarray(result.out)
         except Exception:  # e.g. the writer is gone
-            result = Scored([], [], 0, [], [], error=traceback.format_exc(limit=8))
+            result = Scored([], [], 0, [], [], [], error=traceback.format_exc(limit=8))
         conn.send(result)
 
 

@@ -18,11 +18,12 @@ class Prediction(msgspec.Struct, frozen=True):
     """What a model said about one key's window.
 
     ``score`` is a float (one output per key) or a list of floats (a row per key).
-    ``event_time_ns`` is the newest event time in the window scored and ``window_rows`` its
-    rows: with the key, what finds the window again offline (``hd.training_windows`` at
-    ``event_time_ns``; docs/offline.md). ``message_id`` is the id of the message whose event
-    made the key due (None if unknown); ``latency_ms`` runs from that message's publish time
-    to the prediction.
+    ``event_time_ns`` is the newest event time in the window scored, ``window_rows`` its
+    rows and ``last_event_time_ns`` its last row's time (the newest arrival, in a count
+    window): with the key, what finds the window again offline (``hd.training_windows`` at
+    ``event_time_ns``, ``last_time`` the last row's; docs/offline.md). ``message_id`` is the
+    id of the message whose event made the key due (None if unknown); ``latency_ms`` runs
+    from that message's publish time to the prediction.
     """
 
     model: str
@@ -34,6 +35,7 @@ class Prediction(msgspec.Struct, frozen=True):
     latency_ms: float
     predicted_at_ns: int
     window_rows: int = 0
+    last_event_time_ns: int = 0
 
 
 _encode = msgspec.json.Encoder().encode
@@ -50,14 +52,15 @@ class PredictionBatch(Sequence[Prediction]):
     key. ``keys``, ``scores`` (an (n,) or (n, K) float64 array) and ``latency_ms`` ((n,)) are
     there to read whole."""
 
-    __slots__ = ("_lat", "_scores", "event_time_ns", "id_text", "keys", "latency_ms",
+    __slots__ = ("_lat", "_scores", "event_time_ns", "id_text", "keys", "last_ts", "latency_ms",
                  "message_ids", "model", "predicted_at_ns", "scores", "version", "window_rows")
 
     def __init__(self, model: str, version: str, keys: list[Any], scores: np.ndarray,
                  event_time_ns: list[int], message_ids: Sequence[Any],
                  latency_ms: np.ndarray, predicted_at_ns: int,
                  id_text: Callable[[Any], str | None],
-                 window_rows: Sequence[int] | None = None) -> None:
+                 window_rows: Sequence[int] | None = None,
+                 last_ts: Sequence[int] | None = None) -> None:
         self.model = model
         self.version = version
         self.keys = keys
@@ -68,6 +71,7 @@ class PredictionBatch(Sequence[Prediction]):
         self.predicted_at_ns = predicted_at_ns
         self.id_text = id_text
         self.window_rows = window_rows if window_rows is not None else [0] * len(keys)
+        self.last_ts = last_ts if last_ts is not None else [0] * len(keys)
         self._scores: list[Any] | None = None  # Python numbers, made on the first read
         self._lat: list[float] = []
 
@@ -87,7 +91,8 @@ class PredictionBatch(Sequence[Prediction]):
             self._scores, self._lat = self.scores.tolist(), self.latency_ms.tolist()
         return Prediction(self.model, self.version, self.keys[i], self._scores[i],
                           self.event_time_ns[i], self.id_text(self.message_ids[i]),
-                          self._lat[i], self.predicted_at_ns, self.window_rows[i])
+                          self._lat[i], self.predicted_at_ns, self.window_rows[i],
+                          self.last_ts[i])
 
     def __iter__(self) -> Iterator[Prediction]:
         for i in range(len(self.keys)):
@@ -113,6 +118,7 @@ class _Generation:
         self.lat = np.empty(0, np.float64)
         self.at = np.empty(0, np.int64)
         self.rows = np.empty(0, np.int64)  # the window's rows
+        self.last = np.empty(0, np.int64)  # the window's last row's time
         self.ids = np.empty(0, object)
         self.desc = np.empty(0, np.int32)  # which (version, id_text) of ``Predictions``
 
@@ -133,7 +139,7 @@ class _Generation:
             return
         cap = max(64, n, 2 * self.cap)
         k = self.scores.shape[1]
-        for name in ("scores", "width", "ts", "lat", "at", "rows", "ids", "desc"):
+        for name in ("scores", "width", "ts", "lat", "at", "rows", "last", "ids", "desc"):
             old = getattr(self, name)
             new = np.zeros((cap, k) if name == "scores" else cap, old.dtype)
             new[:len(old)] = old
@@ -200,7 +206,7 @@ class Predictions:
         version, id_text = self._descs[gen.desc[row]]
         return Prediction(model, version, key, gen.score(row), int(gen.ts[row]),
                           id_text(gen.ids[row]), float(gen.lat[row]), int(gen.at[row]),
-                          int(gen.rows[row]))
+                          int(gen.rows[row]), int(gen.last[row]))
 
     def record(self, model: str, predictions: Sequence[Prediction]) -> None:
         """Keep the newest of each key (the runner calls this with a ``PredictionBatch``)."""
@@ -227,6 +233,7 @@ class Predictions:
         young.lat[rows] = batch.latency_ms
         young.at[rows] = batch.predicted_at_ns
         young.rows[rows] = batch.window_rows
+        young.last[rows] = batch.last_ts
         young.ids[rows] = np.fromiter(batch.message_ids, object, len(rows))
         young.desc[rows] = self._descs.index(desc)
         if len(young.keys) >= self.max_keys:
@@ -263,7 +270,7 @@ def _as_batches(model: str, predictions: Sequence[Prediction]) -> list[Predictio
                             np.array([p.score for p in ps], np.float64),
                             [p.event_time_ns for p in ps], [p.message_id for p in ps],
                             np.array([p.latency_ms for p in ps], np.float64), at, _same,
-                            [p.window_rows for p in ps])
+                            [p.window_rows for p in ps], [p.last_event_time_ns for p in ps])
             for (version, at, _), ps in groups.items()]
 
 

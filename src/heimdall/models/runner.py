@@ -266,7 +266,7 @@ class ModelRunner:
             st.wrong_output += 1
             log.error("%s; batch skipped", exc)
             return 0
-        preds = self._predictions(r.keys, r.newest_ts, r.rows, scores)
+        preds = self._predictions(r.keys, r.newest_ts, r.rows, r.last_ts, scores)
         st.scored += n
         st.batches += 1
         self.predictions.record(spec.name, preds)
@@ -281,7 +281,7 @@ class ModelRunner:
         return n
 
     def _predictions(self, keys: list[Key], newest: list[int], rows: list[int],
-                     scores: np.ndarray) -> PredictionBatch:
+                     last: list[int], scores: np.ndarray) -> PredictionBatch:
         spec = self.spec
         mids, sent_ms = self.tracker.triggers_of(keys)
         sent = np.array(sent_ms, dtype=np.float64)
@@ -289,4 +289,4 @@ class ModelRunner:
         latency = now_ns / 1e6 - sent
         return PredictionBatch(spec.name, spec.version, keys,
                                scores.astype(np.float64, copy=False), newest, mids, latency,
-                               now_ns, self.id_text, rows)
+                               now_ns, self.id_text, rows, last)

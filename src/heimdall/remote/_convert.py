@@ -130,6 +130,7 @@ def prediction_reply(p: Prediction, out: Any) -> Any:
     out.latency_ms = p.latency_ms
     out.predicted_at_ns = p.predicted_at_ns
     out.window_rows = p.window_rows
+    out.last_event_time_ns = p.last_event_time_ns
     return out
 
 
@@ -140,5 +141,5 @@ def prediction_from(msg: Any) -> Prediction:
         score=scores if msg.score_is_list else (scores[0] if scores else float("nan")),
         event_time_ns=msg.event_time_ns, message_id=msg.message_id or None,
         latency_ms=msg.latency_ms, predicted_at_ns=msg.predicted_at_ns,
-        window_rows=msg.window_rows,
+        window_rows=msg.window_rows, last_event_time_ns=msg.last_event_time_ns,
     )
