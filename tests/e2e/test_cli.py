@@ -8,12 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+from tests.e2e._serve import serving
 from tests.integration.conftest import (
     assert_nothing_left,
     events,
@@ -179,15 +179,8 @@ metrics = ""
 grpc = "127.0.0.1:0"
 """)
     env = {**os.environ, "HEIMDALL_SERVER__TOKEN": "e2e-secret"}
-    proc = subprocess.Popen([*HEIMDALL, "serve", "-c", str(cfg)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
-                              daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
-        wait_for(lambda: any("gRPC on" in x for x in lines), 60, "the gRPC server")
-        address = re.search(r"gRPC on (\S+)", "".join(lines)).group(1)  # type: ignore[union-attr]
+    with serving(cfg, env) as serve:
+        address = serve.address("gRPC")
         import heimdall as hd
 
         with hd.connect(address, token="e2e-secret") as remote:
@@ -222,16 +215,9 @@ grpc = "127.0.0.1:0"
         assert "sensors" in top.stdout
         assert "1/" in top.stdout  # keys held / max
         assert "in use of" in top.stdout  # memory: in use and reserved
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.join(5)
-    proc.stdout.close()  # type: ignore[union-attr]
-    assert proc.returncode == 0, "".join(lines)
-    assert "Traceback" not in "".join(lines)
-    assert "".join(lines).count("gRPC on") == 1  # said once, by the server
+        assert serve.stop() == 0, serve.output
+    assert "Traceback" not in serve.output
+    assert serve.output.count("gRPC on") == 1  # said once, by the server
 
 
 def test_demo_with_the_model_in_worker_processes(tmp_path: Path) -> None:

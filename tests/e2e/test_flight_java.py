@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +15,10 @@ import pytest
 
 import heimdall as hd
 from heimdall.cluster.standalone import maven_jars
-from tests.integration.conftest import wait_for
+from tests.e2e._serve import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "flight-java"
-HEIMDALL = [sys.executable, "-m", "heimdall.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +46,9 @@ grpc = "127.0.0.1:0"
 flight = "127.0.0.1:0"
 """)
     env = {**os.environ, "HEIMDALL_SERVER__TOKEN": "flight-secret"}
-    proc = subprocess.Popen([*HEIMDALL, "serve", "-c", str(cfg)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
-                              daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
-        wait_for(lambda: any("Arrow Flight on" in x for x in lines), 60, "the Flight server")
-        text = "".join(lines)
-        grpc_at = re.search(r"gRPC on (\S+)", text).group(1)  # type: ignore[union-attr]
-        flight_at = re.search(r"Arrow Flight on (\S+)", text).group(1)  # type: ignore[union-attr]
+    with serving(cfg, env) as serve:
+        grpc_at = serve.address("gRPC")
+        flight_at = serve.address("Arrow Flight")
         with hd.connect(grpc_at, token="flight-secret") as remote:
             for m in range(3):
                 remote.push("sensors", [f"m-{m}"] * (5 + 2 * m),
@@ -92,11 +80,4 @@ flight = "127.0.0.1:0"
             env={k: v for k, v in os.environ.items() if k != "HEIMDALL_TOKEN"})
         assert refused.returncode != 0
         assert "UNAUTHENTICATED" in refused.stderr or "bearer token" in refused.stderr
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.join(5)
-    proc.stdout.close()  # type: ignore[union-attr]
-    assert proc.returncode == 0, "".join(lines)
+        assert serve.stop() == 0, serve.output

@@ -86,11 +86,8 @@ class Reads:
         rows: int | None = None,
         seconds: float | None = None,
     ) -> WindowBatch:
-        """Consistent copies of many keys' windows, right-aligned in one (B, W, F) array.
-
-        ``rows`` keeps each key's last rows (W = rows), ``seconds`` the rows within that span
-        of the key's newest event. Keys the store does not hold have ``found`` False.
-        """
+        """``WindowStore.windows``: the C gather when every key reads whole, else the
+        native core's under ``_consistent``."""
         ring = self.ring(stream)
         W = _rows_arg(ring, rows)
         span = _span_arg(seconds)
@@ -197,12 +194,7 @@ class Reads:
         rows: int | None = None,
         seconds: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """Per-field aggregates over each key's window (or its last ``rows`` / ``seconds``).
-
-        One key: ``{agg: (F,) array}``, KeyNotFoundError if absent. A list of keys, in one
-        vectorized call: ``{agg: (B, F) array}``, with count 0 and NaN for absent keys.
-        ``std`` is the population standard deviation (ddof=0).
-        """
+        """``WindowStore.aggregate``: the native core's reductions, read consistently."""
         ring = self.ring(stream)
         names = [aggs] if isinstance(aggs, str) else list(aggs)
         for name in names:
