@@ -16,9 +16,9 @@ redis-py parses replies in Python and the Redis reads are several times slower).
    beside two floors: a bare grpcio unary call returning the same reply prebuilt (no
    Heimdall code on either side) and a socketpair round trip (the cheapest IPC).
    The same single-key read over Arrow Flight (``transport="flight"``).
-2. 512 keys' windows: MB/s of window bytes delivered over Flight (``do_get``) and gRPC
-   (GetWindows), alternating, beside Flight's floor (a bare pyarrow Flight server streaming
-   a prebuilt table of the same bytes), 512 pipelined LRANGEs and a local ``np.copy``.
+2. 512 keys' windows: MB/s of window bytes delivered over Flight (``do_get``, alternating
+   with Flight's floor: a bare pyarrow Flight server streaming a prebuilt table of the same
+   bytes) and over gRPC (GetWindows), beside 512 pipelined LRANGEs and a local ``np.copy``.
 """
 
 from __future__ import annotations
@@ -326,14 +326,15 @@ def main() -> None:
         import pyarrow.flight as fl
 
         floor = fl.FlightClient(f"grpc://127.0.0.1:{fbare_port}")
-        # alternating, so the machine's noise falls on each alike
-        gw: list[float] = []
+        # Flight and its floor alternating, so the machine's noise falls on each alike; gRPC
+        # apart (a Flight call right after a 5 MB gRPC reply from the same server process
+        # took twice as long: that process is still busy with the gRPC reply)
         fw: list[float] = []
         ff: list[float] = []
         for _ in range(n):
-            gw += timed(lambda: remote.windows("s", keys), 1)
             fw += timed(lambda: flight.windows("s", keys), 1)
             ff += timed(lambda: floor.do_get(fl.Ticket(b"")).read_all(), 1)
+        gw = timed(lambda: remote.windows("s", keys), n)
         local = np.random.default_rng(0).normal(size=(KEYS, W, F))
         cp = timed(lambda: local.copy(), n)
         t2 = Table(title=f"GetWindows of {KEYS} keys x {W} x {F} float64 "
