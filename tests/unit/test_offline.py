@@ -251,3 +251,21 @@ def test_a_failed_parquet_write_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         tw.write_parquet(tmp_path / "no-such-dir" / "tw.parquet")
     assert not list(tmp_path.rglob("*.parquet*"))
+
+
+def test_replay_of_several_streams_takes_a_history_each() -> None:
+    other = hd.StreamSpec("t", key="id", time="ts", fields=["x"], window=hd.CountWindow(2))
+    t_events = pa.table({"id": ["a", "a", "a"], "ts": [1, 2, 3], "x": [1.0, 2.0, 3.0]})
+    store = hd.replay({"s": _history(3, n=50), "t": t_events}, [COUNT, other], max_keys=32)
+    assert store.window("t", "a").values[:, 0].tolist() == [2.0, 3.0]
+    assert len(store.keys("s")) > 0
+    only_t = hd.replay({"t": t_events}, [COUNT, other])  # a stream without history: empty
+    assert only_t.keys("s") == []
+    with pytest.raises(hd.ConfigError, match=r"streams \['u'\] that no spec names"):
+        hd.replay({"u": t_events}, [COUNT, other])
+    with pytest.raises(hd.ConfigError, match="give history as"):
+        hd.replay(t_events, [COUNT, other])
+    with pytest.raises(hd.ConfigError, match="one StreamSpec"):
+        hd.replay(t_events, [])
+    with pytest.raises(hd.ConfigError, match="a store, not both"):
+        hd.replay(t_events, other, store=hd.WindowStore([other]), max_keys=3)
