@@ -11,7 +11,8 @@ and its peak resident memory (``ru_maxrss``) beside what the process held before
 
 - ``replay`` from Parquet (``hd.replay(path, spec)``) against pyarrow reading the same file
   alone (``pq.read_table``, with its threads and with one): rows/s and their ratio (goal >=
-  0.5x); and against its floor, the store's ``append_batch`` alone over the same batches.
+  0.5x), in their own processes and alternating in one (the ratio that holds); and against
+  its floor, the store's ``append_batch`` alone over the same batches.
 - ``training_windows`` for every label, consumed a chunk at a time (``tw.chunks()``),
   against a hand-written numpy baseline (a stable sort by key, one searchsorted per label on
   (key, time), a fancy-index gather of the (W, F) rows, chunk by chunk: the count window only)
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,15 +114,39 @@ def c_replay(args: argparse.Namespace, d: Path) -> dict[str, Any]:
     return {"seconds": s, "rows": store.stats()["streams"]["s"]["events"]}
 
 
+def c_replay_vs_read(args: argparse.Namespace, d: Path) -> dict[str, Any]:
+    """Replay and pyarrow's read of the same file alternating in one process, 3 rounds: the
+    ratio that holds on a noisy machine (the medians of each)."""
+    import pyarrow.parquet as pq
+
+    import heimdall as hd
+
+    spec = _spec(args)
+    _warm()
+    reads, replays = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        pq.read_table(d / "events.parquet")
+        reads.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        store = hd.replay(d / "events.parquet", spec, max_keys=args.keys)
+        replays.append(time.perf_counter() - t0)
+        store.close()
+    return {"seconds": statistics.median(replays), "read_s": statistics.median(reads),
+            "rounds": [round(r / p, 3) for r, p in zip(reads, replays, strict=True)]}
+
+
 def c_store_writes(args: argparse.Namespace, d: Path) -> dict[str, Any]:
     """The floor of a replay: the store's append_batch alone, of the same rows in the same
     batches, the keys already Python objects (one per distinct key) and the values an array."""
     import pyarrow.parquet as pq
 
     import heimdall as hd
+    from heimdall.offline.history import BATCH_ROWS
 
     batches = []
-    for b in pq.ParquetFile(d / "events.parquet", read_dictionary=["id"]).iter_batches(65_536):
+    for b in pq.ParquetFile(d / "events.parquet", read_dictionary=["id"]).iter_batches(
+            BATCH_ROWS):
         ids = b.column("id")
         keys = np.array(ids.dictionary.to_pylist(), dtype=object)[ids.indices.to_numpy()]
         values = np.stack([b.column(f"f{j}").to_numpy() for j in range(args.fields)], axis=1)
@@ -203,7 +229,8 @@ def c_pandas(args: argparse.Namespace, d: Path) -> dict[str, Any]:
 
 
 CONTENDERS = {"pyarrow_read": c_pyarrow_read, "pyarrow_read_1t": c_pyarrow_read_1t,
-              "replay": c_replay, "store_writes": c_store_writes, "heimdall": c_heimdall,
+              "replay": c_replay, "replay_vs_read": c_replay_vs_read,
+              "store_writes": c_store_writes, "heimdall": c_heimdall,
               "numpy": c_numpy, "pandas": c_pandas}
 
 
@@ -270,6 +297,11 @@ def main() -> None:
                 br = args.events / res[base]["seconds"]
                 table.add_row(f"replay from Parquet, rows/s vs {what}", f"{rr:,.0f}",
                               f"{br:,.0f}", f"{rr / br:.2f}x", mem(res["replay"]))
+    if "replay_vs_read" in res:
+        r = res["replay_vs_read"]
+        table.add_row("replay / pyarrow read, alternating in one process (median of 3)",
+                      f"{args.events / r['seconds']:,.0f}", f"{args.events / r['read_s']:,.0f}",
+                      f"{r['read_s'] / r['seconds']:.2f}x", mem(r))
     if "heimdall" in res:
         hw = args.labels / res["heimdall"]["seconds"]
         for base in ("numpy", "pandas"):

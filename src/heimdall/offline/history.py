@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".arrow": "ipc", ".feather": "ipc",
             ".ipc": "ipc", ".csv": "csv"}
-BATCH_ROWS = 65_536
+BATCH_ROWS = 262_144  # rows a batch: ~15 MB of a 4-field float64 stream, fewer hand-offs
 _EXAMPLES = 10
 
 
