@@ -120,12 +120,17 @@ time = "ts"
 fields = ["temp", "vibration", "rpm"]
 dtype = "float32"
 window = { count = 256 }
+
+[server]
+grpc = "127.0.0.1:50051"
+flight = "127.0.0.1:8815"
 """)
     ok = subprocess.run([*HEIMDALL, "check", "-c", str(good)], capture_output=True, text=True,
                         timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert "ok" in ok.stdout
     assert "sensors" in ok.stdout
+    assert "gRPC 127.0.0.1:50051; Arrow Flight 127.0.0.1:8815" in ok.stdout
 
     bad = tmp_path / "bad.toml"
     bad.write_text("""

@@ -36,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
               f"{s.key_from}, time from {s.time_from}; fields {list(spec.fields)} "
               f"{spec.dtype}; {spec.window}; dead letters -> {s.dlq_topic}")
     srv = cfg.server
-    grpc = "off"
-    if srv.grpc:
-        grpc = srv.grpc + (" TLS" if srv.tls_cert else "") + (
-            " +client certs" if srv.tls_client_ca else "") + (" token" if srv.token else "")
-    print(f"  server   metrics {srv.metrics or 'off'}; gRPC {grpc}")
+    security = (" TLS" if srv.tls_cert else "") + (
+        " +client certs" if srv.tls_client_ca else "") + (" token" if srv.token else "")
+    grpc = srv.grpc + security if srv.grpc else "off"
+    flight = srv.flight + security if srv.flight else "off"
+    print(f"  server   metrics {srv.metrics or 'off'}; gRPC {grpc}; Arrow Flight {flight}")
     ck = cfg.active_checkpoint
     if ck is not None:
         print(f"  checkpoints every {ck.interval_s:g} s into {ck.dir!r} (keep {ck.keep}); "
