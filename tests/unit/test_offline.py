@@ -105,7 +105,7 @@ def test_last_time_finds_each_count_window_state_among_late_arrivals(seed: int) 
 def test_replay_equals_a_store_fed_one_event_at_a_time() -> None:
     events = _history(5, n=600)
     for spec in (COUNT, TIME):
-        got = hd.replay(events, spec, max_keys=16)
+        got = hd.replay(events, spec, max_keys=16, progress=True)  # a bar on stderr too
         want = hd.WindowStore([spec], max_keys=16)
         for r in events.to_pylist():
             want.append("s", r["id"], [r["a"], r["b"]], ts_ns=r["ts"] * 1_000_000)

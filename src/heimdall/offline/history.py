@@ -74,6 +74,29 @@ class HistoryReport:
         return out
 
 
+class Progress:
+    """A rich progress bar on stderr while long offline work runs, or nothing (``on``
+    False). ``total`` None: a count of what is done, no end known."""
+
+    def __init__(self, what: str, total: int | None, on: bool) -> None:
+        self._p: Any = None
+        if on and total != 0:
+            from rich.console import Console
+            from rich.progress import Progress as Bar
+
+            self._p = Bar(console=Console(stderr=True), transient=True)
+            self._task = self._p.add_task(what, total=total)
+            self._p.start()
+
+    def advance(self, n: int) -> None:
+        if self._p is not None:
+            self._p.advance(self._task, n)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
 def _kind(reason: str) -> str:
     """What the counts group by: a column's reason whole (it names no row), else the reason up
     to its first colon, as live ingest counts its dead letters (``StreamCounters``)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from heimdall.errors import ConfigError, HeimdallError
-from heimdall.offline.history import HistoryLike, HistoryReport, read_history
+from heimdall.offline.history import HistoryLike, HistoryReport, Progress, read_history
 from heimdall.schema import StreamSpec
 from heimdall.window import WindowStore
 
@@ -21,6 +22,7 @@ def replay(
     time_column: str | None = None,
     report: HistoryReport | None = None,
     store: WindowStore | None = None,
+    progress: bool | None = None,
     **store_options: Any,
 ) -> WindowStore:
     """A ``WindowStore`` holding the windows the live store would hold after ``history``.
@@ -30,7 +32,8 @@ def replay(
     conversion and the store's ``append_batch``, in history order. ``store_options`` are
     ``WindowStore``'s (``max_keys``, ``evict``, ...), or give a ``store`` to fill. Rows left
     out are counted in ``report`` (and logged); a missing or mistyped column raises
-    SchemaError before anything is written.
+    SchemaError before anything is written. ``progress``: the rows taken so far on stderr
+    (default: when it is a terminal).
 
     >>> import heimdall as hd, pyarrow as pa
     >>> spec = hd.StreamSpec("s", key="id", time="ts", fields=["x"], window=hd.CountWindow(2))
@@ -56,11 +59,18 @@ def replay(
     elif store_options:
         raise ConfigError("give store options or a store, not both")
     report = report if report is not None else HistoryReport()
-    for spec in spec_list:
-        if spec.name not in histories:
-            continue
-        for rows in read_history(histories[spec.name], spec, report, time_column=time_column):
-            apply_rows(store, spec.name, rows.keys, rows.values, rows.ts_ns, report)
+    bar = Progress("replaying history (rows)", None,
+                   sys.stderr.isatty() if progress is None else progress)
+    try:
+        for spec in spec_list:
+            if spec.name not in histories:
+                continue
+            for rows in read_history(histories[spec.name], spec, report,
+                                     time_column=time_column):
+                apply_rows(store, spec.name, rows.keys, rows.values, rows.ts_ns, report)
+                bar.advance(len(rows.keys))
+    finally:
+        bar.close()
     if report.left_out:
         log.warning("replay: %s", report)
     return store

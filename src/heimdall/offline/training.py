@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from heimdall.decode import make_decoder
 from heimdall.errors import ConfigError, SchemaError
-from heimdall.offline.history import HistoryLike, HistoryReport, read_history
+from heimdall.offline.history import HistoryLike, HistoryReport, Progress, read_history
 from heimdall.schema import StreamSpec
 from heimdall.window import WindowStore
 
@@ -388,7 +388,7 @@ class _Plan:
         F = len(stream.fields)
         dtype = np.dtype(stream.dtype)
         unknown = np.flatnonzero(self.lcode < 0)
-        bar = _Progress(len(self.lcode), progress)
+        bar = Progress("training windows", len(self.lcode), progress)
         try:
             for a in range(0, len(unknown), self.chunk):
                 idx = unknown[a:a + self.chunk]
@@ -553,25 +553,3 @@ def _running_max_by_group(codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
     shifted = rank.astype(np.int64) + group * len(u)
     newest: np.ndarray = u[np.maximum.accumulate(shifted) - group * len(u)]
     return newest
-
-
-class _Progress:
-    """A rich progress bar on stderr, or nothing."""
-
-    def __init__(self, total: int, on: bool) -> None:
-        self._p: Any = None
-        if on and total:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self._p = Progress(console=Console(stderr=True), transient=True)
-            self._task = self._p.add_task("training windows", total=total)
-            self._p.start()
-
-    def advance(self, n: int) -> None:
-        if self._p is not None:
-            self._p.advance(self._task, n)
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
