@@ -291,10 +291,7 @@ class Pipeline:
         """
         if not self._running:
             raise ConfigError("publish needs a running pipeline (start() or `with pipe:`)")
-        ingest = next((i for i in self.ingests if i.name == stream), None)
-        if ingest is None:
-            raise ConfigError(f"no stream {shown(stream)}; streams are "
-                              f"{[i.name for i in self.ingests]}")
+        ingest = self._ingest(stream)
         cfg = ingest.config
         if cfg.format == "arrow":
             raise ConfigError(f"stream {stream!r} reads Arrow IPC: publish it with a client")
@@ -323,10 +320,7 @@ class Pipeline:
         ``hd.replay`` and ``hd.training_windows``: what the live windows were built from."""
         from heimdall.offline import TopicHistory
 
-        ingest = next((i for i in self.ingests if i.name == stream), None)
-        if ingest is None:
-            raise ConfigError(f"no stream {shown(stream)}; streams are "
-                              f"{[i.name for i in self.ingests]}")
+        ingest = self._ingest(stream)
         if self.config.source.url == "embedded" and self.broker is None:
             raise ConfigError("the embedded broker runs only while the pipeline does: read "
                               "its history after start()")
@@ -354,10 +348,23 @@ class Pipeline:
             runner.close()  # worker processes end
         self.store.close()
 
-    def _grpc_server(self, cfg: ServerConfig) -> GrpcServer:
-        tls = None
+    def _ingest(self, stream: str) -> StreamIngest:
+        """The stream's ingest; ConfigError naming the streams for one this pipeline lacks."""
+        ingest = next((i for i in self.ingests if i.name == stream), None)
+        if ingest is None:
+            raise ConfigError(f"no stream {shown(stream)}; streams are "
+                              f"{[i.name for i in self.ingests]}")
+        return ingest
+
+    @staticmethod
+    def _tls(cfg: ServerConfig) -> ServerTLS | None:
+        """The servers' TLS (gRPC's and Flight's: the same files)."""
         if cfg.tls_cert and cfg.tls_key:
-            tls = ServerTLS(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+            return ServerTLS(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+        return None
+
+    def _grpc_server(self, cfg: ServerConfig) -> GrpcServer:
+        tls = self._tls(cfg)
         return GrpcServer(
             self.store, address=cfg.grpc or "127.0.0.1:0", predictions=self.predictions,
             ingests=self.ingests, stats=self.stats, models=lambda: list(self.runners),
@@ -373,8 +380,7 @@ class Pipeline:
         grpc = self.grpc
         return FlightServer(
             self.store, cfg.flight, token=cfg.token.get_secret_value() if cfg.token else None,
-            tls=ServerTLS(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
-            if cfg.tls_cert and cfg.tls_key else None,
+            tls=self._tls(cfg),
             max_reply_bytes=cfg.flight_max_reply_bytes,
             check_owner=grpc.check_owner if grpc is not None else None,
             stats=lambda: stats_json(self.stats()),

@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from heimdall.checkpoint import Checkpointer
     from heimdall.checkpoint import _file as checkpoint_file
     from heimdall.config import load_config
-    from heimdall.decode.arrow import Rows
     from heimdall.offline.history import HistoryReport, read_history
     from heimdall.offline.replay_store import apply_rows
     from heimdall.sources._ingest import StreamIngest
@@ -87,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
                     keep = rows.ts_ns <= until
                     if not keep.all():
                         after += int((~keep).sum())
-                        rows = Rows([k for k, g in zip(rows.keys, keep.tolist(), strict=True)
-                                     if g], rows.values[keep], rows.ts_ns[keep], [])
+                        rows = rows.take(keep)
                 if len(rows.keys):
                     apply_rows(store, name, rows.keys, rows.values, rows.ts_ns, report)
                     top = int(rows.ts_ns.max())

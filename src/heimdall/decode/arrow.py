@@ -83,6 +83,12 @@ class Rows:
     codes: np.ndarray | None = None
     distinct: np.ndarray | None = None
 
+    def take(self, keep: np.ndarray, bad: list[tuple[int, str]] | None = None) -> Rows:
+        """The rows where ``keep`` is True (with ``bad`` as the rows left out)."""
+        return Rows([k for k, g in zip(self.keys, keep.tolist(), strict=True) if g],
+                    self.values[keep], self.ts_ns[keep], bad or [],
+                    None if self.codes is None else self.codes[keep], self.distinct)
+
 
 def table_rows(decoder: Decoder, table: pa.Table | pa.RecordBatch, *, key: Any = None,
                ts_ns: int | None = None, time_column: str | None = None) -> Rows:
@@ -182,12 +188,8 @@ def table_rows(decoder: Decoder, table: pa.Table | pa.RecordBatch, *, key: Any =
                             f"number in {spec.time_unit}")
     else:
         ts = np.full(n, ts_ns, np.int64)
-    if not bad.any():
-        return Rows(keys, values, ts.astype(np.int64, copy=False), [], codes, distinct)
-    good = ~bad
-    return Rows([k for k, g in zip(keys, good.tolist(), strict=True) if g], values[good],
-                ts[good].astype(np.int64, copy=False), sorted(reasons.items()),
-                None if codes is None else codes[good], distinct)
+    rows = Rows(keys, values, ts.astype(np.int64, copy=False), [], codes, distinct)
+    return rows.take(~bad, sorted(reasons.items())) if bad.any() else rows
 
 
 def _key_list(col: Any, n: int

@@ -127,51 +127,35 @@ class TopicHistory:
     def read(self, report: HistoryReport) -> Iterator[Rows]:
         import pulsar
 
-        from heimdall.sources.pulsar import (
-            _read_to_end,
-            map_pulsar_errors,
-            message_keys_and_times,
-        )
+        from heimdall.sources.pulsar import map_pulsar_errors, read_topic
 
         cfg = self.stream
         decoder = make_decoder(cfg.spec(), cfg.format, cfg.key_from, cfg.time_from or "arrival")
         with map_pulsar_errors(f"reading {cfg.topic!r}", self.url):
-            client = pulsar.Client(self.url, logger=_quiet_logger())
+            client = pulsar.Client(self.url,
+                                   logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
         try:
             start = (pulsar.MessageId.deserialize(self.start_message_id)
                      if self.start_message_id is not None else pulsar.MessageId.earliest)
-            with map_pulsar_errors(f"reading {cfg.topic!r}", self.url):
-                reader = client.create_reader(cfg.topic, start, receiver_queue_size=self.batch,
-                                              start_message_id_inclusive=True)
-                msgs: list[Any] = []
-                for m in _read_to_end(reader, self.embedded):
-                    if self.since_ms is None or m.publish_timestamp() >= self.since_ms:
-                        msgs.append(m)
-                    if len(msgs) >= self.batch:
-                        yield self._decode(decoder, msgs, report, message_keys_and_times)
-                        msgs = []
+            for msgs in read_topic(client, self.url, cfg.topic, start, self.embedded,
+                                   self.batch):
+                if self.since_ms is not None:
+                    msgs = [m for m in msgs if m.publish_timestamp() >= self.since_ms]
                 if msgs:
-                    yield self._decode(decoder, msgs, report, message_keys_and_times)
+                    yield self._decode(decoder, msgs, report)
         finally:
             client.close()
 
-    def _decode(self, decoder: Any, msgs: list[Any], report: HistoryReport,
-                keys_and_times: Any) -> Rows:
-        keys, times = keys_and_times(self.stream, msgs, replay=True)
+    def _decode(self, decoder: Any, msgs: list[Any], report: HistoryReport) -> Rows:
+        from heimdall.sources.pulsar import message_keys_and_times
+
+        keys, times = message_keys_and_times(self.stream, msgs, replay=True)
         d = decoder.decode([m.data() for m in msgs], keys, times)
         report.rows += len(d) + len(d.bad)
         report.taken += len(d)
         report.note_bad(self.stream.topic, [(str(msgs[i].message_id()), reason)
                                             for i, reason in d.bad])
         return Rows(d.keys, d.values, d.ts_ns, [])
-
-
-def _quiet_logger() -> Any:
-    import logging
-
-    log = logging.getLogger("heimdall.pulsar-client")
-    log.setLevel(logging.WARNING)
-    return log
 
 
 HistoryLike = Union[pa.Table, pa.RecordBatchReader, str, "os.PathLike[str]",

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from heimdall.remote.flight import FlightStore
 
 # server-side exceptions raised again on the client, by the "heimdall-error" trailer
-_ERRORS: dict[str, type[errors.HeimdallError]] = {
+ERRORS: dict[str, type[errors.HeimdallError]] = {
     cls.__name__: cls
     for cls in (errors.StreamNotFoundError, errors.KeyNotFoundError, errors.SchemaError,
                 errors.FieldNotFoundError, errors.ConfigError, errors.CapacityError,
@@ -73,7 +73,9 @@ class ClientTLS:
     key_file: str | os.PathLike[str] | None = None
     server_name: str | None = None
 
-    def credentials(self) -> grpc.ChannelCredentials:
+    def pem(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(CA, certificate chain, key), each None when not given, read; ConfigError if
+        unreadable or if only one of cert_file and key_file is given."""
         def read(path: str | os.PathLike[str] | None) -> bytes | None:
             if path is None:
                 return None
@@ -84,8 +86,11 @@ class ClientTLS:
 
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("TLS: give both cert_file and key_file, or neither")
-        return grpc.ssl_channel_credentials(read(self.ca_file), read(self.key_file),
-                                            read(self.cert_file))
+        return read(self.ca_file), read(self.cert_file), read(self.key_file)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        ca, cert, key = self.pem()
+        return grpc.ssl_channel_credentials(ca, key, cert)
 
 
 @overload
@@ -454,7 +459,7 @@ def translate_errors(address: str) -> Iterator[None]:
         if name == "NotOwnerError":
             owner = trailer.get("heimdall-owner")
             raise errors.NotOwnerError(details, str(owner) if owner else None) from exc
-        cls = _ERRORS.get(name)
+        cls = ERRORS.get(name)
         if cls is not None:
             raise cls(details) from exc
         if code == grpc.StatusCode.UNAUTHENTICATED:

@@ -39,28 +39,27 @@ import hmac
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.flight as fl
 
-from heimdall import errors
 from heimdall.errors import (
     AuthError,
     CapacityError,
     ConfigError,
     HeimdallError,
     KeyNotFoundError,
+    NotOwnerError,
     RemoteError,
     SchemaError,
     StreamNotFoundError,
     shown,
 )
-from heimdall.remote.server import stats_json
+from heimdall.remote.client import ERRORS
+from heimdall.remote.server import bounded, stats_json
 from heimdall.window import WindowStore
 from heimdall.window.reader import DEFAULT_AGGREGATES
 from heimdall.window.reads import check_rows, check_seconds
@@ -70,7 +69,6 @@ log = logging.getLogger("heimdall.remote")
 
 KEYS_PER_BATCH = 512
 _TICKET_FIELDS = {"stream", "keys", "rows", "seconds"}
-_MAX_MESSAGE = 2000  # characters of an error message (a ticket may echo a huge key)
 
 
 # ---- the wire format, both sides ------------------------------------------------------------
@@ -163,14 +161,11 @@ class _Auth(fl.ServerMiddlewareFactory):  # type: ignore[misc]
 
 def _refuse(exc: BaseException) -> fl.FlightError:
     """A Heimdall exception (or a malformed request's) as the Flight error a client reads."""
-    text = str(exc)
-    if len(text) > _MAX_MESSAGE:
-        text = f"{text[:_MAX_MESSAGE]}... ({len(text)} characters)"
     if isinstance(exc, HeimdallError):
-        name = type(exc).__name__
+        name, text = type(exc).__name__, str(exc)
     else:
-        name, text = "SchemaError", f"{type(exc).__name__}: {text}"
-    return fl.FlightServerError(text, extra_info=name.encode())
+        name, text = "SchemaError", f"{type(exc).__name__}: {exc}"
+    return fl.FlightServerError(bounded(text), extra_info=name.encode())
 
 
 class FlightServer(fl.FlightServerBase):  # type: ignore[misc]
@@ -195,12 +190,7 @@ class FlightServer(fl.FlightServerBase):  # type: ignore[misc]
         scheme = "grpc+tls" if tls is not None else "grpc"
         kwargs: dict[str, Any] = {}
         if tls is not None:
-            try:
-                cert, key = Path(tls.cert_file).read_bytes(), Path(tls.key_file).read_bytes()
-                ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
-            except OSError as exc:
-                raise ConfigError(f"server TLS: cannot read {exc.filename}: {exc.strerror}"
-                                  ) from exc
+            cert, key, ca = tls.pem()
             kwargs.update(tls_certificates=[fl.CertKeyPair(cert, key)],
                           verify_client=ca is not None, root_certificates=ca)
         if token:
@@ -267,9 +257,6 @@ class FlightServer(fl.FlightServerBase):  # type: ignore[misc]
                     f"rows")
             int_keys = bool(keys) and all(type(k) is int for k in keys)
             schema = batch_schema(stream, spec.fields, np.dtype(spec.dtype), W, int_keys)
-            if not keys:
-                return fl.GeneratorStream(schema, iter(()))
-            self.store.windows(stream, keys[:1], rows=rows, seconds=seconds)  # args checked
         except (HeimdallError, ValueError, TypeError, OverflowError) as exc:
             raise _refuse(exc) from None
 
@@ -378,14 +365,6 @@ class FlightServer(fl.FlightServerBase):  # type: ignore[misc]
 
 
 # ---- the client -----------------------------------------------------------------------------
-
-
-_ERRORS: dict[str, type[HeimdallError]] = {
-    cls.__name__: cls
-    for cls in (errors.StreamNotFoundError, errors.KeyNotFoundError, errors.SchemaError,
-                errors.FieldNotFoundError, errors.ConfigError, errors.CapacityError,
-                errors.StaleWindowError, errors.NotOwnerError, errors.HeimdallError)
-}
 
 
 class FlightStore:
@@ -511,7 +490,9 @@ class FlightStore:
         if isinstance(exc, fl.FlightUnauthenticatedError):
             return AuthError(f"heimdall Flight at {self.address} refused the call: {text}")
         name = (getattr(exc, "extra_info", b"") or b"").decode(errors="replace")
-        cls = _ERRORS.get(name)
+        if name == "NotOwnerError":
+            return NotOwnerError(text)
+        cls = ERRORS.get(name)  # the gRPC client's: the same errors by name
         if cls is not None:
             return cls(text)
         if isinstance(exc, fl.FlightUnavailableError):
@@ -526,27 +507,17 @@ def _message(exc: BaseException) -> str:
 
 
 def _client_tls(tls: Any) -> dict[str, Any]:
+    """pyarrow.flight's client TLS arguments for ``connect``'s ``tls``."""
     from heimdall.remote.client import ClientTLS
-
-    def read(path: str | os.PathLike[str] | None) -> bytes | None:
-        if path is None:
-            return None
-        try:
-            return Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"TLS: cannot read {exc.filename}: {exc.strerror}") from exc
 
     if tls is True:
         return {}
-    if not isinstance(tls, ClientTLS):
-        tls = ClientTLS(ca_file=tls)
+    ca, cert, key = (tls if isinstance(tls, ClientTLS) else ClientTLS(ca_file=tls)).pem()
     kwargs: dict[str, Any] = {}
-    ca = read(tls.ca_file)
     if ca is not None:
         kwargs["tls_root_certs"] = ca
-    if tls.cert_file is not None:
-        kwargs["cert_chain"] = read(tls.cert_file)
-        kwargs["private_key"] = read(tls.key_file)
-    if tls.server_name:
+    if cert is not None:
+        kwargs.update(cert_chain=cert, private_key=key)
+    if isinstance(tls, ClientTLS) and tls.server_name:
         kwargs["override_hostname"] = tls.server_name
     return kwargs

@@ -81,13 +81,18 @@ class ServerTLS:
     key_file: str
     client_ca_file: str | None = None
 
-    def credentials(self) -> grpc.ServerCredentials:
+    def pem(self) -> tuple[bytes, bytes, bytes | None]:
+        """(certificate chain, key, client CA or None), read; ConfigError if unreadable."""
         try:
             cert = Path(self.cert_file).read_bytes()
             key = Path(self.key_file).read_bytes()
             ca = Path(self.client_ca_file).read_bytes() if self.client_ca_file else None
         except OSError as exc:
             raise ConfigError(f"server TLS: cannot read {exc.filename}: {exc.strerror}") from exc
+        return cert, key, ca
+
+    def credentials(self) -> grpc.ServerCredentials:
+        cert, key, ca = self.pem()
         return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
                                            require_client_auth=ca is not None)
 
@@ -436,14 +441,15 @@ def _status(context: grpc.ServicerContext, prefix: str = "") -> Iterator[None]:
         if isinstance(exc, NotOwnerError) and exc.owner:
             trailer.append(("heimdall-owner", exc.owner))
         context.set_trailing_metadata(tuple(trailer))
-        context.abort(code, _bounded(prefix + str(exc)))
+        context.abort(code, bounded(prefix + str(exc)))
     except (ValueError, TypeError, OverflowError) as exc:  # a malformed request the checks missed
         context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      _bounded(f"{prefix}{type(exc).__name__}: {exc}"))
+                      bounded(f"{prefix}{type(exc).__name__}: {exc}"))
 
 
-def _bounded(details: str) -> str:
-    """Status details within what gRPC's metadata takes, whatever the request echoed."""
+def bounded(details: str) -> str:
+    """An error's message within what gRPC's metadata takes (gRPC's and Flight's), whatever
+    the request echoed."""
     if len(details) <= _MAX_DETAILS:
         return details
     return f"{details[:_MAX_DETAILS]}... ({len(details)} characters)"
@@ -494,7 +500,7 @@ def _parse(parse: Callable[[bytes], Any], raw: bytes, context: grpc.ServicerCont
     except Exception as exc:  # protobuf's DecodeError, or a string field that is not UTF-8
         context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                       f"{method}: the request is not a valid {method} message "
-                      f"({len(raw)} bytes): {type(exc).__name__}: {_bounded(str(exc))}")
+                      f"({len(raw)} bytes): {type(exc).__name__}: {bounded(str(exc))}")
 
 
 def _unhandled(exc: Exception, context: grpc.ServicerContext, method: str) -> None:
@@ -502,7 +508,7 @@ def _unhandled(exc: Exception, context: grpc.ServicerContext, method: str) -> No
         raise exc
     log.exception("%s failed", method)
     context.abort(grpc.StatusCode.INTERNAL,
-                  _bounded(f"{method}: internal error: {type(exc).__name__}: {exc}"))
+                  bounded(f"{method}: internal error: {type(exc).__name__}: {exc}"))
 
 
 def _guarded(fn: Callable[..., Any], request: Any, context: grpc.ServicerContext,

@@ -115,6 +115,28 @@ def _read_to_end(reader: Any, embedded: bool, read_timeout_ms: int = 30_000) -> 
         yield reader.read_next(read_timeout_ms)
 
 
+def read_topic(client: Any, url: str, topic: str, start: Any, embedded: bool,
+               batch: int = 10_000) -> Iterator[list[Any]]:
+    """Every message of ``topic`` the broker holds now, from ``start`` (a ``MessageId``,
+    included), in batches, in topic order: a reader, no subscription touched. Raises
+    SourceError."""
+    with map_pulsar_errors(f"reading {topic!r}", url):
+        reader = client.create_reader(topic, start, receiver_queue_size=batch,
+                                      start_message_id_inclusive=True)
+    try:
+        out: list[Any] = []
+        with map_pulsar_errors(f"reading {topic!r}", url):
+            for m in _read_to_end(reader, embedded):
+                out.append(m)
+                if len(out) >= batch:
+                    yield out
+                    out = []
+        if out:
+            yield out
+    finally:
+        reader.close()
+
+
 def message_keys_and_times(cfg: StreamConfig, msgs: list[Any], *, replay: bool = False
                            ) -> tuple[list[str] | None, list[int] | None]:
     """What a stream takes from the messages themselves, not their payloads: the keys
@@ -495,21 +517,8 @@ class PulsarSource(Source):
         topic order (a reader: the subscription is not touched). Raises SourceError."""
         import pulsar
 
-        with map_pulsar_errors(f"reading {topic!r} from the earliest", self.url):
-            reader = self._client.create_reader(topic, pulsar.MessageId.earliest,
-                                                receiver_queue_size=batch)
-        try:
-            out: list[Any] = []
-            with map_pulsar_errors(f"reading {topic!r}", self.url):
-                for m in _read_to_end(reader, self.embedded):
-                    out.append(m)
-                    if len(out) >= batch:
-                        yield out
-                        out = []
-            if out:
-                yield out
-        finally:
-            reader.close()
+        yield from read_topic(self._client, self.url, topic, pulsar.MessageId.earliest,
+                              self.embedded, batch)
 
     def recall_dead_letters(self, ingest: StreamIngest, since_ms: int = 0) -> None:
         """``_recall_dead_letters``, for a node that takes keys over (the dead letters of
