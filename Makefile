@@ -15,11 +15,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# setup.py generates the gRPC modules from proto/, builds the Rust core (native/, by cargo)
-# and compiles the C paths at install time: a .proto, .rs, .c or .h edit reinstalls
+# setup.py generates the gRPC modules from proto/ and builds the Rust core (native/, by
+# cargo) at install time: a .proto or .rs edit reinstalls
 $(RUNTIME): pyproject.toml setup.py $(wildcard proto/heimdall/v1/*.proto) \
 		native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs) \
-		$(wildcard src/heimdall/*/*.c) $(wildcard src/heimdall/*/*.h) | $(BIN)/python
+		$(wildcard native/src/*/*.rs) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(RUNTIME)
 

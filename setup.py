@@ -1,7 +1,5 @@
 """Build hooks: generate the gRPC modules from proto/heimdall/v1/*.proto, build the native
-core (the Rust crate in native/, as ``heimdall._core``, through setuptools-rust and cargo),
-and compile the window store's C paths (src/heimdall/window/_native.c and the headers it
-includes, against numpy's C API).
+core (the Rust crate in native/, as ``heimdall._core``, through setuptools-rust and cargo).
 
 The generated code is never committed: ``pip install`` (editable or not) runs grpcio-tools'
 protoc here, into ``heimdall/remote/_pb/`` (the source tree for an editable install, the
@@ -13,8 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy
-from setuptools import Extension, setup
+from setuptools import setup
 from setuptools.command.build_py import build_py
 from setuptools_rust import Binding, RustExtension
 
@@ -60,16 +57,6 @@ class BuildPyWithProto(build_py):
         return [*super().get_outputs(include_bytecode), *getattr(self, "_generated", [])]
 
 
-native = Extension(
-    "heimdall.window._native",
-    ["src/heimdall/window/_native.c"],
-    depends=[f"src/heimdall/window/{h}.h"
-             for h in ("_ring_core", "_keys", "_write", "_split", "_read", "_index")],
-    include_dirs=[numpy.get_include()],
-    define_macros=[("NPY_TARGET_VERSION", "NPY_1_26_API_VERSION")],  # runs on numpy >= 1.26
-    extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
-)
-
 core = RustExtension(
     "heimdall._core",
     path="native/Cargo.toml",
@@ -78,4 +65,4 @@ core = RustExtension(
     debug=False,  # the core's speed is the point, also in an editable install
 )
 
-setup(cmdclass={"build_py": BuildPyWithProto}, ext_modules=[native], rust_extensions=[core])
+setup(cmdclass={"build_py": BuildPyWithProto}, rust_extensions=[core])

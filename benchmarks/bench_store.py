@@ -116,7 +116,7 @@ def batch_parts(store: hd.WindowStore, keys: list[str], values: np.ndarray, ts: 
     same = per_row(lambda a, b: ring.lookup(parts[a]))
     fresh = per_row(lambda a, b: ring.lookup(fresh_parts[a]))
     at = {a: ring.lookup(parts[a]) for a, _ in spans}
-    scatter = per_row(lambda a, b: ring.scatter(at[a], values[a:b], ts_scatter[a:b], 0))
+    scatter = per_row(lambda a, b: ring.core.scatter(at[a], values[a:b], ts_scatter[a:b], 0))
     return [("append_batch() parts, steady, ns/row", f"{full:.0f} in all",
              f"lookup {same:.0f} (decoded keys {fresh:.0f}); scatter {scatter:.0f}",
              f"rest {full - same - scatter:.0f}")]

@@ -16,6 +16,8 @@ pub mod read;
 pub mod seen;
 pub mod seqlock;
 pub mod shm;
+pub mod split;
+pub mod write;
 
 #[cfg(feature = "python")]
 mod python;

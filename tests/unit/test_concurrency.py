@@ -113,7 +113,7 @@ def test_a_large_batched_read_copies_while_the_writer_runs() -> None:
             time.sleep(0)  # let the reader have the GIL back
 
     def reader() -> None:
-        while not stop.is_set() and (reads[0] < 1500 or ring.reread == 0) and reads[0] < 5000:
+        while not stop.is_set() and (reads[0] < 1500 or ring.core.reread == 0) and reads[0] < 5000:
             b = store.windows("s", keys)
             reads[0] += 1
             m = int(b.lengths.min())  # every key's last m rows: consecutive rounds
@@ -132,7 +132,7 @@ def test_a_large_batched_read_copies_while_the_writer_runs() -> None:
     threads[0].join()
     assert not errors, errors[:3]
     # the writer ran during the copies: keys changed under them were caught and read again
-    assert store.stats()["streams"]["s"]["reads_retried"] == ring.reread > 0, reads
+    assert store.stats()["streams"]["s"]["reads_retried"] == ring.core.reread > 0, reads
 
 
 def _reads_during(call: Any, store: hd.WindowStore, rounds: int = 5) -> int:
@@ -213,13 +213,13 @@ def test_large_batch_writes_release_the_gil_so_other_threads_read_meanwhile() ->
 
     def scatter() -> None:
         with ring.lock:
-            ring.scatter(slots, values, ts, 0)
+            ring.core.scatter(slots, values, ts, 0)
 
     for call in (append_batch, scatter):
         assert _reads_during(call, store) > 0, call.__name__
     def small_scatter() -> None:  # the C write alone (numpy calls around it may let go)
         with ring.lock:
-            ring.scatter(slots[:1000], values[:1000], ts[:1000], 0)
+            ring.core.scatter(slots[:1000], values[:1000], ts[:1000], 0)
 
     assert _reads_during(small_scatter, store) == 0
     # every row landed: k3's first row, then 10 a big write (5 rounds of two), 1 a small one

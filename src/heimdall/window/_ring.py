@@ -16,8 +16,12 @@ many appends go to rows after ``b``, and a compaction only overwrites rows befor
 Out-of-order inserts, evictions and expiry raise ``WSEQ`` by ``cap + 1`` and so end every
 view of the slot. A ring left full (``POS == cap``) by a large batch may be compacted ahead
 of its next append, on the helper thread while the next large batch's keys are looked up
-(``_write.h``): its ``FILL`` rows move to the front, counted as one write, so the formula
-holds as it is.
+(the core's ``write.rs``): its ``FILL`` rows move to the front, counted as one write, so the
+formula holds as it is.
+
+Composition: a ``Ring`` holds its core, ``heimdall._core.RingCore`` (the ring memory's write
+path and batch reads), and its ``KeyIndex`` (key -> slot, slot -> key), and calls them; it
+keeps the policy the core does not: new keys and their slots, eviction, expiry, checkpoints.
 """
 
 from __future__ import annotations
@@ -28,24 +32,24 @@ import operator
 import struct
 import threading
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from heimdall import _core as core
 from heimdall.errors import CapacityError, SchemaError, shown
 from heimdall.schema import NS_PER_UNIT, CountWindow, StreamSpec, TimeWindow
-from heimdall.window._native import RingCore
 from heimdall.window._shared import SharedIndex, encode_key
 
 _STRUCT_CODE = {"float32": "f", "float64": "d", "int32": "i", "int64": "q"}
 
 
-class Ring(RingCore):
+class Ring:
     """Storage, key index and counters of one stream. Writers hold ``lock``; readers never do.
 
-    The fields the C paths read (``_native.RingCore``: sizes, index, counters) are C fields
-    underneath; ``bind`` points those paths at the arrays.
+    ``core`` (a ``RingCore``) writes and gathers rows; ``index`` (a ``KeyIndex``) maps keys to
+    slots, ``slot_keys`` slots to keys (an attached reader replaces both with views of the
+    shared-memory index).
     """
 
     def __init__(
@@ -66,7 +70,6 @@ class Ring(RingCore):
         self.evict = evict
         self.ttl_ns = ttl_ns
         self.sweep_every_ns = max(1_000_000_000, ttl_ns // 10) if ttl_ns else 0
-        self.next_sweep_ns = 0
         self.W = spec.window.rows
         self.slack = max(1, math.ceil(self.W * slack_fraction))
         self.cap = self.W + self.slack
@@ -101,8 +104,8 @@ class Ring(RingCore):
         self.scratch_row = bytearray(row_struct.size)
         self.get_fields = operator.itemgetter(*self.fields)
         self.row_bytes = self.F * self.dtype.itemsize
-        self.index: dict[Hashable, int] = {}
-        self.slot_keys: list[Any] = [None] * max_keys
+        self.index: Any = core.KeyIndex(max_keys)  # a Mapping[Hashable, int] with lookup()
+        self.slot_keys: Any = self.index.slot_keys  # a list, kept in step by the index
         # LRU: a min-heap of (tick, KEYGEN, slot), built at the first eviction and checked
         # lazily: an entry whose slot changed hands since (its KEYGEN bumped) is dropped, one
         # whose slot was updated since is pushed again with its new tick.
@@ -110,15 +113,58 @@ class Ring(RingCore):
         self.live = shared["live"] if shared is not None else np.zeros(max_keys, dtype=bool)
         self.free: list[int] = []
         self.high_water = 0
-        self.tick = 0
         self.lock = threading.Lock()
         at = core.S_COUNTERS
         self.counters = (self.shared_stats[at:at + core.N_COUNTERS] if self.shared_stats is not None
                          else np.zeros(core.N_COUNTERS, dtype=np.int64))
-        self.events = 0
         self.evictions = 0
         self.expired = 0
-        self.bind(self.data, self.ts, self.meta, self.shared_stats, self.counters)
+        self.core = core.RingCore(
+            self.data, self.ts, self.meta, self.shared_stats, self.counters, self.index,
+            self.lock, window_rows=self.W, span_ns=self.span_ns, lateness_ns=self.lateness_ns,
+            time_ordered=self.time_ordered, reject_nan=self.reject_nan, ttl_ns=ttl_ns,
+            values_flat=self.values_flat, ts_flat=self.ts_flat, meta_mv=self.meta_mv,
+            fields=self.fields, name=self.name)
+
+    # ---- the core's counters -------------------------------------------------------------
+
+    @property
+    def tick(self) -> int:
+        """Writes so far (the LRU clock)."""
+        return int(self.core.tick)
+
+    @tick.setter
+    def tick(self, value: int) -> None:
+        self.core.tick = value
+
+    @property
+    def events(self) -> int:
+        """Events appended."""
+        return int(self.core.events)
+
+    @events.setter
+    def events(self, value: int) -> None:
+        self.core.events = value
+
+    @property
+    def next_sweep_ns(self) -> int:
+        """When the next idle sweep is due."""
+        return int(self.core.next_sweep_ns)
+
+    @next_sweep_ns.setter
+    def next_sweep_ns(self, value: int) -> None:
+        self.core.next_sweep_ns = value
+
+    @overload
+    def lookup(self, keys: list[Any], absent: None = None) -> np.ndarray | None: ...
+    @overload
+    def lookup(self, keys: list[Any], absent: int) -> np.ndarray: ...
+
+    def lookup(self, keys: list[Any], absent: int | None = None) -> np.ndarray | None:
+        """Each key's slot as an int64 array; a key not held: ``absent``, or, when None,
+        the whole answer is None (``KeyIndex.lookup``)."""
+        result: np.ndarray | None = self.index.lookup(keys, absent)
+        return result
 
     # ---- keys ----------------------------------------------------------------------------
 
@@ -186,7 +232,7 @@ class Ring(RingCore):
         self._mark_live(slots, True)  # live before the index entry
         if self.shared_index is not None:
             self.shared_index.put_many(slots, keys)
-        self.own_slots_index(slots, keys)  # C: slot_keys and the index, slot by slot
+        self.index.own(slots, keys)  # slot_keys and the index, slot by slot
         heap = self.lru_heap
         if heap is not None and len(heap) + len(slots) > 2 * len(self.index) + 64:
             # only append()'s eviction pops the heap: batches alone would grow it without end;
@@ -230,12 +276,12 @@ class Ring(RingCore):
 
     def _clear_slots(self, slots: list[int]) -> None:
         """Take the keys out of ``slots`` (distinct) and reset them; every view of them ends.
-        Readers in other processes stop finding the keys first; then the C steps, in the
-        seqlock's order (``free_slots``)."""
+        Readers in other processes stop finding the keys first; then the core's steps, in
+        the seqlock's order (``RingCore.free_slots``)."""
         if self.shared_index is not None:
             self.shared_index.remove_many(slots)
         self._mark_live(slots, False)
-        self.free_slots(slots)
+        self.core.free_slots(slots)
 
     def _mark_live(self, slots: list[int], value: bool) -> None:
         """``live[slots] = value``; a few slots one by one (an append's eviction: numpy's
@@ -288,17 +334,17 @@ class Ring(RingCore):
 
     def append_one(self, slot: int, row: tuple[Any, ...], t: int, now_ns: int) -> None:
         """Append one row (lock held): packed here (a bad value raises SchemaError, nothing
-        written), written by the C path ``write_row``."""
+        written), written by the core's ``write_row``."""
         try:
             self.pack_row(self.scratch_row, 0, *row)
         except (struct.error, TypeError, OverflowError) as exc:
             raise self._row_error(row, exc) from exc
-        if not self.write_row(slot, self.scratch_row, t, now_ns):
+        if not self.core.write_row(slot, self.scratch_row, t, now_ns):
             self._append_slow(slot, row, t, now_ns)
 
     def _append_slow(self, slot: int, row: tuple[Any, ...], t: int, now_ns: int) -> None:
         values = np.asarray([row], dtype=self.dtype)
-        self.scatter(np.array([slot], np.int64), values, np.array([t], np.int64), now_ns)
+        self.core.scatter(np.array([slot], np.int64), values, np.array([t], np.int64), now_ns)
 
     # ---- checkpoints ---------------------------------------------------------------------
 
@@ -362,10 +408,9 @@ class Ring(RingCore):
         self.live[:hw] = arrays["live"]
         self.counters[:] = arrays["counters"]
         self.high_water = hw
-        self.slot_keys[:hw] = state["slot_keys"]
-        self.index = {key: slot for slot, key in enumerate(state["slot_keys"])
-                      if self.live[slot]}
-        self.index_rebuild()
+        live = np.flatnonzero(self.live[:hw]).tolist()
+        self.index.clear()
+        self.index.own(live, [state["slot_keys"][s] for s in live])
         self.lru_heap = None
         self.free = [int(x) for x in state["free"]]
         self.tick = int(state["tick"])
@@ -373,7 +418,8 @@ class Ring(RingCore):
         self.evictions = int(state["evictions"])
         self.expired = int(state["expired"])
         if self.shared_index is not None and self.shared_stats is not None:
-            self.shared_index.put_many(list(self.index.values()), list(self.index))
+            pairs = self.index.items()
+            self.shared_index.put_many([s for _, s in pairs], [k for k, _ in pairs])
             st = self.shared_stats
             st[core.S_EVENTS], st[core.S_EVICTIONS], st[core.S_EXPIRED] = \
                 self.events, self.evictions, self.expired
@@ -402,9 +448,9 @@ class Ring(RingCore):
         return self.events, self.evictions, self.expired
 
     def nbytes(self) -> int:
-        """Bytes of the preallocated arrays, the C key table and the list of full rings."""
+        """Bytes of the preallocated arrays, the key table and the list of full rings."""
         return int(self.data.nbytes + self.ts.nbytes + self.meta.nbytes + self.live.nbytes
-                   + self.key_table_bytes + 8 * self.full_cap)
+                   + self.core.index.nbytes + 8 * self.core.full_cap)
 
     def used_bytes(self) -> int:
         """Bytes of the slots that hold a key now: each key's ring rows, timestamps and

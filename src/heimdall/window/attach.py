@@ -97,6 +97,19 @@ class _Index:
     def __len__(self) -> int:
         return len(self._s)
 
+    def lookup(self, keys: list[Any], absent: int | None = None) -> np.ndarray | None:
+        """``KeyIndex.lookup`` over the shared index: each key's slot, ``absent`` for one
+        not held, or None for the whole answer when ``absent`` is None."""
+        out = np.empty(len(keys), dtype=np.int64)
+        for i, key in enumerate(keys):
+            slot = self.get(key)
+            if slot is None:
+                if absent is None:
+                    return None
+                slot = absent
+            out[i] = slot
+        return out
+
 
 class _SlotKeys:
     def __init__(self, memo: _Memo) -> None:
@@ -138,8 +151,8 @@ class AttachedStore:
             if ring.cap != s["cap"]:  # pragma: no cover - the arithmetic above guarantees it
                 raise SharedMemoryError(f"stream {spec.name!r}: ring geometry mismatch")
             memo = _Memo(SharedIndex(arrays), ring.meta_mv, self.max_keys)
-            ring.index = _Index(memo)  # type: ignore[assignment]
-            ring.slot_keys = _SlotKeys(memo)  # type: ignore[assignment]
+            ring.index = _Index(memo)
+            ring.slot_keys = _SlotKeys(memo)
             rings[spec.name] = ring
             memos[spec.name] = memo
         self._rings = rings

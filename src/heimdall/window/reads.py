@@ -57,8 +57,8 @@ class Reads:
         return {name: r.spec for name, r in self.rings.items()}
 
     def window_slow(self, stream: str, key: str | int) -> Window:
-        """A key's window as a view, by the index: ``WindowStore.window``'s path (it is C)
-        when the key is absent, was just replaced, or a writer is mid-append."""
+        """A key's window as a view, by the index: ``WindowStore.window``'s path when the
+        core's does not apply (the key absent or just replaced, a writer mid-append)."""
         ring = self.ring(stream)
         check_key(stream, key)
         for _ in range(_MAX_RETRIES):
@@ -86,14 +86,14 @@ class Reads:
         rows: int | None = None,
         seconds: float | None = None,
     ) -> WindowBatch:
-        """``WindowStore.windows``: the C gather when every key reads whole, else the
-        native core's under ``_consistent``."""
+        """``WindowStore.windows``: the core's gather when every key reads whole and is
+        still its slot's, else the core's kernel under ``_consistent``."""
         ring = self.ring(stream)
         W = _rows_arg(ring, rows)
         span = _span_arg(seconds)
         key_list = list(keys)
         slots = ring.lookup(key_list, core.ABSENT)
-        done = ring.gather(slots, key_list, W, span)  # C: every key read whole, or None
+        done = ring.core.gather(slots, key_list, W, span)  # every key read whole, or None
         if done is not None:
             return WindowBatch(stream, key_list, ring.fields, *done, slots >= 0)
         B = len(key_list)
@@ -257,7 +257,7 @@ class Reads:
                 "expired_on_arrival": int(r.counters[core.C_EXPIRED]),
                 "evictions": evictions,
                 "expired_keys": expired,
-                "reads_retried": r.reread,  # keys windows() read again: changed mid-copy
+                "reads_retried": r.core.reread,  # keys windows() read again: changed mid-copy
                 "memory_bytes": nbytes,
                 "memory_used_bytes": used,
             }

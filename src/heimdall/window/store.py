@@ -23,9 +23,7 @@ from heimdall.errors import (
     shown,
 )
 from heimdall.schema import StreamSpec
-from heimdall.window import _native
 from heimdall.window._admit import admit_batch, new_keys_of
-from heimdall.window._native import StoreCore
 from heimdall.window._ring import Ring
 from heimdall.window._shared import Segment, plan
 from heimdall.window.reader import DEFAULT_AGGREGATES
@@ -33,10 +31,9 @@ from heimdall.window.reads import Reads, check_key
 from heimdall.window.view import Window, WindowBatch
 
 _TS_MIN, _TS_END = -(2**63), 2**63  # event times are int64 nanoseconds
-_native.setup(Window)  # the class the C window() builds
 
 
-class WindowStore(StoreCore):
+class WindowStore:
     """Windows of every key of every stream, in preallocated ring buffers.
 
     >>> import heimdall as hd
@@ -92,11 +89,17 @@ class WindowStore(StoreCore):
                 spec, max_keys, evict=evict, slack_fraction=slack, ttl_ns=ttl_ns,
                 shared=arrays.get(spec.name),
             )
-        self._rings = rings  # the C paths read it (StoreCore)
+        self._rings = rings
         self._reads = Reads(rings)
         self._clock_ns = clock_ns
         self._ttl_ns = ttl_ns
         self.max_keys = max_keys
+        # The per-event calls, whole in the core for the common case: bound as this store's
+        # own methods (no Python frame on the way); each hands what it does not do itself,
+        # unchanged, to its Python path here.
+        self._core = core.StoreCore({name: r.core for name, r in rings.items()}, clock_ns,
+                                    self._append_py, self._window_slow, Window)
+        self.append, self.window = self._core.calls()  # type: ignore[method-assign]
 
     # ---- lookup --------------------------------------------------------------------------
 
@@ -110,6 +113,22 @@ class WindowStore(StoreCore):
 
     # ---- writes --------------------------------------------------------------------------
 
+    def append(
+        self,
+        stream: str,
+        key: str | int,
+        values: Mapping[str, Any] | Sequence[Any] | np.ndarray,
+        ts_ns: int | None = None,
+    ) -> None:
+        """Append one event. Blocks only on other writers of the same stream.
+
+        ``values`` is a mapping holding every field (other entries are ignored) or a sequence
+        of F numbers in field order. Event time: ``ts_ns``, else the spec's time field in a
+        mapping, else arrival time. Raises SchemaError (nothing is written) on bad input.
+        (Each store binds its core's ``append`` in place of this.)
+        """
+        self._append_py(stream, key, values, ts_ns)
+
     def _append_py(
         self,
         stream: str,
@@ -117,8 +136,8 @@ class WindowStore(StoreCore):
         values: Mapping[str, Any] | Sequence[Any] | np.ndarray,
         ts_ns: int | None = None,
     ) -> None:
-        """``append`` (implemented in _native.c) when its C path does not apply: a mapping,
-        a new key, a value to convert or to reject, a writer holding the lock, ..."""
+        """``append`` when the core's fast path does not apply: a mapping, a new key, a
+        value to convert or to reject, a writer holding the lock, ..."""
         try:
             ring = self._rings[stream]
         except (KeyError, TypeError):
@@ -200,15 +219,15 @@ class WindowStore(StoreCore):
         if n == 0:
             return
         with ring.lock:
-            # C: the lookup and the scatter; False if a key is new, None if the key table
-            # cannot answer for these keys (then the dict does)
-            done = ring.append_rows(key_list, arr, ts, now)
+            # the core: the lookup and the scatter; False if a key is new, None if a key is
+            # not a plain str / int (then the index asks Python's __eq__)
+            done = ring.core.append_rows(key_list, arr, ts, now)
             if done:
                 return
             if done is None:
-                slots = ring.lookup(key_list)  # C; None if a key is new (or unhashable)
+                slots = ring.lookup(key_list)  # None if a key is new (or unhashable)
                 if slots is not None:
-                    ring.scatter(slots, arr, ts, now)
+                    ring.core.scatter(slots, arr, ts, now)
                     return
             self._append_batch_new_keys(ring, stream, key_list, arr, ts, now)
 
@@ -224,7 +243,7 @@ class WindowStore(StoreCore):
         """The batch holds keys not yet in the store: create them, in row order."""
         index = ring.index
         try:
-            held = ring.lookup(key_list, core.ABSENT)  # C: which rows' keys are new
+            held = ring.lookup(key_list, core.ABSENT)  # which rows' keys are new
         except TypeError:  # an unhashable key
             for key in key_list:
                 check_key(stream, key)
@@ -249,14 +268,14 @@ class WindowStore(StoreCore):
             ring.new_slots(new)
             slots = ring.lookup(key_list)
             if slots is not None:
-                ring.scatter(slots, arr, ts, now)
+                ring.core.scatter(slots, arr, ts, now)
                 return
             start = 0
         else:
             # evicting: every row's slot planned first, then one scatter (_admit)
             start = admit_batch(ring, key_list, held, new_rows, new)
             if start:
-                ring.scatter(held[:start], arr[:start], ts[:start], now)
+                ring.core.scatter(held[:start], arr[:start], ts[:start], now)
             if start == len(key_list):
                 return
         slots = np.empty(len(key_list), dtype=np.int64)
@@ -267,11 +286,11 @@ class WindowStore(StoreCore):
                 full = not ring.free and ring.high_water >= ring.max_keys
                 if full and start < i:
                     # Eviction may pick a key this batch already wrote to: apply what came first.
-                    ring.scatter(slots[start:i], arr[start:i], ts[start:i], now)
+                    ring.core.scatter(slots[start:i], arr[start:i], ts[start:i], now)
                     start = i
                 slot = ring.new_slot(key)
             slots[i] = slot
-        ring.scatter(slots[start:], arr[start:], ts[start:], now)
+        ring.core.scatter(slots[start:], arr[start:], ts[start:], now)
 
     def discard(self, stream: str, keys: Iterable[Any]) -> int:
         """Drop ``keys`` of ``stream`` now (those it holds); returns how many. A view of one
@@ -293,9 +312,14 @@ class WindowStore(StoreCore):
 
     # ---- reads ---------------------------------------------------------------------------
 
+    def window(self, stream: str, key: str | int) -> Window:
+        """The key's window as a zero-copy read-only view. O(1); never blocks the writer.
+        (Each store binds its core's ``window`` in place of this.)"""
+        return self._window_slow(stream, key)
+
     def _window_slow(self, stream: str, key: str | int) -> Window:
-        """``window`` (implemented in _native.c) when the key is absent, was just replaced,
-        or a writer is mid-append: ``Reads.window_slow``."""
+        """``window`` when the core's fast path does not apply: the key absent or just
+        replaced, or a writer mid-append (``Reads.window_slow``)."""
         return self._reads.window_slow(stream, key)
 
     def windows(

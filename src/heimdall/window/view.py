@@ -11,6 +11,7 @@ from heimdall import _core as core
 from heimdall.errors import FieldNotFoundError, SchemaError, StaleWindowError
 
 if TYPE_CHECKING:
+    from heimdall._core import RingCore
     from heimdall.window._ring import Ring
 
 
@@ -31,9 +32,10 @@ class _NotAWindowMethod:
         raise AttributeError(f"'Window' object has no attribute {self.name!r}")
 
 
-# A Window is a tuple underneath (built by one C call: ``window()`` is the hot path of every
-# read), of: values, ring (None for a copy), slot, a, b, CSEQ c0, key, stream, fields,
-# ts_ns (a copy's; None for a view, which slices it from the ring when asked).
+# A Window is a tuple underneath (built by one call of the core: ``window()`` is the hot path
+# of every read), of the items ``Window.LAYOUT`` names: values, the ring's core (None for a
+# copy), slot, a, b, CSEQ c0, key, stream, fields, ts_ns (a copy's; None for a view, which
+# slices it from the ring when asked). The core checks LAYOUT against its own.
 _new_tuple = tuple.__new__
 
 
@@ -52,6 +54,7 @@ class Window(tuple[Any, ...]):
     """
 
     __slots__ = ()
+    LAYOUT = ("values", "ring", "slot", "a", "b", "c0", "key", "stream", "fields", "ts")
 
     def __new__(cls, stream: str, key: Hashable, fields: tuple[str, ...], values: np.ndarray,
                 ts_ns: np.ndarray) -> Window:
@@ -64,16 +67,18 @@ class Window(tuple[Any, ...]):
         return c.stream, c.key, c.fields, c.values, c._ts
 
     values: np.ndarray = _tuplegetter(
-        0, "(n, F) read-only array; a view into the store unless a copy.")
-    _ring: Ring | None = _tuplegetter(1, "the ring of a view; None for a copy")
-    _slot: int = _tuplegetter(2, "the view's slot")
-    _a: int = _tuplegetter(3, "first row of the view in its slot")
-    _b: int = _tuplegetter(4, "row after the last")
-    _c0: int = _tuplegetter(5, "the slot's CSEQ when the view was taken")
-    key: Hashable = _tuplegetter(6, "The key.")
-    stream: str = _tuplegetter(7, "The stream.")
-    fields: tuple[str, ...] = _tuplegetter(8, "The stream's field names, in column order.")
-    _ts: np.ndarray | None = _tuplegetter(9, "a copy's event times")
+        LAYOUT.index("values"), "(n, F) read-only array; a view into the store unless a copy.")
+    _ring: RingCore | None = _tuplegetter(
+        LAYOUT.index("ring"), "the ring's core of a view; None for a copy")
+    _slot: int = _tuplegetter(LAYOUT.index("slot"), "the view's slot")
+    _a: int = _tuplegetter(LAYOUT.index("a"), "first row of the view in its slot")
+    _b: int = _tuplegetter(LAYOUT.index("b"), "row after the last")
+    _c0: int = _tuplegetter(LAYOUT.index("c0"), "the slot's CSEQ when the view was taken")
+    key: Hashable = _tuplegetter(LAYOUT.index("key"), "The key.")
+    stream: str = _tuplegetter(LAYOUT.index("stream"), "The stream.")
+    fields: tuple[str, ...] = _tuplegetter(
+        LAYOUT.index("fields"), "The stream's field names, in column order.")
+    _ts: np.ndarray | None = _tuplegetter(LAYOUT.index("ts"), "a copy's event times")
 
     @property
     def ts_ns(self) -> np.ndarray:
@@ -152,7 +157,7 @@ def view(ring: Ring, key: Hashable, slot: int, a: int, b: int, c0: int) -> Windo
     """A view of rows [a, b) of ``slot``, read at CSEQ ``c0`` (``WindowStore.window``
     inlines this)."""
     base = slot * ring.cap
-    return _new_tuple(Window, (ring.values_flat[base + a: base + b], ring, slot, a, b, c0,
+    return _new_tuple(Window, (ring.values_flat[base + a: base + b], ring.core, slot, a, b, c0,
                                key, ring.name, ring.fields, None))
 
 

@@ -2,54 +2,19 @@
 //! C order, writable outputs) and read as raw memory; the bulk work runs with the GIL
 //! released, so other Python threads (readers, writers) go on meanwhile.
 
+mod arrays;
+mod keys;
+mod ring;
+mod store;
+
 use crate::layout;
 use crate::read::{self, AggOut, BadSlot, Bounds, GatherOut, Ring};
 use crate::seqlock::Meta;
-use numpy::npyffi::flags::NPY_ARRAY_WRITEABLE;
+use arrays::{int64s, int64s_mut, raw};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-
-/// An array's memory, checked: C-contiguous, of `kind`+`size` (e.g. b'i', 8) unless None,
-/// of `shape` (None: any length on that axis), writable if `write`.
-fn raw(
-    a: &Bound<'_, PyUntypedArray>,
-    what: &str,
-    dtype: Option<(u8, usize)>,
-    shape: &[Option<usize>],
-    write: bool,
-) -> PyResult<*mut u8> {
-    let d = a.dtype();
-    let dims = a.shape();
-    let dtype_ok = dtype.is_none_or(|(k, n)| d.kind() == k && d.itemsize() == n)
-        && d.is_native_byteorder() != Some(false);
-    let shape_ok =
-        dims.len() == shape.len() && dims.iter().zip(shape).all(|(&g, w)| w.is_none_or(|w| g == w));
-    // SAFETY: a live array object
-    let flags = unsafe { (*a.as_array_ptr()).flags };
-    if !dtype_ok || !shape_ok || !a.is_c_contiguous() || (write && flags & NPY_ARRAY_WRITEABLE == 0)
-    {
-        let name = |(k, n): (u8, usize)| match (k, n) {
-            (b'b', 1) => "bool".to_string(),
-            (b'i', n) => format!("int{}", n * 8),
-            (b'f', n) => format!("float{}", n * 8),
-            (k, n) => format!("{}{n}", k as char),
-        };
-        let want: Vec<String> =
-            shape.iter().map(|d| d.map_or("any".to_string(), |d| d.to_string())).collect();
-        return Err(PyValueError::new_err(format!(
-            "{what}: expected a C-contiguous{} {}array of shape ({}); got {} of shape {:?}",
-            if write { " writable" } else { "" },
-            dtype.map(|d| format!("{} ", name(d))).unwrap_or_default(),
-            want.join(", "),
-            d,
-            dims
-        )));
-    }
-    // SAFETY: as above
-    Ok(unsafe { (*a.as_array_ptr()).data as *mut u8 })
-}
 
 fn ring_of(
     data: &Bound<'_, PyUntypedArray>,
@@ -286,20 +251,6 @@ fn candidates(
     Ok(crate::seen::candidates(&new.table, &old.table, &hashes(fingerprints)?))
 }
 
-fn int64s<'a>(a: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<&'a [i64]> {
-    let p = raw(a, what, Some((b'i', 8)), &[None], false)?;
-    // SAFETY: checked above; read for this call only
-    Ok(unsafe { std::slice::from_raw_parts(p as *const i64, a.len()) })
-}
-
-// the array's memory, not the Bound, is what is borrowed mutably (numpy has no borrow rules)
-#[allow(clippy::mut_from_ref)]
-fn int64s_mut<'a>(a: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<&'a mut [i64]> {
-    let p = raw(a, what, Some((b'i', 8)), &[None], true)?;
-    // SAFETY: checked above (writable); written for this call only
-    Ok(unsafe { std::slice::from_raw_parts_mut(p as *mut i64, a.len()) })
-}
-
 /// The eviction loop of ``_admit.admit_batch`` (int64 arrays; ``native/src/evict.rs``).
 /// ``held``: each of the batch's n rows' slot before it (a new key's: any); ``first``: each
 /// slot's first row in the batch, n if none; ``victims`` and ``who`` as long as
@@ -474,6 +425,13 @@ fn murmur3_32(data: &[u8], seed: u32) -> u32 {
     crate::hash::murmur3_32(data, seed)
 }
 
+/// Scatter batches of at least ``min_rows`` rows on two threads (0: never); returns the
+/// value before. The default is 4096 on a machine with two or more CPUs, else 0.
+#[pyfunction]
+fn set_split(min_rows: usize) -> usize {
+    crate::split::set_min_rows(min_rows)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gather, m)?)?;
@@ -485,7 +443,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(first_nonfinite, m)?)?;
     m.add_function(wrap_pyfunction!(shared_put, m)?)?;
     m.add_function(wrap_pyfunction!(shared_remove, m)?)?;
+    m.add_function(wrap_pyfunction!(set_split, m)?)?;
     m.add_class::<FpTable>()?;
+    m.add_class::<keys::KeyIndex>()?;
+    m.add_class::<ring::RingCore>()?;
+    m.add_class::<store::StoreCore>()?;
+    m.add("WINDOW_LAYOUT", store::WINDOW_LAYOUT.to_vec())?;
+    m.add("SCATTER_NOGIL_ROWS", ring::NOGIL_ROWS)?;
     for (name, v) in [
         ("POS", layout::POS),
         ("FILL", layout::FILL),

@@ -1,10 +1,13 @@
-"""The C paths (_native.c) against the Python ones they stand in for.
+"""The core's fast paths (``heimdall._core``: StoreCore, RingCore) against the Python paths
+they stand in for.
 
-``append`` and ``window`` are C methods that hand every case they do not handle whole to
-``_append_py`` / ``_window_slow``; these tests pin that the two give the same bytes, that
-each hand-over case still gets the Python path's answer, and that the C scatter checks what
-it is given. The C gather must equal the native core's (Rust) gather, another implementation
-of the same read, and hand over (None) whatever it cannot vouch for.
+``append`` and ``window`` are the core's methods, bound on each store, that hand every case
+they do not handle whole to the Python paths the store gave them (``_append_py`` /
+``_window_slow``); these tests pin that the two give the same bytes, that each hand-over case
+still gets the Python path's answer, and that the core's scatter checks what it is given.
+``RingCore.gather`` must equal the core's read kernel over the raw arrays, and hand over
+(None) whatever it cannot vouch for. The store holds the core (composition): it subclasses
+none of the core's types.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from hypothesis import strategies as st
 
 import heimdall as hd
 from heimdall import _core as core
-from heimdall.window._native import RingCore, StoreCore
+from heimdall._core import RingCore, StoreCore
 from heimdall.window._ring import Ring
 
 DTYPES = ["float64", "float32", "int64", "int32"]
@@ -47,7 +50,7 @@ values = st.one_of(st.integers(-(2**31), 2**31 - 1), st.floats(-1e6, 1e6, allow_
 @given(dtype=st.sampled_from(DTYPES), n=st.integers(1, 6),
        events=st.lists(st.tuples(st.sampled_from(["a", "b", 7, 9, 11]), values, values,
                                  st.booleans()), max_size=60))
-def test_c_append_writes_what_the_python_path_writes(
+def test_core_append_writes_what_the_python_path_writes(
         dtype: str, n: int, events: list[tuple[object, object, object, bool]]) -> None:
     c, py = _store(dtype, n), _store(dtype, n)
     for i, (key, x, y, as_list) in enumerate(events):
@@ -74,7 +77,7 @@ def test_c_append_writes_what_the_python_path_writes(
     ("int64", (2**63, 0), "do not fit dtype int64"),
     ("float64", ("1", 0.0), "do not fit dtype float64"),
 ])
-def test_values_the_c_path_hands_over_get_the_python_error(
+def test_values_the_core_hands_over_get_the_python_error(
         dtype: str, row: tuple[object, ...], match: str) -> None:
     store = _store(dtype)
     store.append("s", "a", (1, 2), ts_ns=1)
@@ -84,7 +87,7 @@ def test_values_the_c_path_hands_over_get_the_python_error(
     assert _state(store) == before
 
 
-def test_values_the_c_path_hands_over_are_still_appended() -> None:
+def test_values_the_core_hands_over_are_still_appended() -> None:
     store = _store()
     store.append("s", "a", {"x": 1, "y": 2}, ts_ns=1)  # a mapping
     store.append("s", "a", np.array([3.0, 4.0]), ts_ns=2)  # an array
@@ -110,7 +113,7 @@ def test_append_waits_for_a_writer_holding_the_lock() -> None:
     with lock:
         t = threading.Thread(target=write)
         t.start()
-        assert not done.wait(0.2)  # the C path saw the lock held and went to the Python path
+        assert not done.wait(0.2)  # the core saw the lock held and handed over
         assert store.window("s", "a").values.tolist() == [[0, 0]]
     t.join(10)
     assert done.is_set()
@@ -143,31 +146,51 @@ def test_window_of_a_key_that_replaced_an_evicted_one() -> None:
     assert store.window("s", "k4").key == "k4"
 
 
-def test_c_methods_keep_their_signatures_and_docs() -> None:
-    assert issubclass(hd.WindowStore, StoreCore)
-    assert list(inspect.signature(hd.WindowStore.append).parameters) == [
-        "self", "stream", "key", "values", "ts_ns"]
-    assert list(inspect.signature(hd.WindowStore.window).parameters) == ["self", "stream", "key"]
+def test_the_store_holds_its_core_and_binds_its_two_calls() -> None:
+    """Composition, one direction: no subclass of a core type; the store's ``append`` and
+    ``window`` are its core's, with the documented signatures and docs."""
+    assert not issubclass(hd.WindowStore, StoreCore)
+    assert not issubclass(Ring, RingCore)
+    store = _store()
+    assert isinstance(store._core, StoreCore)
+    assert isinstance(store._rings["s"].core, RingCore)
+    assert store.append.__self__ is store._core  # type: ignore[attr-defined]
+    assert store.window.__self__ is store._core  # type: ignore[attr-defined]
+    assert (store.append.__name__, store.window.__name__) == ("append", "window")
+    for method, params in ((hd.WindowStore.append, ["self", "stream", "key", "values", "ts_ns"]),
+                           (hd.WindowStore.window, ["self", "stream", "key"])):
+        assert list(inspect.signature(method).parameters) == params
+    assert list(inspect.signature(store.append).parameters) == [
+        "stream", "key", "values", "ts_ns"]
     assert "zero-copy" in (hd.WindowStore.window.__doc__ or "")
+    assert "zero-copy" in (store.window.__doc__ or "")
 
 
-def test_the_c_scatter_checks_its_arguments_before_writing() -> None:
+def test_the_core_refuses_a_window_type_not_laid_out_as_it_builds() -> None:
+    class Other(tuple):  # type: ignore[type-arg]
+        LAYOUT = ("values", "ring")
+
+    with pytest.raises(TypeError, match="LAYOUT"):
+        StoreCore({}, lambda: 0, print, print, Other)
+    assert tuple(core.WINDOW_LAYOUT) == hd.Window.LAYOUT
+
+
+def test_the_core_scatter_checks_its_arguments_before_writing() -> None:
     store = _store()
     store.append("s", "a", (1, 2), ts_ns=1)
     ring = store._rings["s"]
-    assert isinstance(ring, RingCore)
     before = _state(store)
     one = np.zeros(1, np.int64)
     with pytest.raises(ValueError, match="ring's dtype"):
-        ring.scatter(one, np.zeros((1, 2), np.float32), one, 0)
+        ring.core.scatter(one, np.zeros((1, 2), np.float32), one, 0)
     with pytest.raises(ValueError, match="ring's dtype"):
-        ring.scatter(one, np.zeros((1, 3)), one, 0)
+        ring.core.scatter(one, np.zeros((1, 3)), one, 0)
     with pytest.raises(ValueError, match="int64"):
-        ring.scatter(one.astype(np.int32), np.zeros((1, 2)), one, 0)
+        ring.core.scatter(one.astype(np.int32), np.zeros((1, 2)), one, 0)
     with pytest.raises(IndexError, match="out of range"):
-        ring.scatter(np.array([0, 99]), np.zeros((2, 2)), np.zeros(2, np.int64), 0)
+        ring.core.scatter(np.array([0, 99]), np.zeros((2, 2)), np.zeros(2, np.int64), 0)
     with pytest.raises(ValueError, match="a row is 16 bytes"):
-        ring.write_row(0, b"short", 0, 0)
+        ring.core.write_row(0, b"short", 0, 0)
     assert _state(store) == before
     assert ring.lookup(["a"]).tolist() == [0]
     assert ring.lookup(["a", "zz"]) is None
@@ -176,7 +199,7 @@ def test_the_c_scatter_checks_its_arguments_before_writing() -> None:
 
 def _core_gather(ring: Ring, slots: np.ndarray, rows: int, span: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The Rust core's read of the same slots: what the C gather must equal."""
+    """The core's read kernel over the raw arrays: what ``RingCore.gather`` must equal."""
     n = len(slots)
     values = np.empty((n, rows, ring.F), ring.dtype)
     ts = np.empty((n, rows), np.int64)
@@ -196,7 +219,7 @@ def _core_gather(ring: Ring, slots: np.ndarray, rows: int, span: int
     rows=st.integers(1, 6),
     span=st.sampled_from([0, 3, 10]),
 )
-def test_c_gather_reads_what_the_core_gather_reads(
+def test_ring_gather_reads_what_the_kernel_reads(
     dtype: str, timed: bool, events: list[tuple[int, int]], asked: list[int], rows: int,
     span: int,
 ) -> None:
@@ -209,7 +232,7 @@ def test_c_gather_reads_what_the_core_gather_reads(
     ring = store._rings["s"]
     keys: list[Any] = list(asked)  # 6 and 7 are never written: absent
     slots = ring.lookup(keys, core.ABSENT)
-    got = ring.gather(slots, keys, rows, span)
+    got = ring.core.gather(slots, keys, rows, span)
     assert got is not None
     for a, b in zip(got, _core_gather(ring, slots, rows, span), strict=True):
         assert a.dtype == b.dtype
@@ -218,21 +241,21 @@ def test_c_gather_reads_what_the_core_gather_reads(
     assert batch.values.tobytes() == got[0].tobytes()
 
 
-def test_c_gather_hands_over_what_it_cannot_vouch_for() -> None:
+def test_ring_gather_hands_over_what_it_cannot_vouch_for() -> None:
     store = _store()
     for key in ("a", "b"):
         store.append("s", key, (1, 2), ts_ns=1)
     ring = store._rings["s"]
     slots = ring.lookup(["a", "b"], core.ABSENT)
-    assert ring.gather(slots, ["a", "b"], 4, 0) is not None
-    assert ring.gather(slots, ["b", "a"], 4, 0) is None  # not the slots' owners
+    assert ring.core.gather(slots, ["a", "b"], 4, 0) is not None
+    assert ring.core.gather(slots, ["b", "a"], 4, 0) is None  # not the slots' owners
     ring.meta[slots[1], core.WSEQ] += 1  # a writer mid-append
-    assert ring.gather(slots, ["a", "b"], 4, 0) is None
+    assert ring.core.gather(slots, ["a", "b"], 4, 0) is None
     ring.meta[slots[1], core.WSEQ] -= 1
     with pytest.raises(IndexError, match="out of range"):
-        ring.gather(np.array([0, 99]), ["a", "b"], 4, 0)
+        ring.core.gather(np.array([0, 99]), ["a", "b"], 4, 0)
     with pytest.raises(ValueError, match="rows"):
-        ring.gather(slots, ["a", "b"], 5, 0)
+        ring.core.gather(slots, ["a", "b"], 5, 0)
     # the windows() answer when a key moved between lookup and read: the Python path's
     store.append("s", "a", (3, 4), ts_ns=2)
     assert store.windows("s", ["a", "b"]).lengths.tolist() == [2, 1]
@@ -241,16 +264,14 @@ def test_c_gather_hands_over_what_it_cannot_vouch_for() -> None:
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["count", "time"]))
 def test_a_split_scatter_writes_what_one_thread_writes(seed: int, kind: str) -> None:
-    """Large batches are scattered on two threads (by slot parity, _split.h): every window,
-    timestamp and counter must be what the single-threaded scatter leaves."""
-    from heimdall.window import _native
-
+    """Large batches are scattered on two threads (by slot parity, the core's split.rs):
+    every window, timestamp and counter must be what the single-threaded scatter leaves."""
     rng = np.random.default_rng(seed)
     window: Any = hd.CountWindow(8) if kind == "count" else hd.TimeWindow(0.00002, max_rows=8)
     spec = hd.StreamSpec("s", key="id", fields=["x", "y"], window=window,
                          allowed_lateness_s=0.00001)
     stores = [hd.WindowStore([spec], max_keys=64) for _ in range(2)]
-    before = _native.set_split(0)
+    before = core.set_split(0)
     try:
         t = 0
         for _ in range(4):
@@ -262,10 +283,10 @@ def test_a_split_scatter_writes_what_one_thread_writes(seed: int, kind: str) -> 
                 rng.random(n) < 0.2)
             t = int(ts.max())
             for split, store in zip((0, 1), stores, strict=True):
-                _native.set_split(split)  # 1: every batch on two threads
+                core.set_split(split)  # 1: every batch on two threads
                 store.append_batch("s", keys, values, ts.astype(np.int64))
     finally:
-        _native.set_split(before)
+        core.set_split(before)
     one, two = stores
     assert one.keys("s") == two.keys("s")
     for key in one.keys("s"):
@@ -279,9 +300,7 @@ def test_a_forked_child_scatters_on_its_own_helper() -> None:
     """A thread does not survive fork: the child starts its own helper for a split batch."""
     import os
 
-    from heimdall.window import _native
-
-    before = _native.set_split(1)
+    before = core.set_split(1)
     try:
         spec = hd.StreamSpec("s", key="id", fields=["x", "y"], window=hd.CountWindow(4))
         store = hd.WindowStore([spec], max_keys=64)
@@ -300,17 +319,15 @@ def test_a_forked_child_scatters_on_its_own_helper() -> None:
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
-        _native.set_split(before)
+        core.set_split(before)
 
 
 def test_a_full_ring_compacted_ahead_keeps_its_window_and_ends_its_views() -> None:
     """A ring a large scatter leaves full is compacted before its next append (on the helper
-    thread, during the next large batch's lookup; here by ``compact_full``, the same C):
+    thread, during the next large batch's lookup; here by ``compact_full``, the same code):
     the window shows the same rows, a view of the moved rows reads as invalid, and the next
     appends land after the window."""
-    from heimdall.window import _native
-
-    before = _native.set_split(0)  # no helper: nothing is compacted ahead but by compact_full
+    before = core.set_split(0)  # no helper: nothing is compacted ahead but by compact_full
     try:
         spec = hd.StreamSpec("s", key="id", fields=["x"], window=hd.CountWindow(4))
         store = hd.WindowStore([spec], max_keys=8)
@@ -321,8 +338,8 @@ def test_a_full_ring_compacted_ahead_keeps_its_window_and_ends_its_views() -> No
         assert ring.meta[slot, core.POS] == ring.cap  # full: its next append would compact
         whole = store.window("s", "a")
         with ring.lock:
-            assert ring.compact_full() == 1
-            assert ring.compact_full() == 0  # done once
+            assert ring.core.compact_full() == 1
+            assert ring.core.compact_full() == 0  # done once
         assert ring.meta[slot, core.POS] == 4
         assert not whole.valid  # its rows moved under it
         assert store.window("s", "a").values[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
@@ -333,12 +350,12 @@ def test_a_full_ring_compacted_ahead_keeps_its_window_and_ends_its_views() -> No
         store.append_batch("s", ["b"] * 5, np.zeros((5, 1)), np.arange(5))
         store.append("s", "b", (1.0,), ts_ns=6)
         with ring.lock:
-            assert ring.compact_full() == 1
+            assert ring.core.compact_full() == 1
         assert ring.meta[slot, core.POS] == 4
         assert store.window("s", "a").ts_ns.tolist() == [2, 3, 4, 5]
         assert store.window("s", "b").ts_ns.tolist() == [2, 3, 4, 6]
     finally:
-        _native.set_split(before)
+        core.set_split(before)
 
 
 def test_append_rows_answers_for_held_keys_only() -> None:
@@ -350,25 +367,24 @@ def test_append_rows_answers_for_held_keys_only() -> None:
     store.append_batch("s", ["a", "b"], np.array([[1.0], [2.0]]), np.array([1, 2]))
     ts = np.array([3, 4], dtype=np.int64)
     with ring.lock:
-        assert ring.append_rows(["a", "c"], np.array([[3.0], [4.0]]), ts, 0) is False
+        assert ring.core.append_rows(["a", "c"], np.array([[3.0], [4.0]]), ts, 0) is False
         assert store.window("s", "a").values[:, 0].tolist() == [1.0]
-        assert ring.append_rows(["b", "a"], np.array([[3.0], [4.0]]), ts, 0) is True
+        assert ring.core.append_rows(["b", "a"], np.array([[3.0], [4.0]]), ts, 0) is True
     assert store.window("s", "a").values[:, 0].tolist() == [1.0, 4.0]
     assert store.window("s", "b").values[:, 0].tolist() == [2.0, 3.0]
     with pytest.raises(ValueError, match="contiguous"):
-        ring.append_rows(["a"], np.array([[1, 2]]), np.array([1]), 0)
+        ring.core.append_rows(["a"], np.array([[1, 2]]), np.array([1]), 0)
 
 
 def test_the_eviction_plan_checks_its_arguments() -> None:
     """``plan_evictions`` (the native core's ``evict.rs``) indexes ``held`` and ``first`` by
     each other's values: a table that does not hold together is refused before the loop
     reads it."""
-    _native = core
 
     def plan(first: list[int], candidates: list[int], n: int = 2) -> tuple[int, int]:
         held = np.array([1, 0], np.int64)  # row 0 is slot 1's, row 1 slot 0's
         out = [np.empty(len(candidates), np.int64) for _ in range(2)]
-        return _native.plan_evictions(np.empty(0, np.int64), held, np.array(first, np.int64),
+        return core.plan_evictions(np.empty(0, np.int64), held, np.array(first, np.int64),
                                       np.array(candidates, np.int64), n, True, *out)
 
     assert plan([1, 0, 2], [2]) == (0, 2)  # no new key: nothing to evict
@@ -379,6 +395,6 @@ def test_the_eviction_plan_checks_its_arguments() -> None:
     with pytest.raises(IndexError, match="candidate 3 out of range"):
         plan([1, 0, 2], [3])
     with pytest.raises(ValueError, match="int64"):
-        _native.plan_evictions(np.empty(0, np.int32), np.zeros(2, np.int64),
+        core.plan_evictions(np.empty(0, np.int32), np.zeros(2, np.int64),
                                np.zeros(0, np.int64), np.zeros(0, np.int64), 2, True,
                                np.zeros(0, np.int64), np.zeros(0, np.int64))
