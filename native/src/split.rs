@@ -93,13 +93,15 @@ pub fn claim(n: usize) -> Option<Helper> {
 /// The rows of a batch whose slot has parity `part`, in batch order (branch-free: each row
 /// is written, and counted only when it is one).
 fn part_order(slots: &[i64], part: i64) -> Vec<u32> {
-    let mut order = vec![0u32; slots.len() + 1];
+    let mut order: Vec<u32> = Vec::with_capacity(slots.len() + 1);
+    let spare = order.spare_capacity_mut();
     let mut c = 0;
     for (i, &s) in slots.iter().enumerate() {
-        order[c] = i as u32;
+        spare[c].write(i as u32); // c <= i: within the capacity
         c += ((s & 1) == part) as usize;
     }
-    order.truncate(c);
+    // SAFETY: entries 0 .. c were written (each entry before c was written and kept)
+    unsafe { order.set_len(c) };
     order
 }
 

@@ -141,7 +141,7 @@ impl RingMut {
     }
 
     /// The in-order append (between begin and end).
-    #[inline]
+    #[inline(always)]
     unsafe fn put_in_order(&self, slot: usize, row: *const u8, t: i64) {
         let (data, ts) = self.rows(slot);
         let mut pos = self.get(slot, POS) as usize;
@@ -215,7 +215,7 @@ impl RingMut {
 
     /// One row of a batch: in order, inserted out of order, or counted and dropped (later
     /// than the lateness allowed, or older than the span).
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn scatter_one(
         &self,
@@ -265,15 +265,41 @@ impl RingMut {
         counters: &mut Counters,
         full: &FullList,
     ) {
-        let n = order.map_or(b.slots.len(), |o| o.len());
-        let at = |k: usize| order.map_or(k, |o| o[k] as usize);
+        match order {
+            Some(o) => self.scatter_rows(
+                b,
+                o.len(),
+                |k| *o.get_unchecked(k) as usize,
+                now,
+                tick0,
+                counters,
+                full,
+            ),
+            None => self.scatter_rows(b, b.slots.len(), |k| k, now, tick0, counters, full),
+        }
+    }
+
+    /// `scatter`'s loop over rows `at(k)`, k < n (one copy per kind of order).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scatter_rows(
+        &self,
+        b: &Batch,
+        n: usize,
+        at: impl Fn(usize) -> usize,
+        now: i64,
+        tick0: i64,
+        counters: &mut Counters,
+        full: &FullList,
+    ) {
+        let slot = |i: usize| *b.slots.get_unchecked(i) as usize;
         for k in 0..n {
             // the rows are far apart in memory: ask for the lines of the next ones early
             if k + PREFETCH < n {
-                prefetch(self.meta.add(b.slots[at(k + PREFETCH)] as usize * META_COLS) as *const u8);
+                prefetch(self.meta.add(slot(at(k + PREFETCH)) * META_COLS) as *const u8);
             }
             if k + PREFETCH / 2 < n {
-                let s2 = b.slots[at(k + PREFETCH / 2)] as usize;
+                let s2 = slot(at(k + PREFETCH / 2));
                 let p2 = self.get(s2, POS) as usize;
                 prefetch(self.data.add((s2 * self.cap + p2) * self.row_bytes));
                 prefetch(self.ts.add(s2 * self.cap + p2) as *const u8);
@@ -281,9 +307,9 @@ impl RingMut {
             let i = at(k);
             let row = b.rows.add(i * self.row_bytes);
             self.scatter_one(
-                b.slots[i] as usize,
+                slot(i),
                 row,
-                b.ts[i],
+                *b.ts.get_unchecked(i),
                 now,
                 tick0 + i as i64,
                 counters,
