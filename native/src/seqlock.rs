@@ -6,7 +6,7 @@
 //! still `c0`. The metadata words are read as atomics, so the protocol holds between
 //! threads of this process (with the GIL released) and across processes (shared memory).
 
-use crate::layout::{CSEQ, META_COLS, WSEQ};
+use crate::layout::{CSEQ, FILL, META_COLS, POS, WSEQ};
 use std::sync::atomic::{fence, AtomicI64, Ordering};
 
 /// One slot's metadata line, read with atomics.
@@ -46,5 +46,24 @@ impl Meta {
     pub fn still(&self, slot: usize, c0: i64) -> bool {
         fence(Ordering::Acquire);
         self.word(slot, WSEQ).load(Ordering::Relaxed) == c0
+    }
+
+    /// A slot's window read whole: (a, b, c0), its rows `[a, b)` = `[POS - FILL, POS)` at
+    /// `CSEQ = c0`; None while a write is in progress (or bounds no write leaves).
+    #[inline]
+    pub fn bounds(&self, slot: usize) -> Option<(i64, i64, i64)> {
+        let c0 = self.begin(slot)?;
+        let (b, n) = (self.get(slot, POS), self.get(slot, FILL));
+        (self.still(slot, c0) && 0 <= n && n <= b).then_some((b - n, b, c0))
+    }
+
+    /// Whether a view of rows `[a, b)` read at `CSEQ = c0` is still intact: fewer writes
+    /// since than reach its rows. Appends go to rows after `b` (`cap - b` of them before a
+    /// compaction) and a compaction overwrites rows before `w - 1` only; out-of-order
+    /// inserts, evictions and expiry raise `WSEQ` by `cap + 1` and so end every view.
+    #[inline]
+    pub fn intact(&self, slot: usize, a: i64, b: i64, c0: i64, cap: i64, w: i64) -> bool {
+        let writes = self.word(slot, WSEQ).load(Ordering::Acquire) - c0;
+        writes <= (cap - b) + (a - (w - 1)).max(0)
     }
 }

@@ -4,13 +4,12 @@
 
 use super::keys::{plain, plain_eq};
 use super::ring::RingCore;
-use crate::layout::{FILL, POS, WSEQ};
 use crate::seqlock::Meta;
 use numpy::npyffi::flags::{NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS};
 use numpy::npyffi::{PyArrayObject, PY_ARRAY_API};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 
 impl RingCore {
     /// Pack an exact tuple or list of F exact floats / ints into `out` as the row dtype.
@@ -149,11 +148,8 @@ impl RingCore {
         if slot >= r.slots {
             return Ok(None);
         }
-        let m = Meta::new(r.meta);
-        let Some(c0) = m.begin(slot) else { return Ok(None) };
-        let (b, n) = (m.get(slot, POS), m.get(slot, FILL));
-        fence(Ordering::Acquire);
-        if r.get(slot, WSEQ) != c0 || n < 0 || b < n || b as usize > r.cap {
+        let Some((a, b, c0)) = Meta::new(r.meta).bounds(slot) else { return Ok(None) };
+        if b as usize > r.cap {
             return Ok(None);
         }
         // slot < len(slot_keys) (one per ring slot); borrowed with the GIL held
@@ -161,7 +157,7 @@ impl RingCore {
         if owner != key && !(plain(owner) && plain_eq(owner, key)) {
             return Ok(None);
         }
-        let a = b - n;
+        let n = b - a;
         // rows [slot * cap + a, slot * cap + b) of the flat view: a read-only view whose
         // base is the flat array
         let mut dims = [n as ffi::Py_ssize_t, self.f as ffi::Py_ssize_t];

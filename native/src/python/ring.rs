@@ -510,6 +510,26 @@ impl RingCore {
         released
     }
 
+    /// A slot's window read by the seqlock: (a, b, c0, keygen), its rows ``[a, b)`` at
+    /// CSEQ ``c0`` and the slot's KEYGEN after; None while a writer is mid-write.
+    fn bounds(&self, slot: usize) -> PyResult<Option<(i64, i64, i64, i64)>> {
+        if slot >= self.ring.slots {
+            return Err(PyIndexError::new_err(format!("bounds: slot {slot} out of range")));
+        }
+        let m = self.read_ring().meta;
+        Ok(m.bounds(slot).map(|(a, b, c0)| (a, b, c0, m.get(slot, KEYGEN))))
+    }
+
+    /// Whether a view of rows ``[a, b)`` of ``slot`` read at CSEQ ``c0`` is still intact
+    /// (``Window.valid``).
+    fn intact(&self, slot: usize, a: i64, b: i64, c0: i64) -> PyResult<bool> {
+        if slot >= self.ring.slots {
+            return Err(PyIndexError::new_err(format!("intact: slot {slot} out of range")));
+        }
+        let (cap, w) = (self.ring.cap as i64, self.ring.w as i64);
+        Ok(self.read_ring().meta.intact(slot, a, b, c0, cap, w))
+    }
+
     /// The writes so far (the LRU clock).
     #[getter]
     fn get_tick(&self) -> i64 {

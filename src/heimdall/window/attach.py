@@ -42,9 +42,8 @@ from heimdall.window.reads import Reads
 from heimdall.window.view import Window, WindowBatch, view
 
 _CHECK_EVERY_S = 0.25
-# a slot's metadata line, as the native core lays it out (names bound once: window() is hot)
-_COLS, _POS, _FILL, _WSEQ, _CSEQ, _KEYGEN = (core.META_COLS, core.POS, core.FILL, core.WSEQ,
-                                             core.CSEQ, core.KEYGEN)
+# a slot's KEYGEN in its metadata line, as the core lays it out (bound once: window() is hot)
+_COLS, _KEYGEN = core.META_COLS, core.KEYGEN
 
 
 class _Memo:
@@ -200,13 +199,9 @@ class AttachedStore:
             slot, gen = self._memos[stream].slot_of[key]
         except (KeyError, TypeError):
             return self._window_probe(stream, key)
-        mv = ring.meta_mv
-        m = slot * _COLS
-        c0 = mv[m + _CSEQ]
-        b = mv[m + _POS]
-        n = mv[m + _FILL]
-        if mv[m + _WSEQ] == c0 and mv[m + _KEYGEN] == gen:
-            return view(ring, key, slot, b - n, b, c0)
+        got = ring.core.bounds(slot)  # (a, b, c0, KEYGEN) by the seqlock, or None
+        if got is not None and got[3] == gen:
+            return view(ring, key, slot, got[0], got[1], got[2])
         return self._window_probe(stream, key)
 
     def _window_probe(self, stream: str, key: str | int) -> Window:
@@ -217,21 +212,16 @@ class AttachedStore:
         except (KeyError, SchemaError):
             return self._reads.window_slow(stream, key)  # raises what WindowStore raises
         shared = memo.shared
-        mv = ring.meta_mv
         for _ in range(1000):
             slot = shared.lookup_encoded(kb)
             if slot is None:
                 memo.slot_of.pop(key, None)
                 raise KeyNotFoundError(f"stream {stream!r} holds no key {shown(key)}")
-            m = slot * _COLS
-            c0 = mv[m + _CSEQ]
-            b = mv[m + _POS]
-            n = mv[m + _FILL]
-            w = mv[m + _WSEQ]
-            gen = mv[m + _KEYGEN]  # before the key check: a later read may be a new owner's
-            if w == c0 and shared.holds(slot, kb):
-                memo.remember(key, slot, gen)
-                return view(ring, key, slot, b - n, b, c0)
+            # KEYGEN read before the key check: a later read may be a new owner's
+            got = ring.core.bounds(slot)
+            if got is not None and shared.holds(slot, kb):
+                memo.remember(key, slot, got[3])
+                return view(ring, key, slot, got[0], got[1], got[2])
             time.sleep(0)  # the writer is mid-append, or the slot changed hands
         raise HeimdallError(f"stream {stream!r}, key {shown(key)}: no consistent read")
 

@@ -65,15 +65,9 @@ class Reads:
             slot = ring.index.get(key)
             if slot is None:
                 raise KeyNotFoundError(f"stream {stream!r} holds no key {shown(key)}")
-            # the seqlock's read order: CSEQ, then the bounds, then WSEQ (a large batch's
-            # scatter writes without the GIL)
-            mv, m = ring.meta_mv, slot * core.META_COLS
-            c0 = mv[m + core.CSEQ]
-            b = mv[m + core.POS]
-            n = mv[m + core.FILL]
-            w = mv[m + core.WSEQ]
-            if w == c0 and ring.slot_keys[slot] == key:
-                return view(ring, key, slot, b - n, b, c0)
+            got = ring.core.bounds(slot)  # by the seqlock; None while a writer is mid-write
+            if got is not None and ring.slot_keys[slot] == key:
+                return view(ring, key, slot, got[0], got[1], got[2])
             time.sleep(0)  # a writer is mid-append: let it finish
         raise HeimdallError(
             f"stream {stream!r}, key {shown(key)}: no consistent read after retries")

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from heimdall import _core as core
 from heimdall.errors import FieldNotFoundError, SchemaError, StaleWindowError
 
 if TYPE_CHECKING:
@@ -95,9 +94,7 @@ class Window(tuple[Any, ...]):
         r = self._ring
         if r is None:
             return True
-        wseq = r.meta_mv[self._slot * core.META_COLS + core.WSEQ]
-        headroom = (r.cap - self._b) + max(0, self._a - (r.W - 1))
-        return bool(wseq - self._c0 <= headroom)
+        return r.intact(self._slot, self._a, self._b, self._c0)  # the core's seqlock.rs
 
     def __len__(self) -> int:
         return self._b - self._a
