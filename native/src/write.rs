@@ -79,6 +79,14 @@ impl FullList {
     }
 }
 
+/// A slot's write position, window length and newest time.
+#[derive(Clone, Copy)]
+struct Head {
+    pos: usize,
+    fill: usize,
+    newest: i64,
+}
+
 /// The batch counters: rows later than the allowed lateness, inserted out of order, expired.
 pub type Counters = [i64; 3];
 
@@ -140,42 +148,59 @@ impl RingMut {
         keep
     }
 
-    /// The in-order append (between begin and end).
+    /// The slot's write position, window length and newest time, read once per write.
     #[inline(always)]
-    unsafe fn put_in_order(&self, slot: usize, row: *const u8, t: i64) {
+    fn head(&self, slot: usize) -> Head {
+        Head {
+            pos: self.get(slot, POS) as usize,
+            fill: self.get(slot, FILL) as usize,
+            newest: self.get(slot, NEWEST),
+        }
+    }
+
+    /// Store a write's new head (before `end` commits it).
+    #[inline(always)]
+    fn set_head(&self, slot: usize, was: Head, now: Head) {
+        self.set(slot, POS, now.pos as i64);
+        self.set(slot, FILL, now.fill as i64);
+        if now.newest != was.newest {
+            self.set(slot, NEWEST, now.newest);
+        }
+    }
+
+    /// The in-order append's rows (between begin and end); returns the new head.
+    #[inline(always)]
+    unsafe fn put_in_order(&self, slot: usize, h: Head, row: *const u8, t: i64) -> Head {
         let (data, ts) = self.rows(slot);
-        let mut pos = self.get(slot, POS) as usize;
-        let mut fill = self.get(slot, FILL) as usize;
+        let Head { mut pos, mut fill, mut newest } = h;
         if pos == self.cap {
             pos = self.compact(slot, pos, fill.min(self.w - 1));
         }
         copy_row(data.add(pos * self.row_bytes), row, self.row_bytes);
         *ts.add(pos) = t;
         pos += 1;
-        self.set(slot, POS, pos as i64);
-        if self.time_ordered || fill == 0 || t > self.get(slot, NEWEST) {
-            self.set(slot, NEWEST, t);
+        if self.time_ordered || fill == 0 || t > newest {
+            newest = t;
         }
         if fill < self.w {
             fill += 1;
         }
         if self.span_ns > 0 {
-            let lo = self.get(slot, NEWEST).saturating_sub(self.span_ns);
+            let lo = newest.saturating_sub(self.span_ns);
             while fill > 1 && *ts.add(pos - fill) < lo {
                 fill -= 1;
             }
         }
-        self.set(slot, FILL, fill as i64);
+        Head { pos, fill, newest }
     }
 
     /// A time window's row older than its newest, within the lateness allowed: inserted in
-    /// time order (between begin, by cap + 1, and end).
+    /// time order (between begin, by cap + 1, and end); returns the new head.
     #[inline]
-    unsafe fn put_out_of_order(&self, slot: usize, row: *const u8, t: i64) {
+    unsafe fn put_out_of_order(&self, slot: usize, h: Head, row: *const u8, t: i64) -> Head {
         let (data, ts) = self.rows(slot);
         let rb = self.row_bytes;
-        let mut pos = self.get(slot, POS) as usize;
-        let fill = self.get(slot, FILL) as usize;
+        let Head { mut pos, fill, newest } = h;
         if pos == self.cap {
             pos = self.compact(slot, pos, fill);
         }
@@ -187,8 +212,7 @@ impl RingMut {
         std::ptr::copy(ts.add(ins), ts.add(ins + 1), pos - ins);
         copy_row(data.add(ins * rb), row, rb);
         *ts.add(ins) = t;
-        self.set(slot, POS, (pos + 1) as i64);
-        self.set(slot, FILL, (fill + 1).min(self.w) as i64);
+        Head { pos: pos + 1, fill: (fill + 1).min(self.w), newest }
     }
 
     /// Append one packed row to `slot` (`row_bytes` bytes). Returns false, writing nothing,
@@ -204,11 +228,12 @@ impl RingMut {
         now: i64,
         tick: i64,
     ) -> bool {
-        if self.time_ordered && self.get(slot, FILL) > 0 && t < self.get(slot, NEWEST) {
+        let h = self.head(slot);
+        if self.time_ordered && h.fill > 0 && t < h.newest {
             return false;
         }
         let w = self.begin(slot, 1);
-        self.put_in_order(slot, row, t);
+        self.set_head(slot, h, self.put_in_order(slot, h, row, t));
         self.end(slot, w, now, tick);
         true
     }
@@ -227,24 +252,25 @@ impl RingMut {
         counters: &mut Counters,
         full: &FullList,
     ) {
+        let h = self.head(slot);
         let w;
-        if self.time_ordered && self.get(slot, FILL) > 0 && t < self.get(slot, NEWEST) {
-            let newest = self.get(slot, NEWEST);
-            if t < newest.saturating_sub(self.lateness_ns) {
+        if self.time_ordered && h.fill > 0 && t < h.newest {
+            if t < h.newest.saturating_sub(self.lateness_ns) {
                 counters[C_LATE] += 1;
                 return;
             }
-            if self.span_ns > 0 && t < newest.saturating_sub(self.span_ns) {
+            if self.span_ns > 0 && t < h.newest.saturating_sub(self.span_ns) {
                 counters[C_EXPIRED] += 1;
                 return;
             }
             counters[C_OOO] += 1;
             w = self.begin(slot, self.cap as i64 + 1);
-            self.put_out_of_order(slot, row, t);
+            self.set_head(slot, h, self.put_out_of_order(slot, h, row, t));
         } else {
             w = self.begin(slot, 1);
-            self.put_in_order(slot, row, t);
-            if self.get(slot, POS) as usize == self.cap {
+            let next = self.put_in_order(slot, h, row, t);
+            self.set_head(slot, h, next);
+            if next.pos == self.cap {
                 full.push(slot); // compacted ahead, during the next large batch's lookup
             }
         }
