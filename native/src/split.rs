@@ -46,7 +46,13 @@ pub fn set_min_rows(v: usize) -> usize {
 
 fn pool() -> Option<&'static ThreadPool> {
     let pid = std::process::id();
-    let mut held = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    // try_lock: a child forked while another thread of the parent held it would wait forever
+    // (one claimed caller at a time gets here, so it is free otherwise)
+    let mut held = match POOL.try_lock() {
+        Ok(held) => held,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
     if let Some((p, pool)) = *held {
         if p == pid {
             return Some(pool);
