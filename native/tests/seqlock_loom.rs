@@ -3,7 +3,7 @@
 //! making two writes and one reader trying one read. Whenever the reader's check passes, what
 //! it read is whole: both words of one write, never one of each.
 //!
-//! The protocol, as `src/seqlock.rs` (the reader) and the C writer (`_write.h`: `begin`,
+//! The protocol, as `src/seqlock.rs` (the reader) and `src/write.rs` (the writer: `begin`,
 //! `end`) run it: the writer raises WSEQ (relaxed) and issues a release fence, writes the
 //! slot's words, then stores CSEQ = WSEQ with release; the reader loads CSEQ with acquire,
 //! gives up unless WSEQ (relaxed) equals it, reads the words, issues an acquire fence and
