@@ -183,3 +183,27 @@ def test_new_slots_gives_the_slots_new_slot_would() -> None:
     assert (b.slot_keys, b.free, b.high_water) == (a.slot_keys, a.free, a.high_water)
     assert (b.live == a.live).all()
     assert (b.meta == a.meta).all()
+
+
+class Owned(str):
+    """A key that references what holds it."""
+
+    store: object = None
+
+
+def test_a_cycle_through_a_subclass_key_is_collected() -> None:
+    """The index shows the collector the keys it holds: a store whose key references the
+    store is freed once nothing else holds either."""
+    import gc
+    import weakref
+
+    spec = hd.StreamSpec("s", key="id", fields=["x"], window=hd.CountWindow(2))
+    store = hd.WindowStore([spec], max_keys=4)
+    key = Owned("k")
+    key.store = store
+    store.append_batch("s", [key], np.ones((1, 1)))
+    assert store.window("s", "k").values.tolist() == [[1.0]]
+    ref = weakref.ref(store)
+    del store, key
+    gc.collect()
+    assert ref() is None

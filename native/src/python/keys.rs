@@ -23,6 +23,7 @@ use pyo3::exceptions::{PyIndexError, PyKeyError, PyOverflowError, PyTypeError, P
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
+use pyo3::{PyTraverseError, PyVisit};
 use std::cell::UnsafeCell;
 
 #[derive(Clone, Copy)]
@@ -483,6 +484,25 @@ impl KeyIndex {
     #[getter(slot_keys)]
     fn get_slot_keys(&self, py: Python<'_>) -> Py<PyList> {
         self.slot_keys.clone_ref(py)
+    }
+
+    /// The keys the table holds and the slot_keys list, for the cycle collector: a key of
+    /// a str / int subclass may reference what holds this index. (No __clear__: the
+    /// collector breaks such a cycle at the key or the store, whose own references it
+    /// clears.)
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.slot_keys)?;
+        // SAFETY: read only; the collector runs with the GIL held, and no table change is
+        // under way when it can run (a change allocates nothing and runs no Python code)
+        let t = unsafe { &*self.table.get() };
+        for e in t.entries.iter().filter(|e| !e.key.is_null()) {
+            // SAFETY: Py<PyAny> is a transparent non-null object pointer: a borrowed view of
+            // the table's reference, its count untouched
+            let key: &Py<PyAny> =
+                unsafe { &*(&e.key as *const *mut ffi::PyObject).cast::<Py<PyAny>>() };
+            visit.call(key)?;
+        }
+        Ok(())
     }
 
     /// Bytes of the table's buckets.

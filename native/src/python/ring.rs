@@ -18,6 +18,7 @@ use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 /// A scatter of this many rows or more runs without the GIL. The caller holds the stream's
@@ -528,6 +529,23 @@ impl RingCore {
         }
         let (cap, w) = (self.ring.cap as i64, self.ring.w as i64);
         Ok(self.read_ring().meta.intact(slot, a, b, c0, cap, w))
+    }
+
+    /// What it holds, for the cycle collector (no __clear__: nothing it holds holds it).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self._arrays)?;
+        visit.call(&self.index)?;
+        for o in [
+            &self.locked,
+            &self.values_flat,
+            &self.ts_flat,
+            &self.meta_mv,
+            &self.fields,
+            &self.name,
+        ] {
+            visit.call(o)?;
+        }
+        Ok(())
     }
 
     /// The writes so far (the LRU clock).
