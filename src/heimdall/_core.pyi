@@ -90,20 +90,13 @@ class RingCore:
     reread: int
     full_cap: int
     cap: int
-    W: int
-    F: int
-    row_bytes: int
-    values_flat: np.ndarray
     ts_flat: np.ndarray
-    meta_mv: memoryview
     index: KeyIndex
-    name: str
     def __init__(self, data: np.ndarray, ts: np.ndarray, meta: np.ndarray,
                  stats: np.ndarray | None, counters: np.ndarray, index: KeyIndex,
                  lock: threading.Lock, *, window_rows: int, span_ns: int, lateness_ns: int,
                  time_ordered: bool, reject_nan: bool, ttl_ns: int, values_flat: np.ndarray,
-                 ts_flat: np.ndarray, meta_mv: memoryview, fields: tuple[str, ...],
-                 name: str) -> None: ...
+                 ts_flat: np.ndarray, fields: tuple[str, ...]) -> None: ...
     def write_row(self, slot: int, row: bytes | bytearray | memoryview, ts_ns: int,
                   now_ns: int) -> bool: ...
     def scatter(self, slots: np.ndarray, values: np.ndarray, ts_ns: np.ndarray,

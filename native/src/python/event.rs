@@ -6,7 +6,7 @@ use super::keys::{plain, plain_eq};
 use super::ring::RingCore;
 use crate::seqlock::Meta;
 use numpy::npyffi::flags::{NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS};
-use numpy::npyffi::{PyArrayObject, PY_ARRAY_API};
+use numpy::npyffi::{PyArrayObject, PyArray_Descr, PY_ARRAY_API};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::sync::atomic::Ordering;
@@ -58,15 +58,7 @@ impl RingCore {
                         }
                     }
                     _ => {
-                        if ffi::PyLong_CheckExact(v) == 0 {
-                            return false;
-                        }
-                        let mut overflow = 0;
-                        let x = ffi::PyLong_AsLongLongAndOverflow(v, &mut overflow);
-                        if overflow != 0 || (x == -1 && !ffi::PyErr_Occurred().is_null()) {
-                            ffi::PyErr_Clear();
-                            return false;
-                        }
+                        let Some(x) = exact_i64(v) else { return false };
                         if self.kind == b'q' {
                             out[8 * j..8 * j + 8].copy_from_slice(&x.to_ne_bytes());
                         } else {
@@ -161,12 +153,13 @@ impl RingCore {
         // rows [slot * cap + a, slot * cap + b) of the flat view: a read-only view whose
         // base is the flat array
         let mut dims = [n as ffi::Py_ssize_t, self.f as ffi::Py_ssize_t];
-        let data = self.flat_data.add((slot * r.cap + a as usize) * r.row_bytes);
-        ffi::Py_INCREF(self.flat_descr as *mut ffi::PyObject);
+        let data = r.data.add((slot * r.cap + a as usize) * r.row_bytes);
+        let descr = self.descr.as_ptr();
+        ffi::Py_INCREF(descr); // the array takes a reference
         let values = PY_ARRAY_API.PyArray_NewFromDescr(
             Python::assume_gil_acquired(),
             self.array_type,
-            self.flat_descr,
+            descr as *mut PyArray_Descr,
             2,
             dims.as_mut_ptr(),
             std::ptr::null_mut(),
@@ -229,4 +222,23 @@ impl RingCore {
         }
         Ok(Some(w))
     }
+}
+
+/// An exact int that fits int64, read with no Python code; None for anything else (no
+/// error left set).
+///
+/// # Safety
+/// The GIL is held; `v` is a live object.
+#[inline]
+pub(crate) unsafe fn exact_i64(v: *mut ffi::PyObject) -> Option<i64> {
+    if ffi::PyLong_CheckExact(v) == 0 {
+        return None;
+    }
+    let mut overflow = 0;
+    let x = ffi::PyLong_AsLongLongAndOverflow(v, &mut overflow);
+    if overflow != 0 || (x == -1 && !ffi::PyErr_Occurred().is_null()) {
+        ffi::PyErr_Clear();
+        return None;
+    }
+    Some(x)
 }

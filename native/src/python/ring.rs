@@ -11,8 +11,10 @@ use crate::read::{self, Bounds, GatherOut};
 use crate::seqlock::Meta;
 use crate::split;
 use crate::write::{Batch, FullList, RingMut};
-use numpy::npyffi::{NpyTypes, PyArray_Descr, PY_ARRAY_API};
-use numpy::{PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::npyffi::{NpyTypes, PY_ARRAY_API};
+use numpy::{
+    PyArrayDescr, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
+};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -44,15 +46,14 @@ pub struct RingCore {
     pub(crate) index: Py<KeyIndex>,
     /// the writers' lock's ``locked``
     pub(crate) locked: PyObject,
+    /// the rows laid end to end, (slots * cap, F) read-only over `data`: a view's base
     pub(crate) values_flat: PyObject,
-    /// values_flat's memory, dtype (a reference held) and numpy's ndarray type: a view's parts
-    pub(crate) flat_data: *mut u8,
-    pub(crate) flat_descr: *mut PyArray_Descr,
+    /// the rows' dtype and numpy's ndarray type: a view's parts
+    pub(crate) descr: Py<PyArrayDescr>,
     pub(crate) array_type: *mut ffi::PyTypeObject,
-    pub(crate) ts_flat: PyObject,
-    pub(crate) meta_mv: PyObject,
+    /// the timestamps laid end to end: what a view's ``ts_ns`` slices
+    ts_flat: PyObject,
     pub(crate) fields: PyObject,
-    pub(crate) name: PyObject,
     pub(crate) reject_nan: bool,
     pub(crate) ttl_ns: i64,
     pub(crate) tick: AtomicI64,
@@ -60,14 +61,6 @@ pub struct RingCore {
     pub(crate) next_sweep_ns: AtomicI64,
     pub(crate) reread: AtomicI64,
     pub(crate) full: FullList,
-}
-
-impl Drop for RingCore {
-    fn drop(&mut self) {
-        // SAFETY: the reference taken at construction; dropped by the object's dealloc,
-        // with the GIL held
-        unsafe { ffi::Py_DECREF(self.flat_descr as *mut ffi::PyObject) };
-    }
 }
 
 // SAFETY: the pointers are into arrays `_arrays` keeps alive; the write path runs under the
@@ -181,13 +174,12 @@ impl RingCore {
     /// A stream's ring over its arrays: ``data`` (slots, cap, F) of float64, float32, int64
     /// or int32; ``ts`` (slots, cap) and ``meta`` (slots, META_COLS) int64; ``stats`` the
     /// shared-memory stats line (STATS_COLS int64) or None; ``counters`` (N_COUNTERS,) int64;
-    /// ``index`` its KeyIndex; ``lock`` the writers' lock. The views ``values_flat``,
-    /// ``ts_flat`` and ``meta_mv`` are what a window view reads; ``fields`` and ``name`` go
-    /// into each view.
+    /// ``index`` its KeyIndex; ``lock`` the writers' lock. The views ``values_flat`` and
+    /// ``ts_flat`` are what a window view slices; ``fields`` goes into each view.
     #[new]
     #[pyo3(signature = (data, ts, meta, stats, counters, index, lock, *, window_rows, span_ns,
                         lateness_ns, time_ordered, reject_nan, ttl_ns, values_flat, ts_flat,
-                        meta_mv, fields, name))]
+                        fields))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -206,9 +198,7 @@ impl RingCore {
         ttl_ns: i64,
         values_flat: PyObject,
         ts_flat: PyObject,
-        meta_mv: PyObject,
         fields: PyObject,
-        name: PyObject,
     ) -> PyResult<Self> {
         let dims = data.shape().to_vec();
         let kind = kind_of(data);
@@ -242,7 +232,7 @@ impl RingCore {
                 "RingCore: values_flat must be a (slots * cap, F) view of data",
             ));
         }
-        let flat_descr = flat.dtype().into_dtype_ptr();
+        let descr = flat.dtype().unbind();
         // SAFETY: numpy's API, with the GIL
         let array_type = unsafe { PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type) };
         let none = py.None();
@@ -277,13 +267,10 @@ impl RingCore {
             index,
             locked: lock.getattr("locked")?.unbind(),
             values_flat,
-            flat_data,
-            flat_descr,
+            descr,
             array_type,
             ts_flat,
-            meta_mv,
             fields,
-            name,
             reject_nan,
             ttl_ns,
             tick: AtomicI64::new(0),
@@ -423,14 +410,11 @@ impl RingCore {
         if let Some(&bad) = s.iter().find(|&&x| x >= self.ring.slots as i64 || x < -1) {
             return Err(PyIndexError::new_err(format!("gather: slot {bad} out of range")));
         }
-        let arrays = self._arrays.bind(py);
-        let data = arrays.get_item(0)?;
-        let dtype = data.downcast::<PyUntypedArray>()?.dtype();
         // SAFETY: new arrays of these shapes, written whole below
         let values = unsafe {
             new_array(
                 py,
-                &dtype,
+                self.descr.bind(py),
                 &[b as isize, rows as isize, self.f as isize],
                 std::ptr::null_mut(),
                 None,
@@ -535,14 +519,8 @@ impl RingCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self._arrays)?;
         visit.call(&self.index)?;
-        for o in [
-            &self.locked,
-            &self.values_flat,
-            &self.ts_flat,
-            &self.meta_mv,
-            &self.fields,
-            &self.name,
-        ] {
+        visit.call(&self.descr)?;
+        for o in [&self.locked, &self.values_flat, &self.ts_flat, &self.fields] {
             visit.call(o)?;
         }
         Ok(())
@@ -599,44 +577,14 @@ impl RingCore {
         self.ring.cap
     }
 
-    /// Window rows.
-    #[getter(W)]
-    fn window_rows(&self) -> usize {
-        self.ring.w
-    }
-
-    #[getter(F)]
-    fn fields_n(&self) -> usize {
-        self.f
-    }
-
-    #[getter]
-    fn row_bytes(&self) -> usize {
-        self.ring.row_bytes
-    }
-
-    #[getter]
-    fn values_flat(&self, py: Python<'_>) -> PyObject {
-        self.values_flat.clone_ref(py)
-    }
-
+    /// The timestamps laid end to end (what a view's ``ts_ns`` slices).
     #[getter]
     fn ts_flat(&self, py: Python<'_>) -> PyObject {
         self.ts_flat.clone_ref(py)
     }
 
-    #[getter]
-    fn meta_mv(&self, py: Python<'_>) -> PyObject {
-        self.meta_mv.clone_ref(py)
-    }
-
     #[getter(index)]
     fn get_index(&self, py: Python<'_>) -> Py<KeyIndex> {
         self.index.clone_ref(py)
-    }
-
-    #[getter]
-    fn name(&self, py: Python<'_>) -> PyObject {
-        self.name.clone_ref(py)
     }
 }

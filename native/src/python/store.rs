@@ -6,6 +6,7 @@
 //! absent, ...) changes nothing and calls its Python path with the same arguments, which
 //! holds the rules and the error messages. The core knows no Python class by name.
 
+use super::event::exact_i64;
 use super::keys::plain_eq;
 use super::ring::RingCore;
 use pyo3::exceptions::PyTypeError;
@@ -81,15 +82,7 @@ impl StoreCore {
         let t = if !given {
             now
         } else {
-            if ffi::PyLong_CheckExact(ts_ns) == 0 {
-                return false;
-            }
-            let mut overflow = 0;
-            let t = ffi::PyLong_AsLongLongAndOverflow(ts_ns, &mut overflow);
-            if overflow != 0 || (t == -1 && !ffi::PyErr_Occurred().is_null()) {
-                ffi::PyErr_Clear();
-                return false;
-            }
+            let Some(t) = exact_i64(ts_ns) else { return false };
             t
         };
         r.try_append(key, values, t, now)

@@ -123,8 +123,7 @@ class Ring:
             self.data, self.ts, self.meta, self.shared_stats, self.counters, self.index,
             self.lock, window_rows=self.W, span_ns=self.span_ns, lateness_ns=self.lateness_ns,
             time_ordered=self.time_ordered, reject_nan=self.reject_nan, ttl_ns=ttl_ns,
-            values_flat=self.values_flat, ts_flat=self.ts_flat, meta_mv=self.meta_mv,
-            fields=self.fields, name=self.name)
+            values_flat=self.values_flat, ts_flat=self.ts_flat, fields=self.fields)
 
     # ---- the core's counters -------------------------------------------------------------
 
